@@ -1,0 +1,51 @@
+package v1alpha1
+
+// Condition types, following the kstatus conventions that Flux and Argo CD read.
+const (
+	// ConditionReady is True when the object is where it should be.
+	ConditionReady = "Ready"
+	// ConditionClosed is True once the PAM request is no longer open.
+	ConditionClosed = "Closed"
+	// ConditionReconciling is True while the operator is working towards the desired state.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is True when progress needs a person.
+	ConditionStalled = "Stalled"
+)
+
+// Reasons shared by conditions and events. Each is stable, CamelCase and meant to be matched on.
+const (
+	// ReasonActive: the request is tracked and open in PAM.
+	ReasonActive = "Active"
+	// ReasonPending: the request exists in PAM but is not active yet (approval, MFA, processing).
+	ReasonPending = "Pending"
+	// ReasonSyncing: the first read of the request from PAM has not happened yet.
+	ReasonSyncing = "Syncing"
+	// ReasonExpired: the operator closed the request at its expiry.
+	ReasonExpired = "Expired"
+	// ReasonDeleted: the operator closed the request because the object is being deleted.
+	ReasonDeleted = "Deleted"
+	// ReasonEndedInPAM: PAM reports the request Closed, Expired or Rejected on its own.
+	ReasonEndedInPAM = "EndedInPAM"
+	// ReasonClosing: a close is under way or being retried.
+	ReasonClosing = "Closing"
+	// ReasonPAMError: PAM gave an answer the operator cannot use (an unexpected status or body).
+	ReasonPAMError = "PAMError"
+	// ReasonCloseFailed: PAM refused a close with an answer that retrying will not change by itself.
+	ReasonCloseFailed = "CloseFailed"
+	// ReasonPAMUnavailable: PAM could not be reached or answered with a retryable error.
+	ReasonPAMUnavailable = "PAMUnavailable"
+	// ReasonUnauthorized: PAM answered 401 or 403 to the configured credentials.
+	ReasonUnauthorized = "Unauthorized"
+	// ReasonRequestNotFound: PAM does not list the request for the configured account.
+	ReasonRequestNotFound = "RequestNotFound"
+	// ReasonServerNotFound: the referenced PamServer or ClusterPamServer does not exist.
+	ReasonServerNotFound = "ServerNotFound"
+	// ReasonSecretNotFound: the server's credentials Secret does not exist.
+	ReasonSecretNotFound = "SecretNotFound"
+	// ReasonInvalidServerConfig: the server's configuration or its Secret cannot be used.
+	ReasonInvalidServerConfig = "InvalidServerConfig"
+	// ReasonOrphaned: the object was released without calling PAM (deletionPolicy Orphan).
+	ReasonOrphaned = "Orphaned"
+	// ReasonConfigured: a server configuration is valid and usable.
+	ReasonConfigured = "Configured"
+)

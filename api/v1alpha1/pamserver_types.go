@@ -1,0 +1,174 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// SecretReference names a Secret. There is no namespace field on purpose: a PamServer reads
+// only from its own namespace and a ClusterPamServer only from the cluster resource namespace,
+// so a reference can never reach into someone else's namespace.
+type SecretReference struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// BasicAuth sends HTTP basic credentials, for a proxy in front of MIM that terminates Windows
+// authentication.
+type BasicAuth struct {
+	// SecretRef names a Secret with the keys `username` and `password`.
+	SecretRef SecretReference `json:"secretRef"`
+}
+
+// PamServerAuth says how the operator authenticates to MIM PAM. Leave it empty for none, or set
+// exactly one method.
+// +kubebuilder:validation:MaxProperties=1
+type PamServerAuth struct {
+	// Basic is HTTP basic authentication.
+	// +optional
+	Basic *BasicAuth `json:"basic,omitempty"`
+}
+
+// PamServerSpec says how to reach MIM PAM and as which privileged account.
+type PamServerSpec struct {
+	// URL of the MIM PAM REST API: http(s)://host[:port][/prefix]. Resource paths
+	// (/api/pamresources/...) are joined to it, so a prefix behind a proxy is kept. No user
+	// information, query or fragment.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHost() != ''",message="url must be an absolute http or https URL"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/]*@')",message="url must not contain user information; put credentials in a Secret"
+	// +kubebuilder:validation:XValidation:rule="!self.contains('?') && !self.contains('#')",message="url must not contain a query or fragment"
+	URL string `json:"url"`
+
+	// Version is sent as the query parameter `v` on every call, e.g. "1". Unset means the
+	// newest version the server has.
+	// +kubebuilder:validation:Pattern=`^[0-9]+(\.[0-9]+)?$`
+	// +kubebuilder:validation:MaxLength=16
+	// +optional
+	Version string `json:"version,omitempty"`
+
+	// CABundle is PEM-encoded CA certificates to trust for https, for example an internal CA.
+	// Unset means the system roots.
+	// +kubebuilder:validation:MaxLength=1048576
+	// +optional
+	CABundle string `json:"caBundle,omitempty"`
+
+	// Timeout for one call to PAM, as a Go duration. Defaults to 30s.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="timeout must be positive"
+	// +kubebuilder:default="30s"
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// Auth is how to authenticate: none, or exactly one method.
+	// +optional
+	Auth *PamServerAuth `json:"auth,omitempty"`
+}
+
+// PamServerStatus reports whether the configuration can be used.
+type PamServerStatus struct {
+	// ObservedGeneration is the generation of the spec the conditions describe.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions: Ready and Stalled.
+	// +listType=map
+	// +listMapKey=type
+	// +patchStrategy=merge
+	// +patchMergeKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+}
+
+// PamServer tells elevations in its namespace how to reach MIM PAM and as whom. Its Secret is
+// read from the same namespace.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=pam
+// +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.spec.url`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type PamServer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec says how to reach PAM.
+	Spec PamServerSpec `json:"spec"`
+	// Status reports whether the configuration can be used.
+	// +optional
+	Status PamServerStatus `json:"status,omitempty"`
+}
+
+// PamServerList is a list of PamServer.
+// +kubebuilder:object:root=true
+type PamServerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []PamServer `json:"items"`
+}
+
+// ClusterPamServer is a PamServer for elevations in any namespace. Its Secret is read from the
+// operator's cluster resource namespace.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,categories=pam
+// +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.spec.url`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ClusterPamServer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec says how to reach PAM.
+	Spec PamServerSpec `json:"spec"`
+	// Status reports whether the configuration can be used.
+	// +optional
+	Status PamServerStatus `json:"status,omitempty"`
+}
+
+// ClusterPamServerList is a list of ClusterPamServer.
+// +kubebuilder:object:root=true
+type ClusterPamServerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ClusterPamServer `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&PamServer{}, &PamServerList{}, &ClusterPamServer{}, &ClusterPamServerList{})
+}
+
+// ServerObject is implemented by PamServer and ClusterPamServer, so one reconciler and one
+// connector serve both kinds.
+// +kubebuilder:object:generate=false
+type ServerObject interface {
+	client.Object
+	// ServerSpec returns the spec shared by both kinds.
+	ServerSpec() *PamServerSpec
+	// ServerStatus returns the status shared by both kinds.
+	ServerStatus() *PamServerStatus
+}
+
+// ServerSpec implements ServerObject.
+func (s *PamServer) ServerSpec() *PamServerSpec { return &s.Spec }
+
+// ServerStatus implements ServerObject.
+func (s *PamServer) ServerStatus() *PamServerStatus { return &s.Status }
+
+// ServerSpec implements ServerObject.
+func (s *ClusterPamServer) ServerSpec() *PamServerSpec { return &s.Spec }
+
+// ServerStatus implements ServerObject.
+func (s *ClusterPamServer) ServerStatus() *PamServerStatus { return &s.Status }
+
+// SecretName is the name of the Secret the auth method reads, "" when there is none.
+func (a *PamServerAuth) SecretName() string {
+	if a != nil && a.Basic != nil {
+		return a.Basic.SecretRef.Name
+	}
+	return ""
+}

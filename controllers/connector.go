@@ -1,0 +1,164 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/pam"
+	"github.com/pam-operator/pam-operator/internal/pam/auth"
+)
+
+// Secret keys of the basic auth method.
+const (
+	SecretKeyUsername = "username"
+	SecretKeyPassword = "password"
+)
+
+// configError is why a server cannot be used; its reason goes into a condition and it always
+// needs a person, so it stalls.
+type configError struct {
+	reason  string
+	message string
+}
+
+func (e *configError) Error() string { return e.message }
+
+// Connector builds PAM clients from PamServer and ClusterPamServer objects and their Secrets.
+// Clients are kept per server generation and Secret resourceVersion: a client holds cookies
+// and kept-alive connections (which Windows authentication binds to), so it must outlive a
+// reconcile, yet any change to the server or its Secret takes effect on the next call.
+type Connector struct {
+	// Client reads servers from the cache.
+	Client client.Client
+	// SecretReader reads Secrets straight from the API server, so that no Secret data is cached.
+	SecretReader client.Reader
+	// ClusterResourceNamespace is where ClusterPamServer Secrets live.
+	ClusterResourceNamespace string
+	// UserAgent is sent to PAM.
+	UserAgent string
+
+	mu      sync.Mutex
+	clients map[string]cachedClient
+}
+
+type cachedClient struct {
+	version string
+	client  pam.Client
+}
+
+// GetServer fetches the server an elevation references.
+func (c *Connector) GetServer(ctx context.Context, el *pamv1.PamElevation) (pamv1.ServerObject, error) {
+	var server pamv1.ServerObject
+	key := types.NamespacedName{Name: el.Spec.ServerRef.Name}
+	if el.Spec.ServerRef.Kind == pamv1.ServerKindClusterPamServer {
+		server = &pamv1.ClusterPamServer{}
+	} else {
+		server = &pamv1.PamServer{}
+		key.Namespace = el.Namespace
+	}
+	if err := c.Client.Get(ctx, key, server); err != nil {
+		if apierrors.IsNotFound(err) {
+			where := ""
+			if key.Namespace != "" {
+				where = " in namespace " + key.Namespace
+			}
+			return nil, &configError{reason: pamv1.ReasonServerNotFound,
+				message: fmt.Sprintf("%s %q not found%s", kindOf(el), key.Name, where)}
+		}
+		return nil, err
+	}
+	return server, nil
+}
+
+// Connect returns a client for the server, or a *configError when its configuration or Secret
+// cannot be used. Other errors come from the API server and are transient.
+func (c *Connector) Connect(ctx context.Context, server pamv1.ServerObject) (pam.Client, error) {
+	spec := server.ServerSpec()
+	cfg := pam.Config{URL: spec.URL, Version: spec.Version, CABundle: []byte(spec.CABundle), UserAgent: c.UserAgent}
+	if spec.Timeout != nil {
+		cfg.Timeout = spec.Timeout.Duration
+	}
+	version := fmt.Sprintf("%s/%d", server.GetUID(), server.GetGeneration())
+
+	if name := spec.Auth.SecretName(); name != "" {
+		secret, err := c.secret(ctx, c.secretNamespace(server), name)
+		if err != nil {
+			return nil, err
+		}
+		username, password := string(secret.Data[SecretKeyUsername]), string(secret.Data[SecretKeyPassword])
+		if username == "" || password == "" {
+			return nil, &configError{reason: pamv1.ReasonInvalidServerConfig,
+				message: fmt.Sprintf("Secret %s/%s needs non-empty keys %q and %q", secret.Namespace, secret.Name, SecretKeyUsername, SecretKeyPassword)}
+		}
+		cfg.Auth = auth.Basic(username, password)
+		version += "/" + secret.ResourceVersion
+	}
+
+	cacheKey := serverCacheKey(server)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cached, ok := c.clients[cacheKey]; ok && cached.version == version {
+		return cached.client, nil
+	}
+	pc, err := pam.NewClient(cfg)
+	if err != nil {
+		return nil, &configError{reason: pamv1.ReasonInvalidServerConfig, message: err.Error()}
+	}
+	if c.clients == nil {
+		c.clients = map[string]cachedClient{}
+	}
+	c.clients[cacheKey] = cachedClient{version: version, client: pc}
+	return pc, nil
+}
+
+// Forget drops the cached client of a server that was deleted.
+func (c *Connector) Forget(server pamv1.ServerObject) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.clients, serverCacheKey(server))
+}
+
+func (c *Connector) secretNamespace(server pamv1.ServerObject) string {
+	if server.GetNamespace() == "" {
+		return c.ClusterResourceNamespace
+	}
+	return server.GetNamespace()
+}
+
+func (c *Connector) secret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	secret := &corev1.Secret{}
+	err := c.SecretReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret)
+	if apierrors.IsNotFound(err) {
+		return nil, &configError{reason: pamv1.ReasonSecretNotFound,
+			message: fmt.Sprintf("Secret %q not found in namespace %s", name, namespace)}
+	}
+	return secret, err
+}
+
+func serverCacheKey(server pamv1.ServerObject) string {
+	if server.GetNamespace() == "" {
+		return pamv1.ServerIndexKey(pamv1.ServerKindClusterPamServer, "", server.GetName())
+	}
+	return pamv1.ServerIndexKey(pamv1.ServerKindPamServer, server.GetNamespace(), server.GetName())
+}
+
+func kindOf(el *pamv1.PamElevation) pamv1.ServerKind {
+	if el.Spec.ServerRef.Kind == "" {
+		return pamv1.ServerKindPamServer
+	}
+	return el.Spec.ServerRef.Kind
+}
+
+func asConfigError(err error) (*configError, bool) {
+	var ce *configError
+	ok := errors.As(err, &ce)
+	return ce, ok
+}

@@ -1,0 +1,187 @@
+// Package controllers holds the reconcilers of pam-operator: PamElevation, which closes PAM
+// requests on deletion and at expiry, and PamServer/ClusterPamServer, which report whether a
+// server configuration can be used.
+package controllers
+
+import (
+	"context"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+)
+
+const (
+	// DefaultSyncInterval is how often an open request is read from PAM.
+	DefaultSyncInterval = 5 * time.Minute
+	// DefaultMaxRetryDelay caps the backoff between retries, so the operator heals within
+	// this long of PAM coming back.
+	DefaultMaxRetryDelay = time.Minute
+	// initialRetryDelay is the first backoff step.
+	initialRetryDelay = 500 * time.Millisecond
+
+	// serverRefIndex maps elevations to the server they use (see PamElevation.ServerKey).
+	serverRefIndex = ".spec.serverRef"
+)
+
+// PamElevationReconciler closes the PAM request of a PamElevation when the object is deleted or
+// its expiry passes, and mirrors the request's state from PAM.
+type PamElevationReconciler struct {
+	client.Client
+	// Connector builds PAM clients for servers.
+	Connector *Connector
+	// Recorder emits the Events users see in kubectl describe.
+	Recorder recorder.EventRecorder
+	// Clock is injected so tests can control time; nil means the real clock.
+	Clock clock.PassiveClock
+	// SyncInterval is how often an open request is read from PAM.
+	SyncInterval time.Duration
+	// MaxRetryDelay caps the retry backoff.
+	MaxRetryDelay time.Duration
+	// MaxConcurrentReconciles bounds parallel reconciles.
+	MaxConcurrentReconciles int
+
+	retries workqueue.TypedRateLimiter[reconcile.Request]
+}
+
+// +kubebuilder:rbac:groups=pam.mim.dev,resources=pamelevations,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=pam.mim.dev,resources=pamelevations/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=pam.mim.dev,resources=pamelevations/finalizers,verbs=update
+// +kubebuilder:rbac:groups=pam.mim.dev,resources=pamservers;clusterpamservers,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile moves one PamElevation one step through its life: ensure the finalizer, sync from
+// PAM, close at expiry or on deletion, and requeue at the next moment something is due.
+func (r *PamElevationReconciler) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Result, error) {
+	el := &pamv1.PamElevation{}
+	if err := r.Get(ctx, req.NamespacedName, el); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+
+	if !el.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, req, el)
+	}
+
+	// The finalizer goes on before any call to PAM, so no close can be lost to a deletion
+	// that races the first pass. Its update event brings the object back here.
+	if !controllerutil.ContainsFinalizer(el, pamv1.ElevationFinalizer) {
+		patch := client.MergeFromWithOptions(el.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		controllerutil.AddFinalizer(el, pamv1.ElevationFinalizer)
+		return ctrl.Result{}, r.Patch(ctx, el, patch)
+	}
+
+	original := el.DeepCopy()
+	p := &pass{now: r.Clock.Now()}
+	result := r.reconcileNormal(ctx, el, p)
+	if err := r.patchStatus(ctx, original, el, p); err != nil {
+		return ctrl.Result{}, err
+	}
+	return r.schedule(req, p, result)
+}
+
+// reconcileNormal syncs the request and closes it when its expiry has passed. It returns when
+// the next pass is due, or zero for never.
+func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.PamElevation, p *pass) time.Duration {
+	expiry, hasExpiry := el.Expiry()
+	if hasExpiry {
+		el.Status.ExpiresAt = &expiry
+	} else {
+		el.Status.ExpiresAt = nil
+	}
+	if isClosed(el) {
+		return 0 // the request has ended in PAM: nothing is left to do, ever
+	}
+
+	pc, err := r.connect(ctx, el)
+	if err != nil {
+		p.fail(err)
+		return 0
+	}
+
+	if due := r.nextSync(el); !p.now.Before(due) {
+		if !r.sync(ctx, el, pc, p) || isClosed(el) {
+			return 0
+		}
+	}
+
+	if hasExpiry && !p.now.Before(expiry.Time) {
+		r.closeRequest(ctx, el, pc, p, pamv1.ReasonExpired)
+		return 0
+	}
+
+	next := r.nextSync(el).Sub(p.now)
+	if hasExpiry {
+		next = min(next, expiry.Sub(p.now))
+	}
+	return max(next, time.Millisecond)
+}
+
+// schedule turns the outcome of a pass into a requeue: the backoff after a problem, honouring
+// the server's Retry-After and the cap, else the next timer.
+func (r *PamElevationReconciler) schedule(req reconcile.Request, p *pass, next time.Duration) (ctrl.Result, error) {
+	if p.problem == nil {
+		r.retries.Forget(req)
+		return ctrl.Result{RequeueAfter: next}, nil
+	}
+	delay := max(r.retries.When(req), p.problem.retryAfter)
+	return ctrl.Result{RequeueAfter: min(delay, r.MaxRetryDelay)}, nil
+}
+
+// nextSync is when the request should next be read from PAM.
+func (r *PamElevationReconciler) nextSync(el *pamv1.PamElevation) time.Time {
+	if el.Status.LastSyncTime == nil {
+		return time.Time{}
+	}
+	return el.Status.LastSyncTime.Add(r.SyncInterval)
+}
+
+// patchStatus derives the conditions from what the pass learned and writes the status once,
+// only when it changed.
+func (r *PamElevationReconciler) patchStatus(ctx context.Context, original, el *pamv1.PamElevation, p *pass) error {
+	setConditions(el, p)
+	if equality.Semantic.DeepEqual(original.Status, el.Status) {
+		return nil
+	}
+	return r.Status().Patch(ctx, el, client.MergeFrom(original))
+}
+
+// SetupWithManager registers the reconciler and its watches: a change to a server, or to a
+// Secret a server uses, re-queues every elevation of that server. The field indexes it relies on
+// are registered by SetupIndexes.
+func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	if r.SyncInterval <= 0 {
+		r.SyncInterval = DefaultSyncInterval
+	}
+	if r.MaxRetryDelay <= 0 {
+		r.MaxRetryDelay = DefaultMaxRetryDelay
+	}
+	r.retries = workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](initialRetryDelay, r.MaxRetryDelay)
+
+	mapper := &elevationMapper{Client: mgr.GetClient(), clusterResourceNamespace: r.Connector.ClusterResourceNamespace}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&pamv1.PamElevation{}).
+		Watches(&pamv1.PamServer{}, handler.EnqueueRequestsFromMapFunc(mapper.forServer),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&pamv1.ClusterPamServer{}, handler.EnqueueRequestsFromMapFunc(mapper.forServer),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(mapper.forSecret)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
+		Complete(r)
+}

@@ -1,0 +1,386 @@
+package controllers_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+)
+
+func TestCloseOnDeleteExactlyOnce(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	withServer(t, ns)
+	id := seedRequest(pamUser, time.Hour)
+	el := elevation(ns, "on-delete", id)
+	create(t, el)
+
+	waitActive(t, el)
+	waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
+		expectCondition(g, el.Status.Conditions, pamv1.ConditionClosed, metav1.ConditionFalse, pamv1.ReasonActive)
+		g.Expect(el.Status.LastSyncTime).NotTo(BeNil())
+		g.Expect(el.Status.ObservedGeneration).To(Equal(el.Generation))
+	})
+	attempts, _ := pamServer.CloseCalls(id)
+	g.Expect(attempts).To(BeZero(), "nothing is closed while the object exists")
+
+	deleteObj(t, el)
+	waitGone(t, el)
+
+	attempts, successes := pamServer.CloseCalls(id)
+	g.Expect(attempts).To(Equal(1))
+	g.Expect(successes).To(Equal(1))
+	req, _ := pamServer.Request(id)
+	g.Expect(req.Status).To(Equal(emulator.StatusClosed))
+	waitEvent(t, el, pamv1.ConditionClosed, "HTTP 200")
+}
+
+func TestOrphanDoesNotCallPAM(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	withServer(t, ns)
+	id := seedRequest(pamUser, time.Hour)
+	el := elevation(ns, "orphan", id, func(el *pamv1.PamElevation) { el.Spec.DeletionPolicy = pamv1.DeletionPolicyOrphan })
+	create(t, el)
+	waitActive(t, el)
+
+	deleteObj(t, el)
+	waitGone(t, el)
+
+	attempts, _ := pamServer.CloseCalls(id)
+	g.Expect(attempts).To(BeZero())
+	req, _ := pamServer.Request(id)
+	g.Expect(req.Status).To(Equal(emulator.StatusActive))
+}
+
+func TestCloseAtExpiry(t *testing.T) {
+	cases := []struct {
+		name   string
+		expiry func(el *pamv1.PamElevation)
+	}{
+		{"expiresAt", func(el *pamv1.PamElevation) {
+			at := metav1.NewTime(time.Now().Add(3 * time.Second).Truncate(time.Second))
+			el.Spec.ExpiresAt = &at
+		}},
+		{"ttl", func(el *pamv1.PamElevation) { el.Spec.TTL = &metav1.Duration{Duration: 3 * time.Second} }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			ns := newNamespace(t)
+			withServer(t, ns)
+			id := seedRequest(pamUser, time.Hour)
+			el := elevation(ns, "expiring", id, tc.expiry)
+			create(t, el)
+
+			waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
+				expectCondition(g, el.Status.Conditions, pamv1.ConditionClosed, metav1.ConditionTrue, pamv1.ReasonExpired)
+				expectCondition(g, el.Status.Conditions, pamv1.ConditionReady, metav1.ConditionTrue, pamv1.ReasonExpired)
+				g.Expect(el.Status.RequestStatus).To(Equal("Closed"))
+				g.Expect(el.Status.ClosedAt).NotTo(BeNil())
+			})
+			g.Expect(el.Status.ExpiresAt).NotTo(BeNil())
+			expiry := el.Status.ExpiresAt.Time
+
+			calls := closeCalls(id)
+			g.Expect(calls).To(HaveLen(1))
+			lag := calls[0].Time.Sub(expiry)
+			g.Expect(lag).To(BeNumerically(">=", 0), "closed %s before expiry", -lag)
+			g.Expect(lag).To(BeNumerically("<", time.Second), "the close reached PAM %s after expiry", lag)
+
+			// Deleting a closed elevation needs no call to PAM.
+			deleteObj(t, el)
+			waitGone(t, el)
+			attempts, successes := pamServer.CloseCalls(id)
+			g.Expect([]int{attempts, successes}).To(Equal([]int{1, 1}))
+		})
+	}
+}
+
+func TestEndedInPAM(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	withServer(t, ns)
+	id := seedRequest(pamUser, time.Hour)
+	el := elevation(ns, "ended", id)
+	create(t, el)
+	waitActive(t, el)
+
+	g.Expect(pamServer.SetRequestStatus(id, emulator.StatusExpired)).To(BeTrue())
+	waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
+		expectCondition(g, el.Status.Conditions, pamv1.ConditionClosed, metav1.ConditionTrue, pamv1.ReasonEndedInPAM)
+		g.Expect(el.Status.RequestStatus).To(Equal("Expired"))
+	})
+
+	deleteObj(t, el)
+	waitGone(t, el)
+	attempts, _ := pamServer.CloseCalls(id)
+	g.Expect(attempts).To(BeZero(), "a request PAM ended is never closed again")
+}
+
+func TestRequestNotFoundKeepsFinalizerUntilOrphan(t *testing.T) {
+	cases := []struct {
+		name      string
+		requestID func() string
+	}{
+		{"unknown id", randomGUID},
+		{"another account's request", func() string { return seedRequest(otherUser, time.Hour) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			ns := newNamespace(t)
+			withServer(t, ns)
+			id := tc.requestID()
+			el := elevation(ns, "not-found", id)
+			create(t, el)
+			waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
+				expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonRequestNotFound)
+				expectCondition(g, el.Status.Conditions, pamv1.ConditionReady, metav1.ConditionFalse, pamv1.ReasonRequestNotFound)
+			})
+
+			deleteObj(t, el)
+			// Fail closed: the object stays while retries keep finding nothing to close.
+			g.Consistently(func(g Gomega) {
+				g.Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(el), el)).To(Succeed())
+				g.Expect(el.Finalizers).To(ContainElement(pamv1.ElevationFinalizer))
+			}).WithTimeout(3 * maxRetryDelay).WithPolling(100 * time.Millisecond).Should(Succeed())
+			g.Expect(el.DeletionTimestamp).NotTo(BeNil())
+			expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonRequestNotFound)
+
+			patch := client.MergeFrom(el.DeepCopy())
+			el.Spec.DeletionPolicy = pamv1.DeletionPolicyOrphan
+			g.Expect(k8sClient.Patch(context.Background(), el, patch)).To(Succeed())
+			waitGone(t, el)
+			attempts, _ := pamServer.CloseCalls(id)
+			g.Expect(attempts).To(BeZero())
+		})
+	}
+}
+
+func TestCloseRetriesThroughFaults(t *testing.T) {
+	cases := []struct {
+		name       string
+		fault      emulator.Fault
+		minSpacing time.Duration // the Retry-After the operator must honour
+	}{
+		{"503 with Retry-After", emulator.Fault{Status: 503, RetryAfter: "1", Times: 2}, time.Second},
+		{"408", emulator.Fault{Status: 408, Times: 2}, 0},
+		{"429 with Retry-After", emulator.Fault{Status: 429, RetryAfter: "1", Times: 2}, time.Second},
+		{"500", emulator.Fault{Status: 500, Times: 2}, 0},
+		{"dropped connection", emulator.Fault{Drop: true, Times: 2}, 0},
+		{"lost 200", emulator.Fault{LoseResponse: true, Times: 1}, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			ns := newNamespace(t)
+			withServer(t, ns)
+			id := seedRequest(pamUser, time.Hour)
+			el := elevation(ns, "faulty", id)
+			create(t, el)
+			waitActive(t, el)
+
+			fault := tc.fault
+			fault.Endpoint = emulator.EndpointCloseRequest
+			pamServer.InjectFault(fault)
+			t.Cleanup(pamServer.ClearFaults)
+			deleteObj(t, el)
+			waitGone(t, el)
+
+			_, successes := pamServer.CloseCalls(id)
+			g.Expect(successes).To(Equal(1), "exactly one close took effect")
+			calls := closeCalls(id)
+			g.Expect(len(calls)).To(BeNumerically(">=", tc.fault.Times))
+			for i := 1; i < len(calls); i++ {
+				g.Expect(calls[i].Time.Sub(calls[i-1].Time)).To(BeNumerically(">=", tc.minSpacing-50*time.Millisecond),
+					"retry %d came before the server's Retry-After", i)
+			}
+			waitEvent(t, el, pamv1.ReasonCloseFailed, "Closing PAM request "+id+" failed")
+		})
+	}
+}
+
+func TestRetryingCloseReportsReconciling(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	withServer(t, ns)
+	id := seedRequest(pamUser, time.Hour)
+	el := elevation(ns, "retrying", id)
+	create(t, el)
+	waitActive(t, el)
+
+	pamServer.InjectFault(emulator.Fault{Endpoint: emulator.EndpointCloseRequest, Status: 503})
+	t.Cleanup(pamServer.ClearFaults)
+	deleteObj(t, el)
+	waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
+		expectCondition(g, el.Status.Conditions, pamv1.ConditionReady, metav1.ConditionFalse, pamv1.ReasonPAMUnavailable)
+		expectCondition(g, el.Status.Conditions, pamv1.ConditionReconciling, metav1.ConditionTrue, pamv1.ReasonPAMUnavailable)
+		g.Expect(meta(el, pamv1.ConditionReady)).To(ContainSubstring("HTTP 503"))
+	})
+
+	pamServer.ClearFaults()
+	waitGone(t, el)
+	_, successes := pamServer.CloseCalls(id)
+	g.Expect(successes).To(Equal(1))
+}
+
+func TestUnauthorizedStallsAndHealsWhenSecretIsFixed(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	secret := basicSecret(ns, "pam-credentials", pamUser, "wrong-password")
+	create(t, secret)
+	create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}, Spec: basicServerSpec("pam-credentials")})
+	id := seedRequest(pamUser, time.Hour)
+	el := elevation(ns, "unauthorized", id)
+	create(t, el)
+
+	waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
+		expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonUnauthorized)
+		g.Expect(meta(el, pamv1.ConditionStalled)).To(ContainSubstring("HTTP 401"))
+	})
+
+	secret.StringData = nil
+	secret.Data = map[string][]byte{"username": []byte(pamUser), "password": []byte(pamPassword)}
+	g.Expect(k8sClient.Update(context.Background(), secret)).To(Succeed())
+	waitActive(t, el)
+	g.Expect(el.Status.Conditions).NotTo(ContainElement(HaveField("Type", pamv1.ConditionStalled)))
+	assertNoCredentialLeak(t, ns, el)
+}
+
+func TestServerMissingStallsAndHealsWhenCreated(t *testing.T) {
+	ns := newNamespace(t)
+	id := seedRequest(pamUser, time.Hour)
+	el := elevation(ns, "no-server", id)
+	create(t, el)
+	waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
+		expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonServerNotFound)
+		expectCondition(g, el.Status.Conditions, pamv1.ConditionReady, metav1.ConditionFalse, pamv1.ReasonServerNotFound)
+	})
+
+	create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}, Spec: basicServerSpec("pam-credentials")})
+	waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
+		expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonSecretNotFound)
+	})
+
+	create(t, basicSecret(ns, "pam-credentials", pamUser, pamPassword))
+	waitActive(t, el)
+}
+
+func TestSecretNamespaces(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	clusterSecret := "cluster-" + strings.ToLower(randomGUID()[:8])
+
+	// The elevation's own namespace holds a Secret of the same name: a ClusterPamServer must not
+	// read it, only the one in the cluster resource namespace.
+	create(t, basicSecret(ns, clusterSecret, pamUser, pamPassword))
+	server := &pamv1.ClusterPamServer{ObjectMeta: metav1.ObjectMeta{Name: clusterSecret}, Spec: basicServerSpec(clusterSecret)}
+	create(t, server)
+	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), server) })
+
+	id := seedRequest(pamUser, time.Hour)
+	el := elevation(ns, "cluster-server", id, func(el *pamv1.PamElevation) {
+		el.Spec.ServerRef = pamv1.ServerReference{Kind: pamv1.ServerKindClusterPamServer, Name: clusterSecret}
+	})
+	create(t, el)
+	waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
+		expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonSecretNotFound)
+		g.Expect(meta(el, pamv1.ConditionStalled)).To(ContainSubstring(clusterResourceNamespace))
+	})
+	waitFor(t, server, func(g Gomega, s *pamv1.ClusterPamServer) {
+		expectCondition(g, s.Status.Conditions, pamv1.ConditionReady, metav1.ConditionFalse, pamv1.ReasonSecretNotFound)
+	})
+
+	create(t, basicSecret(clusterResourceNamespace, clusterSecret, pamUser, pamPassword))
+	waitActive(t, el)
+	waitFor(t, server, func(g Gomega, s *pamv1.ClusterPamServer) {
+		expectCondition(g, s.Status.Conditions, pamv1.ConditionReady, metav1.ConditionTrue, pamv1.ReasonConfigured)
+	})
+
+	// A PamServer reads from its own namespace: one in another namespace cannot use this
+	// namespace's Secret.
+	other := newNamespace(t)
+	create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: other, Name: "pam"}, Spec: basicServerSpec(clusterSecret)})
+	el2 := elevation(other, "namespaced", seedRequest(pamUser, time.Hour))
+	create(t, el2)
+	waitFor(t, el2, func(g Gomega, el *pamv1.PamElevation) {
+		expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonSecretNotFound)
+		g.Expect(meta(el, pamv1.ConditionStalled)).To(ContainSubstring("namespace " + other))
+	})
+
+	deleteObj(t, el)
+	waitGone(t, el)
+	_, successes := pamServer.CloseCalls(id)
+	g.Expect(successes).To(Equal(1))
+}
+
+func TestPamServerConditions(t *testing.T) {
+	ns := newNamespace(t)
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "no-password"},
+		StringData: map[string]string{"username": pamUser}})
+	cases := []struct {
+		name   string
+		spec   pamv1.PamServerSpec
+		ready  metav1.ConditionStatus
+		reason string
+	}{
+		{"no auth is valid", pamv1.PamServerSpec{URL: pamURL}, metav1.ConditionTrue, pamv1.ReasonConfigured},
+		{"missing Secret", basicServerSpec("absent"), metav1.ConditionFalse, pamv1.ReasonSecretNotFound},
+		{"Secret without password", basicServerSpec("no-password"), metav1.ConditionFalse, pamv1.ReasonInvalidServerConfig},
+		{"CA bundle without certificates", pamv1.PamServerSpec{URL: "https://pam.example.test", CABundle: "not a certificate"},
+			metav1.ConditionFalse, pamv1.ReasonInvalidServerConfig},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			server := &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "server-" + string(rune('a'+i))}, Spec: tc.spec}
+			create(t, server)
+			waitFor(t, server, func(g Gomega, s *pamv1.PamServer) {
+				expectCondition(g, s.Status.Conditions, pamv1.ConditionReady, tc.ready, tc.reason)
+				g.Expect(s.Status.ObservedGeneration).To(Equal(s.Generation))
+				if tc.ready == metav1.ConditionFalse {
+					expectCondition(g, s.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, tc.reason)
+				}
+			})
+		})
+	}
+}
+
+// meta returns the message of a condition, "" when absent.
+func meta(el *pamv1.PamElevation, condType string) string {
+	for _, c := range el.Status.Conditions {
+		if c.Type == condType {
+			return c.Message
+		}
+	}
+	return ""
+}
+
+// assertNoCredentialLeak scans the manager's log, the namespace's Events and the object's
+// status for the test passwords.
+func assertNoCredentialLeak(t *testing.T, namespace string, el *pamv1.PamElevation) {
+	t.Helper()
+	g := NewWithT(t)
+	var texts []string
+	texts = append(texts, managerLog.String())
+	for _, reason := range []string{pamv1.ConditionClosed, pamv1.ReasonCloseFailed, pamv1.ReasonEndedInPAM} {
+		texts = append(texts, eventNotes(t, el, reason)...)
+	}
+	for _, c := range el.Status.Conditions {
+		texts = append(texts, c.Message)
+	}
+	for _, text := range texts {
+		g.Expect(text).NotTo(ContainSubstring(pamPassword))
+		g.Expect(text).NotTo(ContainSubstring(otherPass))
+		g.Expect(text).NotTo(ContainSubstring("Basic "))
+	}
+	_ = namespace
+}

@@ -1,0 +1,144 @@
+package controllers
+
+import (
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/pam"
+)
+
+// pass collects what one reconcile learned. Phases record facts here; setConditions turns them
+// into conditions in one place.
+type pass struct {
+	now time.Time
+	// synced is the request as read from PAM in this pass, nil when it was not read.
+	synced *pam.Request
+	// problem is why the pass could not finish, nil when it did.
+	problem *problem
+}
+
+// problem is a reason the desired state was not reached.
+type problem struct {
+	reason  string
+	message string
+	// stalled means a person must act; the operator still retries on the capped schedule.
+	stalled bool
+	// retryAfter is the server's Retry-After.
+	retryAfter time.Duration
+}
+
+// fail records a failed step. Errors are classified once, by the PAM client or the connector;
+// this only maps classes to reasons.
+func (p *pass) fail(err error) {
+	if ce, ok := asConfigError(err); ok {
+		p.problem = &problem{reason: ce.reason, message: ce.message, stalled: true}
+		return
+	}
+	switch pam.ClassOf(err) {
+	case pam.ClassAuth:
+		p.problem = &problem{reason: pamv1.ReasonUnauthorized, stalled: true,
+			message: "PAM refused the server's credentials: " + err.Error()}
+	case pam.ClassNotFound:
+		p.problem = &problem{reason: pamv1.ReasonRequestNotFound, stalled: true,
+			message: "PAM does not list the request for the server's account: check spec.requestID, and that the server's credentials are those of the account that created the request; to release the object without closing, set spec.deletionPolicy to Orphan"}
+	case pam.ClassRetryable:
+		p.problem = &problem{reason: pamv1.ReasonPAMUnavailable, message: err.Error(), retryAfter: pam.RetryAfterOf(err)}
+	default:
+		p.problem = &problem{reason: pamv1.ReasonPAMError, message: err.Error(), stalled: true}
+	}
+}
+
+// failClose records a failed close: the same classes, with a reason that says a close is due.
+func (p *pass) failClose(err error) {
+	p.fail(err)
+	if p.problem.reason == pamv1.ReasonPAMError {
+		p.problem.reason = pamv1.ReasonCloseFailed
+	}
+}
+
+// setConditions derives every condition from the status and the pass. Messages carry no
+// timestamps, so an unchanged situation writes an unchanged status.
+func setConditions(el *pamv1.PamElevation, p *pass) {
+	gen := el.Generation
+	set := func(condType string, status metav1.ConditionStatus, reason, message string) {
+		meta.SetStatusCondition(&el.Status.Conditions, metav1.Condition{
+			Type: condType, Status: status, Reason: reason, Message: message, ObservedGeneration: gen,
+		})
+	}
+	closed := meta.FindStatusCondition(el.Status.Conditions, pamv1.ConditionClosed)
+	isClosed := closed != nil && closed.Status == metav1.ConditionTrue
+
+	if !isClosed {
+		switch {
+		case el.Status.RequestStatus == "":
+			set(pamv1.ConditionClosed, metav1.ConditionFalse, pamv1.ReasonSyncing, "The request has not been read from PAM yet")
+		case pam.RequestStatus(el.Status.RequestStatus) == pam.StatusActive:
+			set(pamv1.ConditionClosed, metav1.ConditionFalse, pamv1.ReasonActive, "The request is open in PAM")
+		default:
+			set(pamv1.ConditionClosed, metav1.ConditionFalse, pamv1.ReasonPending,
+				fmt.Sprintf("The request is %s in PAM", el.Status.RequestStatus))
+		}
+	}
+
+	switch {
+	case p.problem != nil:
+		set(pamv1.ConditionReady, metav1.ConditionFalse, p.problem.reason, p.problem.message)
+		if p.problem.stalled {
+			set(pamv1.ConditionStalled, metav1.ConditionTrue, p.problem.reason, p.problem.message)
+			meta.RemoveStatusCondition(&el.Status.Conditions, pamv1.ConditionReconciling)
+		} else {
+			set(pamv1.ConditionReconciling, metav1.ConditionTrue, p.problem.reason, p.problem.message)
+			meta.RemoveStatusCondition(&el.Status.Conditions, pamv1.ConditionStalled)
+		}
+	case isClosed:
+		set(pamv1.ConditionReady, metav1.ConditionTrue, closed.Reason, closed.Message)
+		clearProgress(el)
+	case el.Status.RequestStatus == "":
+		set(pamv1.ConditionReady, metav1.ConditionFalse, pamv1.ReasonSyncing, "Waiting for the first read of the request from PAM")
+		set(pamv1.ConditionReconciling, metav1.ConditionTrue, pamv1.ReasonSyncing, "Waiting for the first read of the request from PAM")
+		meta.RemoveStatusCondition(&el.Status.Conditions, pamv1.ConditionStalled)
+	default:
+		c := meta.FindStatusCondition(el.Status.Conditions, pamv1.ConditionClosed)
+		set(pamv1.ConditionReady, metav1.ConditionTrue, c.Reason, c.Message)
+		clearProgress(el)
+	}
+
+	// A transient failure leaves observedGeneration behind, so kstatus reports progress, not a
+	// settled result; a stall is a settled result that needs a person.
+	if p.problem == nil || p.problem.stalled {
+		el.Status.ObservedGeneration = gen
+	}
+}
+
+func clearProgress(el *pamv1.PamElevation) {
+	meta.RemoveStatusCondition(&el.Status.Conditions, pamv1.ConditionReconciling)
+	meta.RemoveStatusCondition(&el.Status.Conditions, pamv1.ConditionStalled)
+}
+
+// markClosed records that the request is no longer open in PAM.
+func markClosed(el *pamv1.PamElevation, reason string, now time.Time) {
+	var message string
+	switch reason {
+	case pamv1.ReasonExpired:
+		message = "Closed by the operator at expiry"
+	case pamv1.ReasonDeleted:
+		message = "Closed by the operator because the object is being deleted"
+	default:
+		message = fmt.Sprintf("PAM reports the request %s", el.Status.RequestStatus)
+	}
+	meta.SetStatusCondition(&el.Status.Conditions, metav1.Condition{
+		Type: pamv1.ConditionClosed, Status: metav1.ConditionTrue, Reason: reason, Message: message,
+		ObservedGeneration: el.Generation,
+	})
+	t := metav1.NewTime(now)
+	el.Status.ClosedAt = &t
+}
+
+// isClosed reports whether the request is known to be no longer open in PAM.
+func isClosed(el *pamv1.PamElevation) bool {
+	return meta.IsStatusConditionTrue(el.Status.Conditions, pamv1.ConditionClosed)
+}

@@ -1,0 +1,95 @@
+package controllers
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+)
+
+// ServerReconciler reports whether a PamServer or ClusterPamServer configuration can be used:
+// its URL parses, its CA bundle holds certificates, and its Secret exists with the keys its auth
+// method needs. It does not call PAM; elevations report what PAM answers.
+type ServerReconciler struct {
+	client.Client
+	// Connector validates configurations and builds the clients elevations share.
+	Connector *Connector
+	// NewObject returns an empty object of the kind this reconciler serves.
+	NewObject func() pamv1.ServerObject
+}
+
+// +kubebuilder:rbac:groups=pam.mim.dev,resources=pamservers/status;clusterpamservers/status,verbs=get;update;patch
+
+// Reconcile validates one server and writes its Ready and Stalled conditions.
+func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Result, error) {
+	server := r.NewObject()
+	if err := r.Get(ctx, req.NamespacedName, server); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			server.SetName(req.Name)
+			server.SetNamespace(req.Namespace)
+			r.Connector.Forget(server)
+		}
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+
+	original := server.DeepCopyObject().(pamv1.ServerObject)
+	status := server.ServerStatus()
+	gen := server.GetGeneration()
+	set := func(condType string, s metav1.ConditionStatus, reason, message string) {
+		meta.SetStatusCondition(&status.Conditions, metav1.Condition{
+			Type: condType, Status: s, Reason: reason, Message: message, ObservedGeneration: gen,
+		})
+	}
+
+	_, err := r.Connector.Connect(ctx, server)
+	if ce, ok := asConfigError(err); ok {
+		set(pamv1.ConditionReady, metav1.ConditionFalse, ce.reason, ce.message)
+		set(pamv1.ConditionStalled, metav1.ConditionTrue, ce.reason, ce.message)
+	} else if err != nil {
+		return ctrl.Result{}, err
+	} else {
+		set(pamv1.ConditionReady, metav1.ConditionTrue, pamv1.ReasonConfigured, "The configuration is valid")
+		meta.RemoveStatusCondition(&status.Conditions, pamv1.ConditionStalled)
+	}
+	status.ObservedGeneration = gen
+
+	if equality.Semantic.DeepEqual(original.ServerStatus(), status) {
+		return ctrl.Result{}, nil
+	}
+	return ctrl.Result{}, r.Status().Patch(ctx, server, client.MergeFrom(original))
+}
+
+// SetupWithManager registers the reconciler for the kind NewObject returns; a change to a
+// Secret re-validates the servers that read it.
+func (r *ServerReconciler) SetupWithManager(mgr ctrl.Manager, name string) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named(name).
+		For(r.NewObject(), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.forSecret)).
+		Complete(r)
+}
+
+func (r *ServerReconciler) forSecret(ctx context.Context, secret client.Object) []reconcile.Request {
+	var reqs []reconcile.Request
+	for _, server := range serversUsingSecret(ctx, r.Client, secret, r.Connector.ClusterResourceNamespace) {
+		if (server.GetNamespace() == "") == r.isCluster() {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(server)})
+		}
+	}
+	return reqs
+}
+
+func (r *ServerReconciler) isCluster() bool {
+	_, ok := r.NewObject().(*pamv1.ClusterPamServer)
+	return ok
+}

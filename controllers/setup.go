@@ -1,0 +1,59 @@
+package controllers
+
+import (
+	"context"
+	"time"
+
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+)
+
+// Options configure the controllers.
+type Options struct {
+	// ClusterResourceNamespace is where ClusterPamServer Secrets are read from.
+	ClusterResourceNamespace string
+	// SyncInterval is how often open requests are read from PAM.
+	SyncInterval time.Duration
+	// MaxRetryDelay caps the retry backoff.
+	MaxRetryDelay time.Duration
+	// MaxConcurrentReconciles bounds parallel PamElevation reconciles.
+	MaxConcurrentReconciles int
+	// Clock is the time source; nil means the real clock.
+	Clock clock.PassiveClock
+	// UserAgent is sent to PAM.
+	UserAgent string
+}
+
+// Setup registers the field indexes and every reconciler with the manager.
+func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
+	if err := SetupIndexes(ctx, mgr); err != nil {
+		return err
+	}
+	connector := &Connector{
+		Client:                   mgr.GetClient(),
+		SecretReader:             mgr.GetAPIReader(),
+		ClusterResourceNamespace: opts.ClusterResourceNamespace,
+		UserAgent:                opts.UserAgent,
+	}
+	if err := (&PamElevationReconciler{
+		Client:                  mgr.GetClient(),
+		Connector:               connector,
+		Recorder:                mgr.GetEventRecorder("pam-operator"),
+		Clock:                   opts.Clock,
+		SyncInterval:            opts.SyncInterval,
+		MaxRetryDelay:           opts.MaxRetryDelay,
+		MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
+	}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&ServerReconciler{Client: mgr.GetClient(), Connector: connector,
+		NewObject: func() pamv1.ServerObject { return &pamv1.PamServer{} },
+	}).SetupWithManager(mgr, "pamserver"); err != nil {
+		return err
+	}
+	return (&ServerReconciler{Client: mgr.GetClient(), Connector: connector,
+		NewObject: func() pamv1.ServerObject { return &pamv1.ClusterPamServer{} },
+	}).SetupWithManager(mgr, "clusterpamserver")
+}

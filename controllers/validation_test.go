@@ -1,0 +1,134 @@
+package controllers_test
+
+import (
+	"context"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+)
+
+// fromYAML decodes a manifest into an unstructured object, so the API server sees exactly what a
+// user would send, including fields the Go types could not express.
+func fromYAML(t *testing.T, namespace, manifest string) *unstructured.Unstructured {
+	t.Helper()
+	obj := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(manifest), &obj.Object); err != nil {
+		t.Fatalf("bad test manifest: %v", err)
+	}
+	if obj.GetKind() != "ClusterPamServer" {
+		obj.SetNamespace(namespace)
+	}
+	return obj
+}
+
+func TestAdmissionRejectsInvalidObjects(t *testing.T) {
+	ns := newNamespace(t)
+	const elevationHead = "apiVersion: pam.mim.dev/v1alpha1\nkind: PamElevation\nmetadata: {generateName: bad-}\n"
+	const serverHead = "apiVersion: pam.mim.dev/v1alpha1\nkind: PamServer\nmetadata: {generateName: bad-}\n"
+	const guid = "5ec10e61-cdd1-404e-a18e-740467d87dbf"
+	cases := []struct {
+		name     string
+		manifest string
+		// wantIn are fragments the API server's message must contain: the field and the rule.
+		wantIn []string
+	}{
+		{"requestID missing", elevationHead + "spec: {serverRef: {name: pam}}",
+			[]string{"spec.requestID", "Required"}},
+		{"requestID not a GUID", elevationHead + "spec: {requestID: not-a-guid, serverRef: {name: pam}}",
+			[]string{"spec.requestID", "should match"}},
+		{"requestID with braces", elevationHead + "spec: {requestID: '{" + guid + "}', serverRef: {name: pam}}",
+			[]string{"spec.requestID", "should match"}},
+		{"requestID without dashes", elevationHead + "spec: {requestID: 5ec10e61cdd1404ea18e740467d87dbf, serverRef: {name: pam}}",
+			[]string{"spec.requestID", "should match"}},
+		{"serverRef missing", elevationHead + "spec: {requestID: " + guid + "}",
+			[]string{"spec.serverRef", "Required"}},
+		{"serverRef name empty", elevationHead + "spec: {requestID: " + guid + ", serverRef: {name: ''}}",
+			[]string{"spec.serverRef.name"}},
+		{"serverRef kind unknown", elevationHead + "spec: {requestID: " + guid + ", serverRef: {kind: Issuer, name: pam}}",
+			[]string{"spec.serverRef.kind", "Unsupported value", "PamServer", "ClusterPamServer"}},
+		{"both expiresAt and ttl", elevationHead + "spec: {requestID: " + guid + ", serverRef: {name: pam}, expiresAt: '2030-01-01T00:00:00Z', ttl: 1h}",
+			[]string{"set at most one of expiresAt and ttl"}},
+		{"ttl zero", elevationHead + "spec: {requestID: " + guid + ", serverRef: {name: pam}, ttl: 0s}",
+			[]string{"spec.ttl", "ttl must be positive"}},
+		{"ttl not a duration", elevationHead + "spec: {requestID: " + guid + ", serverRef: {name: pam}, ttl: one hour}",
+			[]string{"spec.ttl", "should match"}},
+		{"ttl negative", elevationHead + "spec: {requestID: " + guid + ", serverRef: {name: pam}, ttl: -5m}",
+			[]string{"spec.ttl"}},
+		{"expiresAt not a time", elevationHead + "spec: {requestID: " + guid + ", serverRef: {name: pam}, expiresAt: tomorrow}",
+			[]string{"spec.expiresAt"}},
+		{"deletionPolicy unknown", elevationHead + "spec: {requestID: " + guid + ", serverRef: {name: pam}, deletionPolicy: Delete}",
+			[]string{"spec.deletionPolicy", "Unsupported value", "Close", "Orphan"}},
+		{"url missing", serverHead + "spec: {}",
+			[]string{"spec.url", "Required"}},
+		{"url relative", serverHead + "spec: {url: /api}",
+			[]string{"spec.url", "absolute http or https URL"}},
+		{"url ftp", serverHead + "spec: {url: 'ftp://pam.example.com'}",
+			[]string{"spec.url", "absolute http or https URL"}},
+		{"url with user information", serverHead + "spec: {url: 'https://jen:secret@pam.example.com'}",
+			[]string{"spec.url", "must not contain user information"}},
+		{"url with query", serverHead + "spec: {url: 'https://pam.example.com/?v=1'}",
+			[]string{"spec.url", "must not contain a query"}},
+		{"timeout zero", serverHead + "spec: {url: 'https://pam.example.com', timeout: 0s}",
+			[]string{"spec.timeout", "timeout must be positive"}},
+		{"timeout not a duration", serverHead + "spec: {url: 'https://pam.example.com', timeout: soon}",
+			[]string{"spec.timeout", "should match"}},
+		{"version not a number", serverHead + "spec: {url: 'https://pam.example.com', version: latest}",
+			[]string{"spec.version", "should match"}},
+		{"basic without secret name", serverHead + "spec: {url: 'https://pam.example.com', auth: {basic: {secretRef: {}}}}",
+			[]string{"spec.auth.basic.secretRef.name", "Required"}},
+		{"cluster server url relative", "apiVersion: pam.mim.dev/v1alpha1\nkind: ClusterPamServer\nmetadata: {generateName: bad-}\nspec: {url: pam}",
+			[]string{"spec.url", "absolute http or https URL"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			err := k8sClient.Create(context.Background(), fromYAML(t, ns, tc.manifest))
+			g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want Invalid, got %v", err)
+			for _, want := range tc.wantIn {
+				g.Expect(err.Error()).To(ContainSubstring(want))
+			}
+		})
+	}
+}
+
+func TestAdmissionAcceptsAndDefaults(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	el := fromYAML(t, ns, `apiVersion: pam.mim.dev/v1alpha1
+kind: PamElevation
+metadata: {name: upper-case-guid}
+spec: {requestID: 5EC10E61-CDD1-404E-A18E-740467D87DBF, serverRef: {name: pam}, ttl: 1h30m}`)
+	g.Expect(k8sClient.Create(context.Background(), el)).To(Succeed())
+	typed := &pamv1.PamElevation{}
+	g.Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(el), typed)).To(Succeed())
+	g.Expect(typed.Spec.DeletionPolicy).To(Equal(pamv1.DeletionPolicyClose))
+	g.Expect(typed.Spec.ServerRef.Kind).To(Equal(pamv1.ServerKindPamServer))
+
+	server := fromYAML(t, ns, `apiVersion: pam.mim.dev/v1alpha1
+kind: PamServer
+metadata: {name: prefixed}
+spec: {url: 'https://pam.example.com:8086/mim/'}`)
+	g.Expect(k8sClient.Create(context.Background(), server)).To(Succeed())
+	typedServer := &pamv1.PamServer{}
+	g.Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(server), typedServer)).To(Succeed())
+	g.Expect(typedServer.Spec.Timeout.Duration.String()).To(Equal("30s"))
+}
+
+func TestRequestIDIsImmutable(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	el := elevation(ns, "immutable", randomGUID(), func(el *pamv1.PamElevation) { el.Spec.DeletionPolicy = pamv1.DeletionPolicyOrphan })
+	create(t, el)
+
+	patch := client.MergeFrom(el.DeepCopy())
+	el.Spec.RequestID = randomGUID()
+	err := k8sClient.Patch(context.Background(), el, patch)
+	g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want Invalid, got %v", err)
+	g.Expect(err.Error()).To(ContainSubstring("requestID is immutable"))
+}

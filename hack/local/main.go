@@ -1,0 +1,195 @@
+// Command local runs pam-operator on this machine without a cluster or an internet connection:
+// a control plane from the kube-apiserver, etcd and kubectl built into ./bin, and the PAM
+// emulator.
+//
+//	go run ./hack/local env    # the control plane and emulator alone, in the foreground
+//	go run ./hack/local run    # the same, plus the manager (bin/manager), with any manager flags
+//	go run ./hack/local demo   # the walk-through of `make demo`; exits 0 only if every step happened
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+)
+
+const (
+	demoUser     = "PRIV\\jen"
+	demoPassword = "demo-only-password"
+	// operatorNamespace is where the manager runs and reads ClusterPamServer Secrets from.
+	operatorNamespace = "pam-system"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: local env | run [manager flags] | demo")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var err error
+	switch os.Args[1] {
+	case "env":
+		err = withEnv(ctx, func(env *localEnv) error {
+			fmt.Printf("\nControl plane and PAM emulator are running. Press Ctrl-C to stop.\n")
+			<-ctx.Done()
+			return nil
+		})
+	case "run":
+		err = withEnv(ctx, func(env *localEnv) error {
+			return env.runManager(ctx, os.Args[2:], os.Stdout)
+		})
+	case "demo":
+		err = withEnv(ctx, runDemo)
+	default:
+		err = fmt.Errorf("unknown command %q: use env, run or demo", os.Args[1])
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+// localEnv is a running control plane and emulator.
+type localEnv struct {
+	root       string
+	kubeconfig string
+	pamURL     string
+	pam        *emulator.Server
+}
+
+// withEnv starts the control plane and the emulator, runs fn, and stops both whatever happens.
+func withEnv(ctx context.Context, fn func(*localEnv) error) error {
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	bin := filepath.Join(root, "bin")
+	for _, tool := range []string{"kube-apiserver", "etcd", "kubectl"} {
+		if _, err := os.Stat(filepath.Join(bin, tool)); err != nil {
+			return fmt.Errorf("bin/%s is missing: run 'make control-plane' first", tool)
+		}
+	}
+
+	fmt.Println("==> Starting the local control plane (kube-apiserver and etcd from ./bin)")
+	testEnv := &envtest.Environment{
+		BinaryAssetsDirectory: bin,
+		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	if _, err := testEnv.Start(); err != nil {
+		return fmt.Errorf("starting the control plane: %w", err)
+	}
+	defer func() {
+		fmt.Println("==> Stopping the local control plane")
+		_ = testEnv.Stop()
+	}()
+	admin, err := testEnv.AddUser(envtest.User{Name: "local-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return fmt.Errorf("creating the admin user: %w", err)
+	}
+	kubeconfig, err := admin.KubeConfig()
+	if err != nil {
+		return err
+	}
+	env := &localEnv{root: root, kubeconfig: filepath.Join(bin, "local", "kubeconfig")}
+	if err := os.MkdirAll(filepath.Dir(env.kubeconfig), 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(env.kubeconfig, kubeconfig, 0o600); err != nil {
+		return err
+	}
+	fmt.Printf("    kubeconfig: %s\n", env.kubeconfig)
+
+	env.pam = emulator.New(emulator.Options{
+		Users: map[string]string{demoUser: demoPassword},
+		Log:   func(line string) { fmt.Println("    pam-emulator | " + line) },
+	})
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	server := &http.Server{Handler: env.pam, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = server.Serve(listener) }()
+	defer server.Close()
+	env.pamURL = "http://" + listener.Addr().String()
+	fmt.Printf("==> PAM emulator listening at %s (account %q, password %q)\n", env.pamURL, demoUser, demoPassword)
+
+	if _, err := env.kubectl(ctx, "", "create", "namespace", operatorNamespace); err != nil {
+		return err
+	}
+	return fn(env)
+}
+
+// runManager runs bin/manager against the local control plane until ctx ends.
+func (e *localEnv) runManager(ctx context.Context, extraArgs []string, logTo *os.File) error {
+	cmd := e.managerCommand(ctx, extraArgs)
+	cmd.Stdout, cmd.Stderr = logTo, logTo
+	fmt.Println("==> Running the manager; press Ctrl-C to stop")
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (e *localEnv) managerCommand(ctx context.Context, extraArgs []string) *exec.Cmd {
+	args := append([]string{
+		"--kubeconfig", e.kubeconfig,
+		"--cluster-resource-namespace", operatorNamespace,
+		"--metrics-bind-address", "0",
+		"--health-probe-bind-address", "0",
+	}, extraArgs...)
+	cmd := exec.CommandContext(ctx, filepath.Join(e.root, "bin", "manager"), args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 10 * time.Second
+	return cmd
+}
+
+// kubectl runs the real kubectl against the local control plane, echoing the command when
+// echo is set, and returns its combined output.
+func (e *localEnv) kubectl(ctx context.Context, stdin string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(e.root, "bin", "kubectl"), args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.kubeconfig)
+	if stdin != "" {
+		cmd.Stdin = stringsReader(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("kubectl %v: %w\n%s", args, err, out)
+	}
+	return string(out), nil
+}
+
+// repoRoot finds the directory holding go.mod, so the program works from any directory.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			if _, err := os.Stat(filepath.Join(dir, "hack", "tools")); err == nil {
+				return dir, nil
+			}
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run this from inside the pam-operator repository")
+		}
+		dir = parent
+	}
+}

@@ -1,0 +1,310 @@
+package pam
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	// DefaultTimeout bounds one call when the server sets none.
+	DefaultTimeout = 30 * time.Second
+	// maxBodyBytes caps what is read of a successful answer: a history of requests is small,
+	// and a hostile or broken server must not make the operator allocate without bound.
+	maxBodyBytes = 8 << 20
+	// maxErrorBodyBytes caps what is read of an error answer.
+	maxErrorBodyBytes = 64 << 10
+	resourcesPath     = "/api/pamresources/"
+)
+
+// Config says where PAM is and how to talk to it.
+type Config struct {
+	// URL is http(s)://host[:port][/prefix].
+	URL string
+	// Version is sent as ?v= when set.
+	Version string
+	// CABundle is PEM certificates to trust instead of the system roots.
+	CABundle []byte
+	// Timeout bounds each call; 0 means DefaultTimeout.
+	Timeout time.Duration
+	// Auth wraps the transport to authenticate; nil means none.
+	Auth func(http.RoundTripper) http.RoundTripper
+	// UserAgent identifies the operator in IIS logs.
+	UserAgent string
+	// Now is the clock used to interpret Retry-After dates; nil means time.Now.
+	Now func() time.Time
+}
+
+type httpClient struct {
+	base      *url.URL
+	version   string
+	timeout   time.Duration
+	userAgent string
+	now       func() time.Time
+	http      *http.Client
+}
+
+var _ Client = (*httpClient)(nil)
+
+// NewClient builds a Client for cfg. The transport speaks HTTP/1.1 only, because IIS does not
+// offer Windows authentication over HTTP/2, keeps cookies, verifies TLS against CABundle (or the
+// system roots) with TLS 1.2 at least, and never follows redirects, so credentials are never
+// sent to another host.
+func NewClient(cfg Config) (Client, error) {
+	base, err := ParseServerURL(cfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+	if len(cfg.CABundle) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(cfg.CABundle) {
+			return nil, errors.New("caBundle contains no PEM certificate")
+		}
+		tlsConfig.RootCAs = pool
+	}
+	transport := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       tlsConfig,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ForceAttemptHTTP2:     false,
+		TLSNextProto:          map[string]func(string, *tls.Conn) http.RoundTripper{},
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 0, // the per-call context deadline bounds the whole exchange
+	}
+	var rt http.RoundTripper = transport
+	if cfg.Auth != nil {
+		rt = cfg.Auth(rt)
+	}
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		return nil, err
+	}
+	timeout := cfg.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	userAgent := cfg.UserAgent
+	if userAgent == "" {
+		userAgent = "pam-operator"
+	}
+	return &httpClient{
+		base:      base,
+		version:   cfg.Version,
+		timeout:   timeout,
+		userAgent: userAgent,
+		now:       now,
+		http: &http.Client{
+			Transport:     rt,
+			Jar:           jar,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}, nil
+}
+
+// ParseServerURL checks that raw is an absolute http(s) URL without user information, query or
+// fragment, and returns it with any trailing slash removed from its path.
+func ParseServerURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("url %q does not parse: %w", raw, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("url %q is not an absolute http or https URL", raw)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("url must not contain user information, a query or a fragment")
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	u.RawPath = ""
+	return u, nil
+}
+
+// Close implements Client.
+func (c *httpClient) Close(ctx context.Context, requestID string) error {
+	key, err := GUIDLiteral(requestID)
+	if err != nil {
+		return &Error{Op: "close", Class: ClassOther, Message: err.Error()}
+	}
+	_, err = c.do(ctx, "close", http.MethodPost, "pamrequests("+key+")/Close", "", nil)
+	return err
+}
+
+// Get implements Client.
+func (c *httpClient) Get(ctx context.Context, requestID string) (*Request, error) {
+	filter, err := FilterByID(requestID)
+	if err != nil {
+		return nil, &Error{Op: "list", Class: ClassOther, Message: err.Error()}
+	}
+	reqs, err := c.List(ctx, filter)
+	if err != nil {
+		return nil, err
+	}
+	want := strings.ToLower(requestID)
+	for i := range reqs {
+		if reqs[i].ID == want {
+			return &reqs[i], nil
+		}
+	}
+	return nil, &Error{Op: "list", Class: ClassNotFound, Message: "the account's requests do not include " + want}
+}
+
+// List implements Client.
+func (c *httpClient) List(ctx context.Context, filter string) ([]Request, error) {
+	body, err := c.do(ctx, "list", http.MethodGet, "pamrequests", filter, nil)
+	if err != nil {
+		return nil, err
+	}
+	reqs, err := decodeRequests(body)
+	if err != nil {
+		return nil, &Error{Op: "list", Class: ClassOther, Message: "unexpected answer: " + err.Error()}
+	}
+	return reqs, nil
+}
+
+// Create implements Client.
+func (c *httpClient) Create(ctx context.Context, opts CreateOptions) (*Request, error) {
+	roleID, err := NormalizeID(opts.RoleID)
+	if err != nil {
+		return nil, &Error{Op: "create", Class: ClassOther, Message: "role: " + err.Error()}
+	}
+	props := map[string]string{
+		"RoleId":       roleID,
+		"RequestedTTL": strconv.FormatInt(int64(opts.TTL/time.Second), 10),
+	}
+	if opts.Justification != "" {
+		props["Justification"] = opts.Justification
+	}
+	if !opts.RequestedTime.IsZero() {
+		props["RequestedTime"] = opts.RequestedTime.UTC().Format(time.RFC3339Nano)
+	}
+	payload, err := json.Marshal(props)
+	if err != nil {
+		return nil, err
+	}
+	body, err := c.do(ctx, "create", http.MethodPost, "pamrequests", "", payload)
+	if err != nil {
+		return nil, err
+	}
+	r, err := decodeRequest(body)
+	if err != nil {
+		return nil, &Error{Op: "create", Class: ClassOther, Message: "unexpected answer: " + err.Error()}
+	}
+	return r, nil
+}
+
+// do sends one call and returns the body of a 2xx answer, or an *Error.
+func (c *httpClient) do(ctx context.Context, op, method, resource, filter string, payload []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+
+	u := *c.base
+	u.Path = c.base.Path + resourcesPath + resource
+	u.RawQuery = c.query(filter)
+
+	// A body-less POST still sends Content-Length: 0 (IIS answers 411 otherwise): Go does so
+	// for a POST whose body is http.NoBody.
+	var body io.Reader = http.NoBody
+	if payload != nil {
+		body = bytes.NewReader(payload)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return nil, &Error{Op: op, Class: ClassOther, Message: "building the call: " + err.Error()}
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.userAgent)
+	if payload != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+
+	resp, err := c.http.Do(req)
+	if err != nil {
+		// A certificate the caBundle does not trust will not fix itself: it needs a person.
+		var certErr *tls.CertificateVerificationError
+		if errors.As(err, &certErr) {
+			return nil, &Error{Op: op, Class: ClassOther, Err: err}
+		}
+		return nil, &Error{Op: op, Class: ClassRetryable, Err: err}
+	}
+	defer resp.Body.Close()
+
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		data, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes+1))
+		if err != nil {
+			// The answer was cut short: its outcome is unknown, so treat it like a dropped call.
+			return nil, &Error{Op: op, Class: ClassRetryable, Err: err}
+		}
+		if len(data) > maxBodyBytes {
+			return nil, &Error{Op: op, Class: ClassOther, StatusCode: resp.StatusCode, Message: fmt.Sprintf("answer larger than %d bytes", maxBodyBytes)}
+		}
+		return data, nil
+	}
+
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBodyBytes))
+	code, message := parseErrorBody(data)
+	e := &Error{
+		Op:         op,
+		Class:      classForStatus(resp.StatusCode),
+		StatusCode: resp.StatusCode,
+		Code:       code,
+		Message:    message,
+		RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), c.now()),
+	}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		e.Message = "redirects are not followed; point the server URL at the PAM API itself"
+	}
+	if e.Class == ClassAuth && e.Message == "" {
+		if offered := resp.Header.Values("WWW-Authenticate"); len(offered) > 0 {
+			e.Message = "server offers " + offeredSchemes(offered)
+		}
+	}
+	return nil, e
+}
+
+// query builds the query string. It is written by hand so that `$filter` keeps its dollar sign
+// and spaces are %20, the form OData documents show.
+func (c *httpClient) query(filter string) string {
+	var parts []string
+	if c.version != "" {
+		parts = append(parts, "v="+url.QueryEscape(c.version))
+	}
+	if filter != "" {
+		parts = append(parts, "$filter="+strings.ReplaceAll(url.QueryEscape(filter), "+", "%20"))
+	}
+	return strings.Join(parts, "&")
+}
+
+// offeredSchemes lists the authentication schemes of WWW-Authenticate values, without their
+// parameters (which may carry challenge tokens).
+func offeredSchemes(values []string) string {
+	var schemes []string
+	for _, v := range values {
+		for _, part := range strings.Split(v, ",") {
+			part = strings.TrimSpace(part)
+			if part == "" || strings.Contains(strings.SplitN(part, " ", 2)[0], "=") {
+				continue
+			}
+			schemes = append(schemes, strings.SplitN(part, " ", 2)[0])
+		}
+	}
+	return strings.Join(schemes, ", ")
+}

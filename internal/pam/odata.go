@@ -1,0 +1,192 @@
+package pam
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// maxMessageLen bounds what an error message carries into conditions and logs.
+const maxMessageLen = 256
+
+// parseErrorBody extracts an OData code and message from an error answer. It accepts the OData
+// v3 shape {"odata.error":{"code","message":{"value"}}}, the v4 shape {"error":{"code","message"}},
+// and anything else (an HTML page from IIS or a proxy, an empty body) as no detail.
+func parseErrorBody(body []byte) (code, message string) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 || body[0] != '{' {
+		return "", ""
+	}
+	var doc map[string]json.RawMessage
+	if json.Unmarshal(body, &doc) != nil {
+		return "", ""
+	}
+	raw, ok := lookupFold(doc, "odata.error")
+	if !ok {
+		if raw, ok = lookupFold(doc, "error"); !ok {
+			return "", ""
+		}
+	}
+	var inner map[string]json.RawMessage
+	if json.Unmarshal(raw, &inner) != nil {
+		return "", ""
+	}
+	if c, ok := lookupFold(inner, "code"); ok {
+		code = jsonString(c)
+	}
+	if m, ok := lookupFold(inner, "message"); ok {
+		message = jsonString(m)
+		if message == "" {
+			var v3 map[string]json.RawMessage
+			if json.Unmarshal(m, &v3) == nil {
+				if val, ok := lookupFold(v3, "value"); ok {
+					message = jsonString(val)
+				}
+			}
+		}
+	}
+	return truncate(code, 64), truncate(message, maxMessageLen)
+}
+
+// decodeRequests reads a list answer {"value":[…]}.
+func decodeRequests(body []byte) ([]Request, error) {
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return nil, fmt.Errorf("invalid JSON: %w", err)
+	}
+	raw, ok := lookupFold(doc, "value")
+	if !ok {
+		return nil, fmt.Errorf("answer has no value array")
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return nil, fmt.Errorf("value is not an array: %w", err)
+	}
+	out := make([]Request, 0, len(items))
+	for i, item := range items {
+		r, err := decodeRequest(item)
+		if err != nil {
+			return nil, fmt.Errorf("value[%d]: %w", i, err)
+		}
+		out = append(out, *r)
+	}
+	return out, nil
+}
+
+// decodeRequest reads one request object. Property names match case-insensitively because
+// PAM's own documentation spells them both RequestId and RequestID; numbers may be strings.
+func decodeRequest(raw []byte) (*Request, error) {
+	var props map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &props); err != nil {
+		return nil, fmt.Errorf("request is not an object: %w", err)
+	}
+	str := func(name string) string {
+		v, _ := lookupFold(props, name)
+		return jsonString(v)
+	}
+	var err error
+	timeProp := func(name string) time.Time {
+		s := str(name)
+		if s == "" || err != nil {
+			return time.Time{}
+		}
+		var t time.Time
+		if t, err = ParseTime(s); err != nil {
+			err = fmt.Errorf("%s: %w", name, err)
+		}
+		return t
+	}
+	r := &Request{
+		ID:             strings.ToLower(str("RequestId")),
+		CreatorID:      strings.ToLower(str("CreatorID")),
+		RoleID:         strings.ToLower(str("RoleId")),
+		Justification:  str("Justification"),
+		DisplayName:    str("DisplayName"),
+		CreationMethod: str("CreationMethod"),
+		CreationTime:   timeProp("CreationTime"),
+		RequestedTime:  timeProp("RequestedTime"),
+		ExpirationTime: timeProp("ExpirationTime"),
+		Status:         RequestStatus(str("RequestStatus")),
+	}
+	if err != nil {
+		return nil, err
+	}
+	if r.Status == "" {
+		r.Status = RequestStatus(str("RequestedStatus"))
+	}
+	if ttl := str("RequestedTTL"); ttl != "" {
+		secs, perr := strconv.ParseFloat(ttl, 64)
+		if perr != nil || secs < 0 || secs > 1e9 {
+			return nil, fmt.Errorf("RequestedTTL %q is not a number of seconds", truncate(ttl, 32))
+		}
+		r.RequestedTTL = time.Duration(secs * float64(time.Second))
+	}
+	if r.ID == "" {
+		return nil, fmt.Errorf("request has no RequestId")
+	}
+	return r, nil
+}
+
+// ParseTime reads the timestamp forms PAM answers with: RFC 3339 with any number of fractional
+// digits and a zone ("2015-06-23T11:34:38.58Z", "2015-07-11T23:38:09.036164-07:00"), or without
+// a zone, taken as UTC. "0001-01-01T00:00:00" means not set and yields the zero time.
+func ParseTime(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.UTC(), nil
+	}
+	t, err := time.Parse("2006-01-02T15:04:05.999999999", s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("unrecognised time %q", truncate(s, 40))
+	}
+	if t.Year() <= 1 {
+		return time.Time{}, nil
+	}
+	return t, nil
+}
+
+// lookupFold finds a property by case-insensitive name, preferring an exact match.
+func lookupFold(props map[string]json.RawMessage, name string) (json.RawMessage, bool) {
+	if v, ok := props[name]; ok {
+		return v, true
+	}
+	for k, v := range props {
+		if strings.EqualFold(k, name) {
+			return v, true
+		}
+	}
+	return nil, false
+}
+
+// jsonString renders a JSON scalar as text: strings unquoted, numbers as written, null as "".
+func jsonString(raw json.RawMessage) string {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return ""
+	}
+	if raw[0] == '"' {
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			return s
+		}
+		return ""
+	}
+	if raw[0] == '{' || raw[0] == '[' {
+		return ""
+	}
+	return string(raw)
+}
+
+// truncate cuts s to at most n bytes on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,129 @@
+package pam
+
+import (
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+)
+
+func TestParseErrorBody(t *testing.T) {
+	cases := []struct {
+		reason    string
+		body      string
+		code, msg string
+	}{
+		{"OData v3, as ASP.NET Web API writes it",
+			`{"odata.error":{"code":"","message":{"lang":"en-US","value":"The request is not open."}}}`, "", "The request is not open."},
+		{"OData v3 with a code",
+			`{"odata.error":{"code":"RequestNotFound","message":{"lang":"en-US","value":"No such request"}}}`, "RequestNotFound", "No such request"},
+		{"OData v4", `{"error":{"code":"Forbidden","message":"Access denied"}}`, "Forbidden", "Access denied"},
+		{"property names in another case", `{"Error":{"Code":"X","Message":"y"}}`, "X", "y"},
+		{"IIS HTML page", `<html><body><h1>401 - Unauthorized</h1></body></html>`, "", ""},
+		{"empty", ``, "", ""},
+		{"invalid JSON", `{"odata.error":`, "", ""},
+		{"message of the wrong type", `{"error":{"code":1,"message":[1,2]}}`, "1", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			g := NewWithT(t)
+			code, msg := parseErrorBody([]byte(tc.body))
+			g.Expect(code).To(Equal(tc.code))
+			g.Expect(msg).To(Equal(tc.msg))
+		})
+	}
+}
+
+func TestDecodeRequest(t *testing.T) {
+	g := NewWithT(t)
+	// The documentation's own examples: string TTL, an offset with 7 fractional digits, the
+	// unset expiry without a zone, and property names spelled two ways.
+	body := `{"odata.metadata":"http://localhost:8086/api/pamresources/$metadata#pamrequests","value":[
+	  {"RequestId":"5EC10E61-CDD1-404E-A18E-740467D87DBF","CreatorID":"7c8a2a9d-0f5a-4b1a-9d50-0d5b3c2f1e11",
+	   "Justification":null,"CreationTime":"2015-07-11T23:38:09.0361640-07:00","CreationMethod":"PAM Web API",
+	   "ExpirationTime":"0001-01-01T00:00:00","RoleId":"2f5a1c3e-1111-4a2b-8c3d-4e5f6a7b8c9d",
+	   "RequestedTTL":"3600","RequestedTime":"2015-06-23T11:34:38.58Z","RequestStatus":"PendingApproval"},
+	  {"RequestID":"0c4f4c2e-8f0d-4b8e-9a36-2f1c3d2b7a10","RoleID":"2f5a1c3e-1111-4a2b-8c3d-4e5f6a7b8c9d",
+	   "RequestedTTL":7200,"ExpirationTime":"2015-06-23T13:34:38Z","RequestedStatus":"Active"}
+	]}`
+	reqs, err := decodeRequests([]byte(body))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(reqs).To(HaveLen(2))
+
+	first := reqs[0]
+	g.Expect(first.ID).To(Equal("5ec10e61-cdd1-404e-a18e-740467d87dbf"))
+	g.Expect(first.Status).To(Equal(StatusPendingApproval))
+	g.Expect(first.RequestedTTL).To(Equal(time.Hour))
+	g.Expect(first.ExpirationTime.IsZero()).To(BeTrue())
+	g.Expect(first.Justification).To(BeEmpty())
+	g.Expect(first.CreationTime).To(Equal(time.Date(2015, 7, 12, 6, 38, 9, 36164000, time.UTC)))
+	g.Expect(first.RequestedTime).To(Equal(time.Date(2015, 6, 23, 11, 34, 38, 580000000, time.UTC)))
+
+	second := reqs[1]
+	g.Expect(second.ID).To(Equal("0c4f4c2e-8f0d-4b8e-9a36-2f1c3d2b7a10"))
+	g.Expect(second.Status).To(Equal(StatusActive))
+	g.Expect(second.RequestedTTL).To(Equal(2 * time.Hour))
+	g.Expect(second.ExpirationTime).To(Equal(time.Date(2015, 6, 23, 13, 34, 38, 0, time.UTC)))
+}
+
+func TestDecodeRequestsRejectsBadAnswers(t *testing.T) {
+	cases := []struct{ reason, body string }{
+		{"not JSON", `<html></html>`},
+		{"no value", `{"odata.metadata":"x"}`},
+		{"value not an array", `{"value":{}}`},
+		{"request without id", `{"value":[{"RequestStatus":"Active"}]}`},
+		{"unparseable time", `{"value":[{"RequestId":"x","CreationTime":"yesterday"}]}`},
+		{"TTL not a number", `{"value":[{"RequestId":"x","RequestedTTL":"an hour"}]}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			_, err := decodeRequests([]byte(tc.body))
+			NewWithT(t).Expect(err).To(HaveOccurred())
+		})
+	}
+}
+
+func TestGUIDLiteral(t *testing.T) {
+	cases := []struct {
+		reason, in, want string
+		ok               bool
+	}{
+		{"lower case", "5ec10e61-cdd1-404e-a18e-740467d87dbf", "guid'5ec10e61-cdd1-404e-a18e-740467d87dbf'", true},
+		{"upper case is normalised", "5EC10E61-CDD1-404E-A18E-740467D87DBF", "guid'5ec10e61-cdd1-404e-a18e-740467d87dbf'", true},
+		{"braces", "{5ec10e61-cdd1-404e-a18e-740467d87dbf}", "", false},
+		{"quote injection", "5ec10e61-cdd1-404e-a18e-740467d87db'", "", false},
+		{"empty", "", "", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			g := NewWithT(t)
+			got, err := GUIDLiteral(tc.in)
+			if !tc.ok {
+				g.Expect(err).To(HaveOccurred())
+				return
+			}
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(got).To(Equal(tc.want))
+		})
+	}
+}
+
+func FuzzParseErrorBody(f *testing.F) {
+	f.Add([]byte(`{"odata.error":{"code":"","message":{"lang":"en-US","value":"x"}}}`))
+	f.Add([]byte(`{"error":{"code":"c","message":"m"}}`))
+	f.Add([]byte(`<html></html>`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		_, msg := parseErrorBody(body)
+		if len(msg) > maxMessageLen+len("…") {
+			t.Fatalf("message not bounded: %d bytes", len(msg))
+		}
+	})
+}
+
+func FuzzDecodeRequests(f *testing.F) {
+	f.Add([]byte(`{"value":[{"RequestId":"a","RequestedTTL":"3600","ExpirationTime":"0001-01-01T00:00:00"}]}`))
+	f.Add([]byte(`{"value":[{"requestid":"a","CreationTime":"2015-07-11T23:38:09.036164-07:00"}]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		_, _ = decodeRequests(body)
+	})
+}

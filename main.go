@@ -1,0 +1,116 @@
+// Command manager runs pam-operator: it closes MIM PAM requests when their PamElevation objects
+// are deleted or expire.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/controllers"
+)
+
+// serviceAccountNamespaceFile holds the namespace of the pod the operator runs in.
+const serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		metricsAddr              string
+		probeAddr                string
+		leaderElect              bool
+		clusterResourceNamespace string
+		opts                     controllers.Options
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so that only one replica calls PAM at a time.")
+	flag.StringVar(&clusterResourceNamespace, "cluster-resource-namespace", "",
+		"Namespace from which ClusterPamServer Secrets are read (default: the namespace the operator runs in).")
+	flag.DurationVar(&opts.SyncInterval, "pam-sync-interval", controllers.DefaultSyncInterval, "How often each open request is read from PAM.")
+	flag.DurationVar(&opts.MaxRetryDelay, "max-retry-delay", controllers.DefaultMaxRetryDelay,
+		"Cap of the exponential backoff between retries of failed PAM calls; the operator heals within this long of PAM coming back.")
+	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "How many PamElevations are reconciled in parallel.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("setup")
+
+	if opts.SyncInterval <= 0 || opts.MaxRetryDelay <= 0 || opts.MaxConcurrentReconciles <= 0 {
+		return errors.New("--pam-sync-interval, --max-retry-delay and --max-concurrent-reconciles must be positive")
+	}
+	if clusterResourceNamespace == "" {
+		clusterResourceNamespace = podNamespace()
+	}
+	opts.ClusterResourceNamespace = clusterResourceNamespace
+	opts.UserAgent = "pam-operator"
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(pamv1.AddToScheme(scheme))
+
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress:        probeAddr,
+		LeaderElection:                leaderElect,
+		LeaderElectionID:              "pam-operator.pam.mim.dev",
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return fmt.Errorf("creating manager: %w", err)
+	}
+
+	ctx := ctrl.SetupSignalHandler()
+	if err := controllers.Setup(ctx, mgr, opts); err != nil {
+		return fmt.Errorf("setting up controllers: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+
+	log.Info("Starting manager", "clusterResourceNamespace", clusterResourceNamespace,
+		"pamSyncInterval", opts.SyncInterval.String(), "maxRetryDelay", opts.MaxRetryDelay.String(),
+		"leaderElect", leaderElect, "startedAt", time.Now().UTC().Format(time.RFC3339))
+	return mgr.Start(ctx)
+}
+
+// podNamespace is the namespace the operator runs in, "pam-system" outside a cluster.
+func podNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	if data, err := os.ReadFile(serviceAccountNamespaceFile); err == nil {
+		if ns := strings.TrimSpace(string(data)); ns != "" {
+			return ns
+		}
+	}
+	return "pam-system"
+}
