@@ -76,12 +76,14 @@ func (r *PamElevationReconciler) Reconcile(ctx context.Context, req reconcile.Re
 		return r.reconcileDelete(ctx, req, el)
 	}
 
-	// The finalizer goes on before any call to PAM, so no close can be lost to a deletion
-	// that races the first pass. Its update event brings the object back here.
+	// The finalizer is stored before any call to PAM, so no close can be lost to a deletion
+	// that races the first pass.
 	if !controllerutil.ContainsFinalizer(el, pamv1.ElevationFinalizer) {
 		patch := client.MergeFromWithOptions(el.DeepCopy(), client.MergeFromWithOptimisticLock{})
 		controllerutil.AddFinalizer(el, pamv1.ElevationFinalizer)
-		return ctrl.Result{}, r.Patch(ctx, el, patch)
+		if err := r.Patch(ctx, el, patch); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 
 	original := el.DeepCopy()
@@ -176,7 +178,10 @@ func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 	mapper := &elevationMapper{Client: mgr.GetClient(), clusterResourceNamespace: r.Connector.ClusterResourceNamespace}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&pamv1.PamElevation{}).
+		// The operator's own status patches must not wake it: that would cut every backoff short.
+		// Deletion bumps the generation, so it still comes through.
+		For(&pamv1.PamElevation{}, builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		Watches(&pamv1.PamServer{}, handler.EnqueueRequestsFromMapFunc(mapper.forServer),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&pamv1.ClusterPamServer{}, handler.EnqueueRequestsFromMapFunc(mapper.forServer),

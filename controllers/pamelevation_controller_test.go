@@ -224,7 +224,7 @@ func TestRetryingCloseReportsReconciling(t *testing.T) {
 	waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
 		expectCondition(g, el.Status.Conditions, pamv1.ConditionReady, metav1.ConditionFalse, pamv1.ReasonPAMUnavailable)
 		expectCondition(g, el.Status.Conditions, pamv1.ConditionReconciling, metav1.ConditionTrue, pamv1.ReasonPAMUnavailable)
-		g.Expect(meta(el, pamv1.ConditionReady)).To(ContainSubstring("HTTP 503"))
+		g.Expect(conditionMessage(el, pamv1.ConditionReady)).To(ContainSubstring("HTTP 503"))
 	})
 
 	pamServer.ClearFaults()
@@ -245,7 +245,7 @@ func TestUnauthorizedStallsAndHealsWhenSecretIsFixed(t *testing.T) {
 
 	waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
 		expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonUnauthorized)
-		g.Expect(meta(el, pamv1.ConditionStalled)).To(ContainSubstring("HTTP 401"))
+		g.Expect(conditionMessage(el, pamv1.ConditionStalled)).To(ContainSubstring("HTTP 401"))
 	})
 
 	secret.StringData = nil
@@ -294,7 +294,7 @@ func TestSecretNamespaces(t *testing.T) {
 	create(t, el)
 	waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
 		expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonSecretNotFound)
-		g.Expect(meta(el, pamv1.ConditionStalled)).To(ContainSubstring(clusterResourceNamespace))
+		g.Expect(conditionMessage(el, pamv1.ConditionStalled)).To(ContainSubstring(clusterResourceNamespace))
 	})
 	waitFor(t, server, func(g Gomega, s *pamv1.ClusterPamServer) {
 		expectCondition(g, s.Status.Conditions, pamv1.ConditionReady, metav1.ConditionFalse, pamv1.ReasonSecretNotFound)
@@ -314,7 +314,7 @@ func TestSecretNamespaces(t *testing.T) {
 	create(t, el2)
 	waitFor(t, el2, func(g Gomega, el *pamv1.PamElevation) {
 		expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonSecretNotFound)
-		g.Expect(meta(el, pamv1.ConditionStalled)).To(ContainSubstring("namespace " + other))
+		g.Expect(conditionMessage(el, pamv1.ConditionStalled)).To(ContainSubstring("namespace " + other))
 	})
 
 	deleteObj(t, el)
@@ -354,8 +354,8 @@ func TestPamServerConditions(t *testing.T) {
 	}
 }
 
-// meta returns the message of a condition, "" when absent.
-func meta(el *pamv1.PamElevation, condType string) string {
+// conditionMessage returns the message of a condition, "" when absent.
+func conditionMessage(el *pamv1.PamElevation, condType string) string {
 	for _, c := range el.Status.Conditions {
 		if c.Type == condType {
 			return c.Message

@@ -51,7 +51,8 @@ type PamElevationSpec struct {
 	// as MIM returned it when the elevation was requested. Letters may be upper or lower case;
 	// the operator compares and sends it in lower case. Immutable: to track another request,
 	// create another PamElevation.
-	// +kubebuilder:validation:Pattern=`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`
+	// +kubebuilder:validation:MaxLength=36
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')",message="requestID must be a GUID: 8-4-4-4-12 hexadecimal digits, without braces"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="requestID is immutable"
 	RequestID string `json:"requestID"`
 

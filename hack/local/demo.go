@@ -56,6 +56,7 @@ func runDemo(env *localEnv) error {
 	manager := env.managerCommand(managerCtx, nil)
 	manager.Stdout, manager.Stderr = logFile, logFile
 	if err := manager.Start(); err != nil {
+		stopManager()
 		return fmt.Errorf("starting the manager: %w", err)
 	}
 	defer func() {
