@@ -119,7 +119,7 @@ func waitActive(t *testing.T, el *pamv1.PamElevation) {
 func waitEvent(t *testing.T, obj client.Object, reason, text string) {
 	t.Helper()
 	NewWithT(t).Eventually(func() []string { return eventNotes(t, obj, reason) }).
-		WithTimeout(waitTimeout).WithPolling(100 * time.Millisecond).
+		WithTimeout(waitTimeout).WithPolling(100*time.Millisecond).
 		Should(ContainElement(ContainSubstring(text)), "no %s Event about %s", reason, obj.GetName())
 }
 

@@ -42,9 +42,9 @@ const (
 )
 
 var (
-	k8sClient client.Client
-	pamServer *emulator.Server
-	pamURL    string
+	k8sClient  client.Client
+	pamServer  *emulator.Server
+	pamURL     string
 	managerLog = &syncBuffer{}
 )
 

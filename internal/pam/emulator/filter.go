@@ -26,7 +26,9 @@ func (f Filter) Match(props map[string]any) bool {
 	return f.root.eval(lower)
 }
 
-type node interface{ eval(props map[string]any) bool }
+type node interface {
+	eval(props map[string]any) bool
+}
 
 type andNode struct{ left, right node }
 
@@ -232,7 +234,7 @@ func tokenize(s string) ([]token, error) {
 	return toks, nil
 }
 
-// quoted reads a single-quoted string at the start of s, where '' stands for one quote, and
+// quoted reads a single-quoted string at the start of s, where ” stands for one quote, and
 // returns its value and the number of bytes it took.
 func quoted(s string) (string, int, error) {
 	var b strings.Builder
