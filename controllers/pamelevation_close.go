@@ -58,6 +58,11 @@ func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.Pam
 	if isClosed(el) {
 		return true
 	}
+	if p.synced.Status == pam.StatusClosing {
+		// PAM is already ending it: wait for Closed rather than send a second close.
+		p.problem = &problem{reason: pamv1.ReasonClosing, message: "PAM is closing the request; waiting for it to report Closed"}
+		return false
+	}
 
 	log := ctrl.LoggerFrom(ctx).WithValues("requestID", el.Spec.RequestID, "reason", reason)
 	log.Info("Closing PAM request")

@@ -158,7 +158,8 @@ func (r *PamElevationReconciler) patchStatus(ctx context.Context, original, el *
 	if equality.Semantic.DeepEqual(original.Status, el.Status) {
 		return nil
 	}
-	return r.Status().Patch(ctx, el, client.MergeFrom(original))
+	// An object whose finalizer another pass just removed is gone: nothing is left to report.
+	return client.IgnoreNotFound(r.Status().Patch(ctx, el, client.MergeFrom(original)))
 }
 
 // SetupWithManager registers the reconciler and its watches: a change to a server, or to a

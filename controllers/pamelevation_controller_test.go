@@ -384,3 +384,25 @@ func assertNoCredentialLeak(t *testing.T, namespace string, el *pamv1.PamElevati
 	}
 	_ = namespace
 }
+
+func TestRequestClosingInPAMIsNotClosedAgain(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	withServer(t, ns)
+	id := seedRequest(pamUser, time.Hour)
+	el := elevation(ns, "closing", id)
+	create(t, el)
+	waitActive(t, el)
+
+	g.Expect(pamServer.SetRequestStatus(id, emulator.StatusClosing)).To(BeTrue())
+	deleteObj(t, el)
+	waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
+		expectCondition(g, el.Status.Conditions, pamv1.ConditionReconciling, metav1.ConditionTrue, pamv1.ReasonClosing)
+		g.Expect(el.Status.RequestStatus).To(Equal("Closing"))
+	})
+
+	g.Expect(pamServer.SetRequestStatus(id, emulator.StatusClosed)).To(BeTrue())
+	waitGone(t, el)
+	attempts, _ := pamServer.CloseCalls(id)
+	g.Expect(attempts).To(BeZero(), "PAM was already closing it")
+}

@@ -45,8 +45,8 @@ func runDemo(env *localEnv) error {
 	fmt.Printf("    request %s: %s for %s\n", longLived.ID, longLived.Status, longLived.RequestedTTL)
 	fmt.Printf("    request %s: %s for %s\n", shortLived.ID, shortLived.Status, shortLived.RequestedTTL)
 
-	step("Start the operator (bin/manager; its log goes to bin/local/manager.log)")
-	logPath := filepath.Join(env.root, "bin", "local", "manager.log")
+	logPath := filepath.Join(env.stateDir, "manager.log")
+	step("Start the operator (%s; its log goes to %s)", relative(env.root, env.manager), relative(env.root, logPath))
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return err
@@ -138,6 +138,13 @@ func indent(s string) string {
 }
 
 func stringsReader(s string) io.Reader { return strings.NewReader(s) }
+
+func relative(root, path string) string {
+	if rel, err := filepath.Rel(root, path); err == nil && !strings.HasPrefix(rel, "..") {
+		return rel
+	}
+	return path
+}
 
 const serverManifest = `apiVersion: v1
 kind: Secret

@@ -63,9 +63,19 @@ func main() {
 	}
 }
 
+// Where the generated files go and which manager runs; tests point them elsewhere.
+var (
+	// stateDir holds the kubeconfig and the manager's log; "" means bin/local.
+	stateDir string
+	// managerBinary is the manager to run; "" means bin/manager.
+	managerBinary string
+)
+
 // localEnv is a running control plane and emulator.
 type localEnv struct {
 	root       string
+	stateDir   string
+	manager    string
 	kubeconfig string
 	pamURL     string
 	pam        *emulator.Server
@@ -105,8 +115,15 @@ func withEnv(ctx context.Context, fn func(*localEnv) error) error {
 	if err != nil {
 		return err
 	}
-	env := &localEnv{root: root, kubeconfig: filepath.Join(bin, "local", "kubeconfig")}
-	if err := os.MkdirAll(filepath.Dir(env.kubeconfig), 0o700); err != nil {
+	env := &localEnv{root: root, stateDir: stateDir, manager: managerBinary}
+	if env.stateDir == "" {
+		env.stateDir = filepath.Join(bin, "local")
+	}
+	if env.manager == "" {
+		env.manager = filepath.Join(bin, "manager")
+	}
+	env.kubeconfig = filepath.Join(env.stateDir, "kubeconfig")
+	if err := os.MkdirAll(env.stateDir, 0o700); err != nil {
 		return err
 	}
 	if err := os.WriteFile(env.kubeconfig, kubeconfig, 0o600); err != nil {
@@ -153,7 +170,7 @@ func (e *localEnv) managerCommand(ctx context.Context, extraArgs []string) *exec
 		"--metrics-bind-address", "0",
 		"--health-probe-bind-address", "0",
 	}, extraArgs...)
-	cmd := exec.CommandContext(ctx, filepath.Join(e.root, "bin", "manager"), args...)
+	cmd := exec.CommandContext(ctx, e.manager, args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 10 * time.Second
 	return cmd
