@@ -48,6 +48,8 @@ func run() error {
 	flag.DurationVar(&opts.SyncInterval, "pam-sync-interval", controllers.DefaultSyncInterval, "How often each open request is read from PAM.")
 	flag.DurationVar(&opts.MaxRetryDelay, "max-retry-delay", controllers.DefaultMaxRetryDelay,
 		"Cap of the exponential backoff between retries of failed PAM calls; the operator heals within this long of PAM coming back.")
+	flag.DurationVar(&opts.ClockSkewMargin, "clock-skew-margin", controllers.DefaultClockSkewMargin,
+		"How far past the ExpirationTime PAM reported a request counts as ended by MIM, so its deletion completes even while PAM is unreachable.")
 	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "How many PamElevations are reconciled in parallel.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -56,8 +58,8 @@ func run() error {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
 
-	if opts.SyncInterval <= 0 || opts.MaxRetryDelay <= 0 || opts.MaxConcurrentReconciles <= 0 {
-		return errors.New("--pam-sync-interval, --max-retry-delay and --max-concurrent-reconciles must be positive")
+	if opts.SyncInterval <= 0 || opts.MaxRetryDelay <= 0 || opts.MaxConcurrentReconciles <= 0 || opts.ClockSkewMargin <= 0 {
+		return errors.New("--pam-sync-interval, --max-retry-delay, --clock-skew-margin and --max-concurrent-reconciles must be positive")
 	}
 	if clusterResourceNamespace == "" {
 		clusterResourceNamespace = podNamespace()

@@ -2,9 +2,11 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -32,6 +34,18 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 		return ctrl.Result{}, r.removeFinalizer(ctx, req, el)
 	}
 
+	// A duplicate never owned the request: deleting it must not revoke access the original tracks.
+	owner, err := r.trackedElsewhere(ctx, el)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if owner != "" {
+		log.Info("Releasing duplicate PamElevation without closing the request", "requestID", el.Spec.RequestID, "trackedBy", owner)
+		r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonDuplicateRequest, "Release",
+			"Released without closing PAM request %s: PamElevation %s tracks it", el.Spec.RequestID, owner)
+		return ctrl.Result{}, r.removeFinalizer(ctx, req, el)
+	}
+
 	original := el.DeepCopy()
 	p := &pass{now: r.Clock.Now()}
 	if pc, err := r.connect(ctx, el); err != nil {
@@ -40,15 +54,24 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 		// One write: the object goes away with the finalizer, so its status is not worth a patch.
 		return ctrl.Result{}, r.removeFinalizer(ctx, req, el)
 	}
+	if p.apiErr != nil {
+		return ctrl.Result{}, p.apiErr
+	}
+	if r.endedByPAMExpiry(ctx, el, p) {
+		return ctrl.Result{}, r.removeFinalizer(ctx, req, el)
+	}
 	if err := r.patchStatus(ctx, original, el, p); err != nil {
 		return ctrl.Result{}, err
 	}
 	return r.schedule(req, p, 0)
 }
 
-// closeRequest ends the request in PAM and reports whether it is confirmed ended. It first reads
-// the request: after a crash, a lost answer or a stale cache the request may already be closed,
-// and a close is never sent for a request PAM lists as ended.
+// closeRequest ends the request in PAM and reports whether it is confirmed ended.
+//
+// Before the close it reads the request from PAM (after a crash, a lost answer or a stale cache
+// it may already be closed, and a close is never sent for a request PAM lists as ended) and the
+// object from the API server, not the cache (another pass may have closed it already). After a
+// 200 it reads the request again, so that a server that answers 200 without closing is caught.
 func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.PamElevation, pc pam.Client, p *pass, reason string) bool {
 	if p.synced == nil {
 		if !r.sync(ctx, el, pc, p) {
@@ -63,18 +86,17 @@ func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.Pam
 		p.problem = &problem{reason: pamv1.ReasonClosing, message: "PAM is closing the request; waiting for it to report Closed"}
 		return false
 	}
+	if done, err := r.closedElsewhere(ctx, el); err != nil || done {
+		p.apiErr = err
+		return done
+	}
 
 	log := ctrl.LoggerFrom(ctx).WithValues("requestID", el.Spec.RequestID, "reason", reason)
 	log.Info("Closing PAM request")
 	start := time.Now()
 	err := pc.Close(ctx, normalizedID(el))
 	if err == nil {
-		log.Info("Closed PAM request", "duration", time.Since(start).Round(time.Millisecond))
-		r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ConditionClosed, "Close",
-			"Closed PAM request %s (HTTP 200, %s)", el.Spec.RequestID, closeCause(reason))
-		el.Status.RequestStatus = string(pam.StatusClosed)
-		markClosed(el, reason, p.now)
-		return true
+		return r.confirmClose(ctx, el, pc, p, reason, time.Since(start))
 	}
 
 	log.Info("Closing PAM request failed", "error", err.Error(), "class", pam.ClassOf(err).String())
@@ -96,6 +118,67 @@ func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.Pam
 	return false
 }
 
+// confirmClose reads the request after PAM answered 200: Closed, Expired, Rejected or Closing
+// confirm the close; a request still open means the answer was not true.
+func (r *PamElevationReconciler) confirmClose(ctx context.Context, el *pamv1.PamElevation, pc pam.Client, p *pass, reason string, took time.Duration) bool {
+	log := ctrl.LoggerFrom(ctx).WithValues("requestID", el.Spec.RequestID, "reason", reason)
+	after, err := pc.Get(ctx, normalizedID(el))
+	if err != nil {
+		// The close was accepted; the next pass reads the request before anything else.
+		log.Info("PAM accepted the close; reading the request back failed", "error", err.Error())
+		p.fail(err)
+		return false
+	}
+	el.Status.RequestStatus = string(after.Status)
+	if !after.Status.Ended() && after.Status != pam.StatusClosing {
+		msg := fmt.Sprintf("PAM answered 200 to Close but still lists the request %s", after.Status)
+		log.Info("Close not confirmed", "requestStatus", after.Status)
+		r.Recorder.Eventf(el, nil, corev1.EventTypeWarning, pamv1.ReasonCloseFailed, "Close",
+			"Closing PAM request %s not confirmed: %s", el.Spec.RequestID, msg)
+		p.problem = &problem{reason: pamv1.ReasonCloseFailed, message: msg}
+		return false
+	}
+	log.Info("Closed PAM request", "requestStatus", after.Status, "duration", took.Round(time.Millisecond))
+	r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ConditionClosed, "Close",
+		"Closed PAM request %s (HTTP 200, %s; PAM now lists it %s)", el.Spec.RequestID, closeCause(reason), after.Status)
+	markClosed(el, reason, p.now)
+	return true
+}
+
+// closedElsewhere reads the object from the API server, bypassing the cache, and reports
+// whether nothing is left to close: the object is gone, or it already records the close.
+func (r *PamElevationReconciler) closedElsewhere(ctx context.Context, el *pamv1.PamElevation) (bool, error) {
+	live := &pamv1.PamElevation{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(el), live); err != nil {
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return false, err
+	}
+	if isClosed(live) {
+		el.Status = live.Status
+		return true, nil
+	}
+	return false, nil
+}
+
+// endedByPAMExpiry bounds how long a deletion can wait for PAM: once the request's own
+// ExpirationTime, as last read from PAM, has passed by more than the clock-skew margin, MIM has
+// ended the access by itself, so the request counts as closed even while PAM cannot confirm it.
+func (r *PamElevationReconciler) endedByPAMExpiry(ctx context.Context, el *pamv1.PamElevation, p *pass) bool {
+	t := el.Status.RequestExpirationTime
+	if p.problem == nil || t == nil || !p.now.After(t.Add(r.ClockSkewMargin)) {
+		return false
+	}
+	msg := fmt.Sprintf("MIM ended the elevation at its ExpirationTime %s; PAM could not be reached to confirm (%s)",
+		t.UTC().Format(time.RFC3339), p.problem.reason)
+	ctrl.LoggerFrom(ctx).Info("PAM request passed its own expiry", "requestID", el.Spec.RequestID, "expirationTime", t.UTC(), "problem", p.problem.reason)
+	r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonEndedInPAM, "Sync", "PAM request %s: %s", el.Spec.RequestID, msg)
+	markClosedWith(el, pamv1.ReasonEndedInPAM, msg, p.now)
+	p.problem = nil
+	return true
+}
+
 // sync reads the request from PAM and mirrors its state. A request PAM has ended is marked
 // Closed with reason EndedInPAM. It reports whether the read succeeded.
 func (r *PamElevationReconciler) sync(ctx context.Context, el *pamv1.PamElevation, pc pam.Client, p *pass) bool {
@@ -108,6 +191,12 @@ func (r *PamElevationReconciler) sync(ctx context.Context, el *pamv1.PamElevatio
 	now := metav1.NewTime(p.now)
 	el.Status.RequestStatus = string(req.Status)
 	el.Status.LastSyncTime = &now
+	if req.ExpirationTime.IsZero() {
+		el.Status.RequestExpirationTime = nil
+	} else {
+		exp := metav1.NewTime(req.ExpirationTime)
+		el.Status.RequestExpirationTime = &exp
+	}
 	if req.Status.Ended() && !isClosed(el) {
 		ctrl.LoggerFrom(ctx).Info("PAM request ended in PAM", "requestID", el.Spec.RequestID, "requestStatus", req.Status)
 		r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonEndedInPAM, "Sync",
@@ -115,6 +204,40 @@ func (r *PamElevationReconciler) sync(ctx context.Context, el *pamv1.PamElevatio
 		markClosed(el, pamv1.ReasonEndedInPAM, p.now)
 	}
 	return true
+}
+
+// trackedElsewhere returns the namespace/name of another PamElevation that owns the same
+// request, "" when this one does. The owner is the one that read the request from PAM first;
+// between two that both have or have not, the older, then the first by name. An owner that has
+// synced is never displaced by a newcomer, whatever the timestamps' one-second resolution says.
+func (r *PamElevationReconciler) trackedElsewhere(ctx context.Context, el *pamv1.PamElevation) (string, error) {
+	var list pamv1.PamElevationList
+	if err := r.List(ctx, &list, client.MatchingFields{requestIDIndex: normalizedID(el)}); err != nil {
+		return "", err
+	}
+	self := client.ObjectKeyFromObject(el).String()
+	for i := range list.Items {
+		other := &list.Items[i]
+		key := client.ObjectKeyFromObject(other).String()
+		if other.UID == el.UID || key == self {
+			continue
+		}
+		if ownsBefore(other, key, el, self) {
+			return key, nil
+		}
+	}
+	return "", nil
+}
+
+func ownsBefore(a *pamv1.PamElevation, aKey string, b *pamv1.PamElevation, bKey string) bool {
+	aSynced, bSynced := a.Status.LastSyncTime != nil, b.Status.LastSyncTime != nil
+	if aSynced != bSynced {
+		return aSynced
+	}
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	return aKey < bKey
 }
 
 // connect resolves the elevation's server and returns a client for it.
@@ -126,8 +249,9 @@ func (r *PamElevationReconciler) connect(ctx context.Context, el *pamv1.PamEleva
 	return r.Connector.Connect(ctx, server)
 }
 
-// removeFinalizer releases the object. The optimistic lock makes a concurrent change (say, a
-// user switching deletionPolicy) win and come back through another pass.
+// removeFinalizer releases the object. The optimistic lock makes the patch fail on a stale copy,
+// so the finalizer only goes from the version this pass saw; a concurrent change (say, a user
+// switching deletionPolicy) wins and comes back through another pass.
 func (r *PamElevationReconciler) removeFinalizer(ctx context.Context, req reconcile.Request, el *pamv1.PamElevation) error {
 	patch := client.MergeFromWithOptions(el.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.RemoveFinalizer(el, pamv1.ElevationFinalizer)

@@ -5,6 +5,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -35,12 +36,20 @@ const (
 
 	// serverRefIndex maps elevations to the server they use (see PamElevation.ServerKey).
 	serverRefIndex = ".spec.serverRef"
+	// requestIDIndex maps elevations to their request id in lower case, to find duplicates.
+	requestIDIndex = ".spec.requestID"
+
+	// DefaultClockSkewMargin is how far past PAM's own ExpirationTime a request counts as ended
+	// without confirmation.
+	DefaultClockSkewMargin = 5 * time.Minute
 )
 
 // PamElevationReconciler closes the PAM request of a PamElevation when the object is deleted or
 // its expiry passes, and mirrors the request's state from PAM.
 type PamElevationReconciler struct {
 	client.Client
+	// APIReader reads objects from the API server, bypassing the cache, before a close.
+	APIReader client.Reader
 	// Connector builds PAM clients for servers.
 	Connector *Connector
 	// Recorder emits the Events users see in kubectl describe.
@@ -53,6 +62,8 @@ type PamElevationReconciler struct {
 	MaxRetryDelay time.Duration
 	// MaxConcurrentReconciles bounds parallel reconciles.
 	MaxConcurrentReconciles int
+	// ClockSkewMargin is how far past PAM's own ExpirationTime a request counts as ended.
+	ClockSkewMargin time.Duration
 
 	retries workqueue.TypedRateLimiter[reconcile.Request]
 }
@@ -88,11 +99,14 @@ func (r *PamElevationReconciler) Reconcile(ctx context.Context, req reconcile.Re
 
 	original := el.DeepCopy()
 	p := &pass{now: r.Clock.Now()}
-	result := r.reconcileNormal(ctx, el, p)
+	next := r.reconcileNormal(ctx, el, p)
+	if p.apiErr != nil {
+		return ctrl.Result{}, p.apiErr
+	}
 	if err := r.patchStatus(ctx, original, el, p); err != nil {
 		return ctrl.Result{}, err
 	}
-	return r.schedule(req, p, result)
+	return r.schedule(req, p, next)
 }
 
 // reconcileNormal syncs the request and closes it when its expiry has passed. It returns when
@@ -108,20 +122,35 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 		return 0 // the request has ended in PAM: nothing is left to do, ever
 	}
 
+	owner, err := r.trackedElsewhere(ctx, el)
+	if err != nil {
+		p.apiErr = err
+		return 0
+	}
+	if owner != "" {
+		p.problem = &problem{reason: pamv1.ReasonDuplicateRequest, stalled: true,
+			message: fmt.Sprintf("PamElevation %s already tracks this request; this object never calls PAM for it", owner)}
+		return 0
+	}
+
 	pc, err := r.connect(ctx, el)
 	if err != nil {
 		p.fail(err)
+		r.endedByPAMExpiry(ctx, el, p)
 		return 0
 	}
 
 	if due := r.nextSync(el); !p.now.Before(due) {
 		if !r.sync(ctx, el, pc, p) || isClosed(el) {
+			r.endedByPAMExpiry(ctx, el, p)
 			return 0
 		}
 	}
 
 	if hasExpiry && !p.now.Before(expiry.Time) {
-		r.closeRequest(ctx, el, pc, p, pamv1.ReasonExpired)
+		if !r.closeRequest(ctx, el, pc, p, pamv1.ReasonExpired) {
+			r.endedByPAMExpiry(ctx, el, p)
+		}
 		return 0
 	}
 
@@ -174,6 +203,9 @@ func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.MaxRetryDelay <= 0 {
 		r.MaxRetryDelay = DefaultMaxRetryDelay
+	}
+	if r.ClockSkewMargin <= 0 {
+		r.ClockSkewMargin = DefaultClockSkewMargin
 	}
 	r.retries = workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](initialRetryDelay, r.MaxRetryDelay)
 

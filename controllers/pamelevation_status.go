@@ -19,6 +19,8 @@ type pass struct {
 	synced *pam.Request
 	// problem is why the pass could not finish, nil when it did.
 	problem *problem
+	// apiErr is a failure of the Kubernetes API; it is returned so controller-runtime backs off.
+	apiErr error
 }
 
 // problem is a reason the desired state was not reached.
@@ -119,7 +121,7 @@ func clearProgress(el *pamv1.PamElevation) {
 	meta.RemoveStatusCondition(&el.Status.Conditions, pamv1.ConditionStalled)
 }
 
-// markClosed records that the request is no longer open in PAM.
+// markClosed records that the request is no longer open in PAM, with the reason's usual message.
 func markClosed(el *pamv1.PamElevation, reason string, now time.Time) {
 	var message string
 	switch reason {
@@ -130,6 +132,11 @@ func markClosed(el *pamv1.PamElevation, reason string, now time.Time) {
 	default:
 		message = fmt.Sprintf("PAM reports the request %s", el.Status.RequestStatus)
 	}
+	markClosedWith(el, reason, message, now)
+}
+
+// markClosedWith records that the request is no longer open in PAM.
+func markClosedWith(el *pamv1.PamElevation, reason, message string, now time.Time) {
 	meta.SetStatusCondition(&el.Status.Conditions, metav1.Condition{
 		Type: pamv1.ConditionClosed, Status: metav1.ConditionTrue, Reason: reason, Message: message,
 		ObservedGeneration: el.Generation,

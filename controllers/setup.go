@@ -20,6 +20,9 @@ type Options struct {
 	MaxRetryDelay time.Duration
 	// MaxConcurrentReconciles bounds parallel PamElevation reconciles.
 	MaxConcurrentReconciles int
+	// ClockSkewMargin is how far past PAM's own ExpirationTime a request counts as ended
+	// without confirmation.
+	ClockSkewMargin time.Duration
 	// Clock is the time source; nil means the real clock.
 	Clock clock.PassiveClock
 	// UserAgent is sent to PAM.
@@ -39,12 +42,14 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}
 	if err := (&PamElevationReconciler{
 		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
 		Connector:               connector,
 		Recorder:                mgr.GetEventRecorder("pam-operator"),
 		Clock:                   opts.Clock,
 		SyncInterval:            opts.SyncInterval,
 		MaxRetryDelay:           opts.MaxRetryDelay,
 		MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
+		ClockSkewMargin:         opts.ClockSkewMargin,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}

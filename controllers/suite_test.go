@@ -34,6 +34,8 @@ const (
 	syncInterval = time.Second
 	// maxRetryDelay is the backoff cap under test.
 	maxRetryDelay = 2 * time.Second
+	// clockSkewMargin is how far past PAM's ExpirationTime a deletion may complete unconfirmed.
+	clockSkewMargin = time.Second
 
 	pamUser     = "jen"
 	pamPassword = "jen-password-canary-7f3a"
@@ -106,6 +108,7 @@ func runSuite(m *testing.M) int {
 		SyncInterval:             syncInterval,
 		MaxRetryDelay:            maxRetryDelay,
 		MaxConcurrentReconciles:  4,
+		ClockSkewMargin:          clockSkewMargin,
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, "setup:", err)
 		return 1

@@ -21,6 +21,11 @@ func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	}); err != nil {
 		return err
 	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &pamv1.PamElevation{}, requestIDIndex, func(o client.Object) []string {
+		return []string{normalizedID(o.(*pamv1.PamElevation))}
+	}); err != nil {
+		return err
+	}
 	extract := func(o client.Object) []string {
 		if name := o.(pamv1.ServerObject).ServerSpec().Auth.SecretName(); name != "" {
 			return []string{name}

@@ -44,6 +44,9 @@ const (
 	ReasonSecretNotFound = "SecretNotFound"
 	// ReasonInvalidServerConfig: the server's configuration or its Secret cannot be used.
 	ReasonInvalidServerConfig = "InvalidServerConfig"
+	// ReasonDuplicateRequest: another PamElevation already tracks the same request; this one
+	// never closes it.
+	ReasonDuplicateRequest = "DuplicateRequest"
 	// ReasonOrphaned: the object was released without calling PAM (deletionPolicy Orphan).
 	ReasonOrphaned = "Orphaned"
 	// ReasonConfigured: a server configuration is valid and usable.

@@ -97,6 +97,12 @@ type PamElevationStatus struct {
 	// +optional
 	ClosedAt *metav1.Time `json:"closedAt,omitempty"`
 
+	// RequestExpirationTime is the ExpirationTime PAM reported for the request at the last sync:
+	// when MIM itself ends the elevation. Once it has passed by more than the operator's clock-skew
+	// margin, a deletion completes even while PAM is unreachable, because the access has ended.
+	// +optional
+	RequestExpirationTime *metav1.Time `json:"requestExpirationTime,omitempty"`
+
 	// LastSyncTime is the last successful read of the request from PAM.
 	// +optional
 	LastSyncTime *metav1.Time `json:"lastSyncTime,omitempty"`

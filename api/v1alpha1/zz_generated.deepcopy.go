@@ -195,6 +195,10 @@ func (in *PamElevationStatus) DeepCopyInto(out *PamElevationStatus) {
 		in, out := &in.ClosedAt, &out.ClosedAt
 		*out = (*in).DeepCopy()
 	}
+	if in.RequestExpirationTime != nil {
+		in, out := &in.RequestExpirationTime, &out.RequestExpirationTime
+		*out = (*in).DeepCopy()
+	}
 	if in.LastSyncTime != nil {
 		in, out := &in.LastSyncTime, &out.LastSyncTime
 		*out = (*in).DeepCopy()
