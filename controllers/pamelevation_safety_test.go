@@ -1,14 +1,19 @@
 package controllers_test
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/controllers"
 	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 )
 
@@ -94,4 +99,48 @@ func TestCloseAnswered200ButStillOpenIsNotTrusted(t *testing.T) {
 	g.Expect(successes).To(Equal(1))
 	req, _ := pamServer.Request(id)
 	g.Expect(req.Status).To(Equal(emulator.StatusClosed))
+}
+
+// TestNamespaceDeletionStillClosesEverything does what the namespace controller does when a
+// namespace is deleted (envtest runs no controller-manager): it deletes everything in it at
+// once, the Secret first, which is the order that loses closes without in-use protection.
+func TestNamespaceDeletionStillClosesEverything(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	withServer(t, ns)
+	const count = 24
+	ids := make([]string, count)
+	for i := range ids {
+		ids[i] = seedRequest(pamUser, time.Hour)
+		create(t, elevation(ns, fmt.Sprintf("el-%02d", i), ids[i]))
+	}
+	server := &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam-credentials"}}
+	waitFor(t, secret, func(g Gomega, s *corev1.Secret) {
+		g.Expect(s.Finalizers).To(ContainElement(controllers.InUseFinalizer))
+	})
+	waitFor(t, server, func(g Gomega, s *pamv1.PamServer) {
+		g.Expect(s.Finalizers).To(ContainElement(controllers.InUseFinalizer))
+	})
+	for i := range ids {
+		waitActive(t, elevation(ns, fmt.Sprintf("el-%02d", i), ids[i]))
+	}
+
+	g.Expect(k8sClient.Delete(ctx, secret)).To(Succeed())
+	g.Expect(k8sClient.Delete(ctx, server)).To(Succeed())
+	g.Expect(k8sClient.DeleteAllOf(ctx, &pamv1.PamElevation{}, client.InNamespace(ns))).To(Succeed())
+
+	g.Eventually(func() ([]pamv1.PamElevation, error) {
+		var list pamv1.PamElevationList
+		err := k8sClient.List(ctx, &list, client.InNamespace(ns))
+		return list.Items, err
+	}).WithTimeout(waitTimeout).WithPolling(pollEvery).Should(BeEmpty())
+	for _, id := range ids {
+		attempts, successes := pamServer.CloseCalls(id)
+		g.Expect([]int{attempts, successes}).To(Equal([]int{1, 1}), "request %s", id)
+	}
+	// Nothing needs them any more: the server and the Secret go too.
+	waitGone(t, server)
+	waitGone(t, secret)
 }

@@ -7,6 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -19,7 +20,8 @@ import (
 
 // ServerReconciler reports whether a PamServer or ClusterPamServer configuration can be used:
 // its URL parses, its CA bundle holds certificates, and its Secret exists with the keys its auth
-// method needs. It does not call PAM; elevations report what PAM answers.
+// method needs. It does not call PAM; elevations report what PAM answers. It also keeps the
+// server and its Secret from being deleted while an elevation may still need them (inuse.go).
 type ServerReconciler struct {
 	client.Client
 	// Connector validates configurations and builds the clients elevations share.
@@ -40,6 +42,10 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 			r.Connector.Forget(server)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+
+	if err := protectServer(ctx, r.Client, server, r.Connector.secretNamespace(server)); err != nil {
+		return ctrl.Result{}, err
 	}
 
 	original := server.DeepCopyObject().(pamv1.ServerObject)
@@ -66,7 +72,7 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	if equality.Semantic.DeepEqual(original.ServerStatus(), status) {
 		return ctrl.Result{}, nil
 	}
-	return ctrl.Result{}, r.Status().Patch(ctx, server, client.MergeFrom(original))
+	return ctrl.Result{}, client.IgnoreNotFound(r.Status().Patch(ctx, server, client.MergeFrom(original)))
 }
 
 // SetupWithManager registers the reconciler for the kind NewObject returns; a change to a
@@ -76,7 +82,22 @@ func (r *ServerReconciler) SetupWithManager(mgr ctrl.Manager, name string) error
 		Named(name).
 		For(r.NewObject(), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.forSecret)).
+		Watches(&pamv1.PamElevation{}, handler.EnqueueRequestsFromMapFunc(r.forElevation)).
 		Complete(r)
+}
+
+// forElevation maps an elevation to its server, so the server's in-use protection follows the
+// elevations that need it.
+func (r *ServerReconciler) forElevation(_ context.Context, o client.Object) []reconcile.Request {
+	el := o.(*pamv1.PamElevation)
+	if (el.Spec.ServerRef.Kind == pamv1.ServerKindClusterPamServer) != r.isCluster() {
+		return nil
+	}
+	key := types.NamespacedName{Name: el.Spec.ServerRef.Name}
+	if !r.isCluster() {
+		key.Namespace = el.Namespace
+	}
+	return []reconcile.Request{{NamespacedName: key}}
 }
 
 func (r *ServerReconciler) forSecret(ctx context.Context, secret client.Object) []reconcile.Request {

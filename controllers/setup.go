@@ -58,7 +58,10 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}).SetupWithManager(mgr, "pamserver"); err != nil {
 		return err
 	}
-	return (&ServerReconciler{Client: mgr.GetClient(), Connector: connector,
+	if err := (&ServerReconciler{Client: mgr.GetClient(), Connector: connector,
 		NewObject: func() pamv1.ServerObject { return &pamv1.ClusterPamServer{} },
-	}).SetupWithManager(mgr, "clusterpamserver")
+	}).SetupWithManager(mgr, "clusterpamserver"); err != nil {
+		return err
+	}
+	return (&SecretReleaser{Client: mgr.GetClient(), ClusterResourceNamespace: opts.ClusterResourceNamespace}).SetupWithManager(mgr)
 }
