@@ -68,6 +68,10 @@ verify-generated: $(CONTROLLER_GEN) ## Fail when 'make generate manifests' chang
 test: verify-generated verify-fmt vet $(CONTROL_PLANE) ## Check generated files, vet, and run every test on the local control plane.
 	$(GO) test ./... -count=1 -timeout 30m
 
+.PHONY: reliability
+reliability: manifests $(CONTROL_PLANE) ## Run the long fault, outage, crash and failover scenarios and print the table (ARGS="--elevations 500 ...").
+	$(GO) run ./hack/reliability $(ARGS)
+
 .PHONY: control-plane
 control-plane: $(CONTROL_PLANE) ## Build kube-apiserver, etcd and kubectl into ./bin.
 

@@ -38,11 +38,18 @@ func run() error {
 		probeAddr                string
 		leaderElect              bool
 		clusterResourceNamespace string
+		leaseDuration            time.Duration
+		renewDeadline            time.Duration
+		retryPeriod              time.Duration
 		opts                     controllers.Options
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so that only one replica calls PAM at a time.")
+	flag.DurationVar(&leaseDuration, "leader-election-lease-duration", 15*time.Second,
+		"How long a lost leader's lease blocks the others: the longest failover after a crash.")
+	flag.DurationVar(&renewDeadline, "leader-election-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew before it steps down.")
+	flag.DurationVar(&retryPeriod, "leader-election-retry-period", 2*time.Second, "How often candidates try to acquire or renew the lease.")
 	flag.StringVar(&clusterResourceNamespace, "cluster-resource-namespace", "",
 		"Namespace from which ClusterPamServer Secrets are read (default: the namespace the operator runs in).")
 	flag.DurationVar(&opts.SyncInterval, "pam-sync-interval", controllers.DefaultSyncInterval, "How often each open request is read from PAM.")
@@ -65,7 +72,11 @@ func run() error {
 		clusterResourceNamespace = podNamespace()
 	}
 	opts.ClusterResourceNamespace = clusterResourceNamespace
+	// The pod name in the User-Agent tells replicas apart in IIS logs.
 	opts.UserAgent = "pam-operator"
+	if pod := os.Getenv("POD_NAME"); pod != "" {
+		opts.UserAgent += " (pod " + pod + ")"
+	}
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -81,7 +92,11 @@ func run() error {
 		HealthProbeBindAddress:        probeAddr,
 		LeaderElection:                leaderElect,
 		LeaderElectionID:              "pam-operator.pam.mim.dev",
+		LeaderElectionNamespace:       podNamespace(),
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &leaseDuration,
+		RenewDeadline:                 &renewDeadline,
+		RetryPeriod:                   &retryPeriod,
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)

@@ -207,6 +207,8 @@ type Call struct {
 	Query    string
 	Endpoint Endpoint
 	User     string
+	// UserAgent tells apart the clients, e.g. two operator replicas.
+	UserAgent string
 	// RequestID is the key of a close, or the approval id of an approve/reject.
 	RequestID string
 	// Status is what was answered, 0 when the connection was dropped.

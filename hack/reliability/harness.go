@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+)
+
+const (
+	operatorNamespace = "pam-system"
+	pamUser           = "PRIV\\reliability"
+	// pamPassword is a canary: it must never appear in logs, events or status.
+	pamPassword = "canary-7d1e5f0a-credential"
+	// The manager's timers, short so a scenario settles in seconds.
+	syncInterval  = 2 * time.Second
+	maxRetryDelay = 2 * time.Second
+)
+
+// harness is a control plane, the PAM emulator over real HTTP, and the manager binary built
+// from this tree, run as child processes that can be killed.
+type harness struct {
+	workDir    string
+	env        *envtest.Environment
+	kubeconfig string
+	client     client.Client
+	pam        *emulator.Server
+	pamURL     string
+	httpServer *http.Server
+	managerBin string
+}
+
+func startHarness(workDir string) (*harness, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	h := &harness{workDir: workDir, managerBin: filepath.Join(workDir, "manager")}
+	build := exec.Command("go", "build", "-o", h.managerBin, ".")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building the manager: %w\n%s", err, out)
+	}
+
+	h.env = &envtest.Environment{
+		BinaryAssetsDirectory: filepath.Join(root, "bin"),
+		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err := h.env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting the control plane (run 'make control-plane' first): %w", err)
+	}
+	admin, err := h.env.AddUser(envtest.User{Name: "reliability", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		h.stop()
+		return nil, err
+	}
+	kubeconfig, err := admin.KubeConfig()
+	if err != nil {
+		h.stop()
+		return nil, err
+	}
+	h.kubeconfig = filepath.Join(workDir, "kubeconfig")
+	if err := os.WriteFile(h.kubeconfig, kubeconfig, 0o600); err != nil {
+		h.stop()
+		return nil, err
+	}
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(pamv1.AddToScheme(scheme))
+	if h.client, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+		h.stop()
+		return nil, err
+	}
+	if err := h.client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}); err != nil {
+		h.stop()
+		return nil, err
+	}
+
+	h.pam = emulator.New(emulator.Options{Users: map[string]string{pamUser: pamPassword}, Seed: 1})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		h.stop()
+		return nil, err
+	}
+	h.httpServer = &http.Server{Handler: h.pam, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = h.httpServer.Serve(ln) }()
+	h.pamURL = "http://" + ln.Addr().String()
+	return h, nil
+}
+
+func (h *harness) stop() {
+	if h.httpServer != nil {
+		_ = h.httpServer.Close()
+	}
+	if h.env != nil {
+		_ = h.env.Stop()
+	}
+}
+
+// managerProc is one running manager.
+type managerProc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// startManager runs the manager binary as a child process; its log goes to <name>.log.
+func (h *harness) startManager(name string, leaderElect bool) (*managerProc, error) {
+	logFile, err := os.OpenFile(filepath.Join(h.workDir, name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{
+		"--kubeconfig", h.kubeconfig,
+		"--cluster-resource-namespace", operatorNamespace,
+		"--metrics-bind-address", "0",
+		"--health-probe-bind-address", "0",
+		"--pam-sync-interval", syncInterval.String(),
+		"--max-retry-delay", maxRetryDelay.String(),
+		"--max-concurrent-reconciles", "8",
+	}
+	if leaderElect {
+		args = append(args, "--leader-elect",
+			"--leader-election-lease-duration", "4s",
+			"--leader-election-renew-deadline", "3s",
+			"--leader-election-retry-period", "500ms")
+	}
+	cmd := exec.Command(h.managerBin, args...)
+	cmd.Env = append(os.Environ(), "POD_NAME="+name, "POD_NAMESPACE="+operatorNamespace)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, err
+	}
+	m := &managerProc{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		logFile.Close()
+		close(m.done)
+	}()
+	return m, nil
+}
+
+// kill ends the manager at once, as a crash or an evicted node would: SIGKILL, no cleanup.
+func (m *managerProc) kill() {
+	_ = m.cmd.Process.Signal(syscall.SIGKILL)
+	<-m.done
+}
+
+// stop ends the manager gracefully.
+func (m *managerProc) stop() {
+	_ = m.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-m.done:
+	case <-time.After(15 * time.Second):
+		m.kill()
+	}
+}
+
+// userAgent is what the manager sends to PAM, to tell replicas apart in the emulator's log.
+func (m *managerProc) userAgent() string { return "pam-operator (pod " + m.name + ")" }
+
+// fleet keeps track of the managers of a scenario.
+type fleet struct {
+	mu       sync.Mutex
+	h        *harness
+	procs    []*managerProc
+	started  int
+	kills    int
+	election bool
+}
+
+func (f *fleet) start() (*managerProc, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.started++
+	m, err := f.h.startManager(fmt.Sprintf("manager-%d", f.started), f.election)
+	if err != nil {
+		return nil, err
+	}
+	f.procs = append(f.procs, m)
+	return m, nil
+}
+
+// killOne SIGKILLs a running manager (the one named, or the newest) and returns it.
+func (f *fleet) killOne(name string) *managerProc {
+	f.mu.Lock()
+	var victim *managerProc
+	for i := len(f.procs) - 1; i >= 0; i-- {
+		if name == "" || f.procs[i].name == name {
+			victim = f.procs[i]
+			f.procs = append(f.procs[:i:i], f.procs[i+1:]...)
+			break
+		}
+	}
+	if victim != nil {
+		f.kills++
+	}
+	f.mu.Unlock()
+	if victim != nil {
+		victim.kill()
+	}
+	return victim
+}
+
+func (f *fleet) stopAll() {
+	f.mu.Lock()
+	procs := f.procs
+	f.procs = nil
+	f.mu.Unlock()
+	for _, m := range procs {
+		m.stop()
+	}
+}
+
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "hack", "tools", "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run this from inside the pam-operator repository")
+		}
+		dir = parent
+	}
+}

@@ -1,0 +1,108 @@
+// Command reliability runs the fault, outage, crash and failover scenarios against the real
+// manager binary, a local control plane and the PAM emulator, and prints a table of what held:
+// lost closes, duplicate successful closes, extra close calls and recovery times. `make
+// reliability` runs the long versions; `make test` runs small ones with the same invariants.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+)
+
+func main() {
+	elevations := flag.Int("elevations", 200, "Elevations per scenario (half deleted, half expiring, during the faults).")
+	window := flag.Duration("fault-window", 20*time.Second, "How long faults last in each scenario.")
+	kills := flag.Int("kills", 8, "Manager SIGKILLs in the crash scenarios.")
+	outage := flag.Duration("outage", 30*time.Second, "Length of the full outage scenario.")
+	seed := flag.Int64("seed", 1, "Seed for the random timings.")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	workDir, err := os.MkdirTemp("", "pam-reliability-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+	defer os.RemoveAll(workDir)
+
+	results, err := runAll(ctx, workDir, scenarios(*elevations, *window, *kills, *outage), *seed, os.Stdout)
+	printTable(os.Stdout, results)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+	for _, r := range results {
+		if v := r.violations(); len(v) > 0 {
+			fmt.Fprintf(os.Stderr, "scenario %s broke an invariant: %s\n", r.name, strings.Join(v, ", "))
+			os.Exit(1)
+		}
+	}
+}
+
+// scenarios are the runs, sized by the flags.
+func scenarios(elevations int, window time.Duration, kills int, outage time.Duration) []scenario {
+	mixed := func(fraction float64) []emulator.Fault {
+		return []emulator.Fault{
+			{Status: 503, RetryAfter: "1", Fraction: fraction / 6},
+			{Status: 500, Fraction: fraction / 5},
+			{Status: 408, Fraction: fraction / 4},
+			{Status: 429, Fraction: fraction / 3},
+			{Endpoint: emulator.EndpointCloseRequest, LoseResponse: true, Fraction: fraction / 2},
+			{Drop: true, Fraction: fraction},
+		}
+	}
+	return []scenario{
+		{name: "faults-10pct", elevations: elevations, faults: mixed(0.1), faultWindow: window},
+		{name: "faults-50pct", elevations: elevations, faults: mixed(0.5), faultWindow: window},
+		{name: "slow-pam", elevations: elevations, faultWindow: window,
+			faults: []emulator.Fault{{Delay: 1500 * time.Millisecond, Fraction: 0.3}}},
+		{name: "outage", elevations: elevations, faultWindow: outage, faults: []emulator.Fault{{Status: 503}}},
+		{name: "crash", elevations: elevations, faultWindow: window, kills: kills, faults: mixed(0.2)},
+		{name: "failover", elevations: elevations, faultWindow: window, kills: max(kills/4, 1), failover: true},
+	}
+}
+
+func runAll(ctx context.Context, workDir string, scs []scenario, seed int64, progress io.Writer) ([]result, error) {
+	h, err := startHarness(workDir)
+	if err != nil {
+		return nil, err
+	}
+	defer h.stop()
+	rng := rand.New(rand.NewSource(seed))
+	var results []result
+	for _, sc := range scs {
+		fmt.Fprintf(progress, "==> %s: %d elevations, faults for %s\n", sc.name, sc.elevations, sc.faultWindow)
+		r, err := h.run(ctx, sc, rng)
+		if err != nil {
+			return results, fmt.Errorf("scenario %s: %w", sc.name, err)
+		}
+		results = append(results, r)
+	}
+	return results, nil
+}
+
+func printTable(w io.Writer, results []result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\televations\tfaults injected\tmanager kills\tlost closes\tduplicate closes\textra close calls\tstuck\tfault end → last finalizer\tfailover")
+	for _, r := range results {
+		failover := "-"
+		if r.failover {
+			failover = r.failoverTime.Round(10 * time.Millisecond).String()
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", r.name, r.elevations, r.faultsInjected, r.managerKills,
+			r.lost, r.duplicates, r.extraCloses, r.stuck, r.recovery.Round(10*time.Millisecond), failover)
+	}
+	_ = tw.Flush()
+}
