@@ -408,3 +408,57 @@ func TestRequestClosingInPAMIsNotClosedAgain(t *testing.T) {
 	attempts, _ := pamServer.CloseCalls(id)
 	g.Expect(attempts).To(BeZero(), "PAM was already closing it")
 }
+
+func TestExpiryEdges(t *testing.T) {
+	at := func(d time.Duration) *metav1.Time {
+		t := metav1.NewTime(time.Now().Add(d).Truncate(time.Second))
+		return &t
+	}
+	cases := []struct {
+		name string
+		// spec sets the expiry at creation; change, when set, moves it right after.
+		spec   func(el *pamv1.PamElevation)
+		change func(el *pamv1.PamElevation)
+	}{
+		{"expiry in the past at creation",
+			func(el *pamv1.PamElevation) { el.Spec.ExpiresAt = at(-time.Hour) }, nil},
+		{"ttl of one second",
+			func(el *pamv1.PamElevation) { el.Spec.TTL = &metav1.Duration{Duration: time.Second} }, nil},
+		{"expiry moved later while pending",
+			func(el *pamv1.PamElevation) { el.Spec.ExpiresAt = at(3 * time.Second) },
+			func(el *pamv1.PamElevation) { el.Spec.ExpiresAt = at(6 * time.Second) }},
+		{"expiry moved earlier while pending",
+			func(el *pamv1.PamElevation) { el.Spec.ExpiresAt = at(time.Hour) },
+			func(el *pamv1.PamElevation) { el.Spec.ExpiresAt = at(3 * time.Second) }},
+		{"ttl replaced by an earlier expiresAt",
+			func(el *pamv1.PamElevation) { el.Spec.TTL = &metav1.Duration{Duration: time.Hour} },
+			func(el *pamv1.PamElevation) { el.Spec.TTL = nil; el.Spec.ExpiresAt = at(2 * time.Second) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			ns := newNamespace(t)
+			withServer(t, ns)
+			id := seedRequest(pamUser, time.Hour)
+			el := elevation(ns, "edge", id, tc.spec)
+			create(t, el)
+			if tc.change != nil {
+				patch := client.MergeFrom(el.DeepCopy())
+				tc.change(el)
+				g.Expect(k8sClient.Patch(context.Background(), el, patch)).To(Succeed())
+			}
+			want, _ := el.Expiry()
+
+			waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
+				expectCondition(g, el.Status.Conditions, pamv1.ConditionClosed, metav1.ConditionTrue, pamv1.ReasonExpired)
+			})
+			g.Expect(el.Status.ExpiresAt.Time).To(BeTemporally("==", want.Time))
+			calls := closeCalls(id)
+			g.Expect(calls).To(HaveLen(1))
+			g.Expect(calls[0].Time).NotTo(BeTemporally("<", want.Time), "closed before the expiry in force")
+			if want.After(el.CreationTimestamp.Time) { // a past expiry closes on the first pass instead
+				g.Expect(calls[0].Time.Sub(want.Time)).To(BeNumerically("<", time.Second), "closed late")
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	. "github.com/onsi/gomega"
@@ -31,6 +32,7 @@ func TestAdmissionRejectsInvalidObjects(t *testing.T) {
 	ns := newNamespace(t)
 	const elevationHead = "apiVersion: pam.mim.dev/v1alpha1\nkind: PamElevation\nmetadata: {generateName: bad-}\n"
 	const serverHead = "apiVersion: pam.mim.dev/v1alpha1\nkind: PamServer\nmetadata: {generateName: bad-}\n"
+	const clusterHead = "apiVersion: pam.mim.dev/v1alpha1\nkind: ClusterPamServer\nmetadata: {generateName: bad-}\n"
 	const guid = "5ec10e61-cdd1-404e-a18e-740467d87dbf"
 	cases := []struct {
 		name     string
@@ -84,8 +86,64 @@ func TestAdmissionRejectsInvalidObjects(t *testing.T) {
 			[]string{"spec.version", "should match"}},
 		{"basic without secret name", serverHead + "spec: {url: 'https://pam.example.com', auth: {basic: {secretRef: {}}}}",
 			[]string{"spec.auth.basic.secretRef.name", "Required"}},
-		{"cluster server url relative", "apiVersion: pam.mim.dev/v1alpha1\nkind: ClusterPamServer\nmetadata: {generateName: bad-}\nspec: {url: pam}",
+		{"cluster server url relative", clusterHead + "spec: {url: pam}",
 			[]string{"spec.url", "absolute http or https URL"}},
+		{"cluster server timeout zero", clusterHead + "spec: {url: 'https://pam.example.com', timeout: 0s}",
+			[]string{"spec.timeout", "timeout must be positive"}},
+		{"spec missing", elevationHead, []string{"spec", "Required"}},
+		{"requestID empty", elevationHead + "spec: {requestID: '', serverRef: {name: pam}}",
+			[]string{"spec.requestID", "requestID must be a GUID"}},
+		{"requestID too short", elevationHead + "spec: {requestID: 5ec10e61-cdd1-404e-a18e-740467d87db, serverRef: {name: pam}}",
+			[]string{"spec.requestID", "requestID must be a GUID"}},
+		{"requestID with spaces", elevationHead + "spec: {requestID: ' 5ec10e61-cdd1-404e-a18e-740467d87db', serverRef: {name: pam}}",
+			[]string{"spec.requestID", "requestID must be a GUID"}},
+		{"requestID as a URN", elevationHead + "spec: {requestID: 'urn:uuid:" + guid + "', serverRef: {name: pam}}",
+			[]string{"spec.requestID", "may not be more than 36"}},
+		{"requestID as an OData literal", elevationHead + "spec: {requestID: \"guid'" + guid + "'\", serverRef: {name: pam}}",
+			[]string{"spec.requestID", "may not be more than 36"}},
+		{"requestID a number", elevationHead + "spec: {requestID: 42, serverRef: {name: pam}}",
+			[]string{"spec.requestID", "must be of type string"}},
+		{"ttl in days", elevationHead + "spec: {requestID: " + guid + ", serverRef: {name: pam}, ttl: 1d}",
+			[]string{"spec.ttl", "should match"}},
+		{"ttl empty", elevationHead + "spec: {requestID: " + guid + ", serverRef: {name: pam}, ttl: ''}",
+			[]string{"spec.ttl", "should match"}},
+		{"expiresAt a date without time", elevationHead + "spec: {requestID: " + guid + ", serverRef: {name: pam}, expiresAt: '2030-01-01'}",
+			[]string{"spec.expiresAt", "date-time"}},
+		{"expiresAt a number", elevationHead + "spec: {requestID: " + guid + ", serverRef: {name: pam}, expiresAt: 1893456000}",
+			[]string{"spec.expiresAt", "must be of type date-time"}},
+		{"deletionPolicy in lower case", elevationHead + "spec: {requestID: " + guid + ", serverRef: {name: pam}, deletionPolicy: close}",
+			[]string{"spec.deletionPolicy", "Unsupported value"}},
+		{"serverRef kind in lower case", elevationHead + "spec: {requestID: " + guid + ", serverRef: {kind: pamserver, name: pam}}",
+			[]string{"spec.serverRef.kind", "Unsupported value"}},
+		{"serverRef name not a DNS name", elevationHead + "spec: {requestID: " + guid + ", serverRef: {name: My_Server}}",
+			[]string{"spec.serverRef.name", "should match"}},
+		{"serverRef name too long", elevationHead + "spec: {requestID: " + guid + ", serverRef: {name: " + strings.Repeat("a", 254) + "}}",
+			[]string{"spec.serverRef.name", "Too long"}},
+		{"no name", "apiVersion: pam.mim.dev/v1alpha1\nkind: PamElevation\nmetadata: {}\nspec: {requestID: " + guid + ", serverRef: {name: pam}}",
+			[]string{"name or generateName is required"}},
+		{"url empty", serverHead + "spec: {url: ''}",
+			[]string{"spec.url"}},
+		{"url without host", serverHead + "spec: {url: 'https://'}",
+			[]string{"spec.url", "absolute http or https URL"}},
+		{"url with fragment", serverHead + "spec: {url: 'https://pam.example.com/#top'}",
+			[]string{"spec.url", "must not contain a query or fragment"}},
+		{"url javascript", serverHead + "spec: {url: 'javascript:alert(1)'}",
+			[]string{"spec.url", "absolute http or https URL"}},
+		{"url too long", serverHead + "spec: {url: 'https://pam.example.com/" + strings.Repeat("a", 2048) + "'}",
+			[]string{"spec.url", "Too long"}},
+		{"version with a v", serverHead + "spec: {url: 'https://pam.example.com', version: v1}",
+			[]string{"spec.version", "should match"}},
+		{"version semver", serverHead + "spec: {url: 'https://pam.example.com', version: 1.0.0}",
+			[]string{"spec.version", "should match"}},
+		{"timeout negative", serverHead + "spec: {url: 'https://pam.example.com', timeout: -1s}",
+			[]string{"spec.timeout", "should match"}},
+		{"basic secret name empty", serverHead + "spec: {url: 'https://pam.example.com', auth: {basic: {secretRef: {name: ''}}}}",
+			[]string{"spec.auth.basic.secretRef.name"}},
+		{"basic without secretRef", serverHead + "spec: {url: 'https://pam.example.com', auth: {basic: {}}}",
+			[]string{"spec.auth.basic.secretRef", "Required"}},
+	}
+	if len(cases) < 40 {
+		t.Fatalf("the table must cover at least 40 invalid manifests, has %d", len(cases))
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -95,6 +153,45 @@ func TestAdmissionRejectsInvalidObjects(t *testing.T) {
 			for _, want := range tc.wantIn {
 				g.Expect(err.Error()).To(ContainSubstring(want))
 			}
+		})
+	}
+}
+
+func TestStrictDecodingRejectsUnknownFields(t *testing.T) {
+	ns := newNamespace(t)
+	cases := []struct{ name, manifest, field string }{
+		{"misspelt field", "apiVersion: pam.mim.dev/v1alpha1\nkind: PamElevation\nmetadata: {generateName: bad-}\n" +
+			"spec: {requestId: 5ec10e61-cdd1-404e-a18e-740467d87dbf, requestID: 5ec10e61-cdd1-404e-a18e-740467d87dbf, serverRef: {name: pam}}", "spec.requestId"},
+		{"unknown auth method", "apiVersion: pam.mim.dev/v1alpha1\nkind: PamServer\nmetadata: {generateName: bad-}\n" +
+			"spec: {url: 'https://pam.example.com', auth: {digest: {secretRef: {name: x}}}}", "spec.auth.digest"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := k8sClient.Create(context.Background(), fromYAML(t, ns, tc.manifest), client.FieldValidation("Strict"))
+			NewWithT(t).Expect(err).To(MatchError(ContainSubstring(`unknown field "` + tc.field + `"`)))
+		})
+	}
+}
+
+func TestAdmissionAcceptsEdgeCases(t *testing.T) {
+	ns := newNamespace(t)
+	const guid = "5ec10e61-cdd1-404e-a18e-740467d87dbf"
+	cases := []struct{ name, kind, spec string }{
+		{"upper-case GUID (sent to PAM in lower case)", "PamElevation", "{requestID: 5EC10E61-CDD1-404E-A18E-740467D87DBF, serverRef: {name: pam}}"},
+		{"mixed-case GUID", "PamElevation", "{requestID: 5ec10E61-cdd1-404E-a18e-740467D87DBF, serverRef: {name: pam}}"},
+		{"fractional ttl", "PamElevation", "{requestID: " + guid + ", serverRef: {name: pam}, ttl: 1.5h}"},
+		{"expiresAt with an offset", "PamElevation", "{requestID: " + guid + ", serverRef: {name: pam}, expiresAt: '2030-01-01T10:00:00+02:00'}"},
+		{"expiresAt in the past (closed at once)", "PamElevation", "{requestID: " + guid + ", serverRef: {name: pam}, expiresAt: '2020-01-01T00:00:00Z', deletionPolicy: Orphan}"},
+		{"ClusterPamServer reference", "PamElevation", "{requestID: " + guid + ", serverRef: {kind: ClusterPamServer, name: mim.example}}"},
+		{"http with a port", "PamServer", "{url: 'http://127.0.0.1:8086'}"},
+		{"https with a path prefix and trailing slash", "PamServer", "{url: 'https://pam.example.com/mim/pam/'}"},
+		{"empty auth means none", "PamServer", "{url: 'https://pam.example.com', auth: {}}"},
+		{"version 1", "PamServer", "{url: 'https://pam.example.com', version: '1'}"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			manifest := "apiVersion: pam.mim.dev/v1alpha1\nkind: " + tc.kind + "\nmetadata: {generateName: ok-}\nspec: " + tc.spec
+			NewWithT(t).Expect(k8sClient.Create(context.Background(), fromYAML(t, ns, manifest), client.FieldValidation("Strict"))).To(Succeed())
 		})
 	}
 }

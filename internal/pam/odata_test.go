@@ -1,6 +1,7 @@
 package pam
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -125,5 +126,23 @@ func FuzzDecodeRequests(f *testing.F) {
 	f.Add([]byte(`{"value":[{"requestid":"a","CreationTime":"2015-07-11T23:38:09.036164-07:00"}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		_, _ = decodeRequests(body)
+	})
+}
+
+func FuzzGUIDLiteral(f *testing.F) {
+	f.Add("5ec10e61-cdd1-404e-a18e-740467d87dbf")
+	f.Add("5EC10E61-CDD1-404E-A18E-740467D87DBF")
+	f.Add("5ec10e61-cdd1-404e-a18e-740467d87db'")
+	f.Add("{5ec10e61-cdd1-404e-a18e-740467d87dbf}")
+	f.Fuzz(func(t *testing.T, id string) {
+		lit, err := GUIDLiteral(id)
+		if err != nil {
+			return
+		}
+		// Whatever came in, what goes into a URL is exactly guid'<36 lower-case hex and dashes>'.
+		inner := strings.TrimSuffix(strings.TrimPrefix(lit, "guid'"), "'")
+		if len(lit) != 42 || len(inner) != 36 || strings.Trim(inner, "0123456789abcdef-") != "" {
+			t.Fatalf("GUIDLiteral(%q) = %q", id, lit)
+		}
 	})
 }
