@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -46,6 +48,8 @@ type harness struct {
 	pamURL     string
 	httpServer *http.Server
 	managerBin string
+	// apiProxy stands between the managers and kube-apiserver, so a scenario can cut them off.
+	apiProxy *cutProxy
 }
 
 func startHarness(workDir string) (*harness, error) {
@@ -79,6 +83,22 @@ func startHarness(workDir string) (*harness, error) {
 		h.stop()
 		return nil, err
 	}
+	apiAddr := cfg.Host
+	if u, err := url.Parse(cfg.Host); err == nil && u.Host != "" {
+		apiAddr = u.Host
+	}
+	h.apiProxy, err = newCutProxy(apiAddr)
+	if err != nil {
+		h.stop()
+		return nil, err
+	}
+	// The managers reach the API server through the proxy; its certificate is for 127.0.0.1,
+	// whatever the port.
+	kubeconfig = []byte(strings.ReplaceAll(string(kubeconfig), apiAddr, h.apiProxy.addr()))
+	if !strings.Contains(string(kubeconfig), h.apiProxy.addr()) {
+		h.stop()
+		return nil, fmt.Errorf("the kubeconfig does not name the API server %s", apiAddr)
+	}
 	h.kubeconfig = filepath.Join(workDir, "kubeconfig")
 	if err := os.WriteFile(h.kubeconfig, kubeconfig, 0o600); err != nil {
 		h.stop()
@@ -109,6 +129,9 @@ func startHarness(workDir string) (*harness, error) {
 }
 
 func (h *harness) stop() {
+	if h.apiProxy != nil {
+		h.apiProxy.close()
+	}
 	if h.httpServer != nil {
 		_ = h.httpServer.Close()
 	}

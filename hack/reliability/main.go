@@ -24,7 +24,8 @@ func main() {
 	elevations := flag.Int("elevations", 200, "Elevations per scenario (half deleted, half expiring, during the faults).")
 	window := flag.Duration("fault-window", 20*time.Second, "How long faults last in each scenario.")
 	kills := flag.Int("kills", 8, "Manager SIGKILLs in the crash scenarios.")
-	outage := flag.Duration("outage", 30*time.Second, "Length of the full outage scenario.")
+	outage := flag.Duration("outage", 30*time.Second, "Length of the short full outage scenario.")
+	longOutage := flag.Duration("long-outage", 5*time.Minute, "Length of the long full outage scenario; 0 skips it.")
 	seed := flag.Int64("seed", 1, "Seed for the random timings.")
 	flag.Parse()
 
@@ -37,7 +38,7 @@ func main() {
 	}
 	defer os.RemoveAll(workDir)
 
-	results, err := runAll(ctx, workDir, scenarios(*elevations, *window, *kills, *outage), *seed, os.Stdout)
+	results, err := runAll(ctx, workDir, scenarios(*elevations, *window, *kills, *outage, *longOutage), *seed, os.Stdout)
 	printTable(os.Stdout, results)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
@@ -52,7 +53,7 @@ func main() {
 }
 
 // scenarios are the runs, sized by the flags.
-func scenarios(elevations int, window time.Duration, kills int, outage time.Duration) []scenario {
+func scenarios(elevations int, window time.Duration, kills int, outage, longOutage time.Duration) []scenario {
 	mixed := func(fraction float64) []emulator.Fault {
 		return []emulator.Fault{
 			{Status: 503, RetryAfter: "1", Fraction: fraction / 6},
@@ -63,7 +64,7 @@ func scenarios(elevations int, window time.Duration, kills int, outage time.Dura
 			{Drop: true, Fraction: fraction},
 		}
 	}
-	return []scenario{
+	scs := []scenario{
 		{name: "faults-10pct", elevations: elevations, faults: mixed(0.1), faultWindow: window},
 		{name: "faults-50pct", elevations: elevations, faults: mixed(0.5), faultWindow: window},
 		{name: "slow-pam", elevations: elevations, faultWindow: window,
@@ -71,7 +72,14 @@ func scenarios(elevations int, window time.Duration, kills int, outage time.Dura
 		{name: "outage", elevations: elevations, faultWindow: outage, faults: []emulator.Fault{{Status: 503}}},
 		{name: "crash", elevations: elevations, faultWindow: window, kills: kills, faults: mixed(0.2)},
 		{name: "failover", elevations: elevations, faultWindow: window, kills: max(kills/4, 1), failover: true},
+		{name: "apiserver-unreachable", elevations: elevations, faultWindow: window, apiServerDown: window / 4, faults: mixed(0.1)},
+		{name: "user-edits", elevations: elevations, faultWindow: window, conflicts: true, faults: mixed(0.2)},
+		{name: "same-instant-expiry", elevations: elevations, faultWindow: window, sameInstant: true},
 	}
+	if longOutage > 0 {
+		scs = append(scs, scenario{name: "outage-long", elevations: elevations, faultWindow: longOutage, faults: []emulator.Fault{{Status: 503}}})
+	}
+	return scs
 }
 
 func runAll(ctx context.Context, workDir string, scs []scenario, seed int64, progress io.Writer) ([]result, error) {

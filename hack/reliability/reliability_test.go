@@ -11,7 +11,7 @@ import (
 // asserts the invariants: no lost close, no duplicate successful close, nothing stuck once the
 // faults stop, no credential anywhere, and one active manager at a time.
 func TestReliability(t *testing.T) {
-	scs := scenarios(12, 4*time.Second, 3, 4*time.Second)
+	scs := scenarios(12, 4*time.Second, 3, 4*time.Second, 0)
 	var out strings.Builder
 	results, err := runAll(context.Background(), t.TempDir(), scs, 1, &out)
 	printTable(&out, results)

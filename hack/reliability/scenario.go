@@ -37,6 +37,13 @@ type scenario struct {
 	kills int
 	// failover runs two managers with leader election.
 	failover bool
+	// apiServerDown cuts the managers off kube-apiserver for this long in the middle of the
+	// window, as a restart of the API server does: connections reset, new ones refused.
+	apiServerDown time.Duration
+	// conflicts makes a "user" edit every elevation's annotations throughout the window.
+	conflicts bool
+	// sameInstant gives every elevation the same expiresAt and deletes none.
+	sameInstant bool
 }
 
 // result holds the figures of one run. The invariants are lost == 0, duplicates == 0, stuck ==
@@ -112,13 +119,18 @@ func (h *harness) run(ctx context.Context, sc scenario, rng *rand.Rand) (result,
 	}
 
 	// Half the elevations expire during the fault window, the other half are deleted in it.
+	sameInstant := metav1.NewTime(time.Now().Add(sc.faultWindow).Truncate(time.Second))
 	ids := make([]string, sc.elevations)
 	for i := range ids {
 		ids[i] = h.pam.AddRequest(emulator.Request{Owner: pamUser, RoleID: "2f5a1c3e-1111-4a2b-8c3d-4e5f6a7b8c9d", RequestedTTL: time.Hour}).ID
 		el := &pamv1.PamElevation{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("el-%04d", i),
 			Labels: map[string]string{groupLabel: groupDelete}},
 			Spec: pamv1.PamElevationSpec{RequestID: ids[i], ServerRef: pamv1.ServerReference{Name: "pam"}}}
-		if i%2 == 0 {
+		switch {
+		case sc.sameInstant:
+			el.Labels[groupLabel] = groupExpire
+			el.Spec.ExpiresAt = &sameInstant
+		case i%2 == 0:
 			el.Labels[groupLabel] = groupExpire
 			el.Spec.TTL = &metav1.Duration{Duration: 3*time.Second + time.Duration(rng.Int63n(int64(sc.faultWindow)))}
 		}
@@ -138,6 +150,10 @@ func (h *harness) run(ctx context.Context, sc scenario, rng *rand.Rand) (result,
 	if err := h.client.DeleteAllOf(ctx, &pamv1.PamElevation{}, client.InNamespace(ns), client.MatchingLabels{groupLabel: groupDelete}); err != nil {
 		return res, err
 	}
+	disturbed := make(chan error, 1)
+	disturbCtx, stopDisturbing := context.WithCancel(ctx)
+	defer stopDisturbing()
+	go func() { disturbed <- h.disturb(disturbCtx, sc, ns) }()
 	killEvery := sc.faultWindow / time.Duration(sc.kills+1)
 	var killedAt time.Time
 	var killed string
@@ -161,6 +177,10 @@ func (h *harness) run(ctx context.Context, sc scenario, rng *rand.Rand) (result,
 		return res, ctx.Err()
 	}
 	h.pam.ClearFaults()
+	stopDisturbing()
+	if err := <-disturbed; err != nil {
+		return res, err
+	}
 
 	var remaining []pamv1.PamElevation
 	res.recovery, remaining = h.waitSettled(ctx, ns, sc.deadline())
@@ -200,6 +220,36 @@ func (h *harness) run(ctx context.Context, sc scenario, rng *rand.Rand) (result,
 		return res, err
 	}
 	return res, nil
+}
+
+// disturb does what the scenario does to the cluster besides PAM faults and kills: a user
+// editing the objects while the operator patches them, or the API server going away.
+func (h *harness) disturb(ctx context.Context, sc scenario, ns string) error {
+	if sc.apiServerDown > 0 {
+		if !sleepCtx(ctx, (sc.faultWindow-sc.apiServerDown)/2) {
+			return nil
+		}
+		h.apiProxy.cut(sc.apiServerDown)
+	}
+	for n := 0; sc.conflicts; n++ {
+		var list pamv1.PamElevationList
+		if err := h.client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return nil // the window ended
+		}
+		for i := range list.Items {
+			el := &list.Items[i]
+			patch := client.MergeFrom(el.DeepCopy())
+			if el.Annotations == nil {
+				el.Annotations = map[string]string{}
+			}
+			el.Annotations["reliability/edited"] = fmt.Sprint(n)
+			_ = h.client.Patch(ctx, el, patch) // an object may be gone already
+		}
+		if !sleepCtx(ctx, 100*time.Millisecond) {
+			return nil
+		}
+	}
+	return nil
 }
 
 // activeManager names the manager that called PAM last: the leader.
