@@ -82,7 +82,7 @@ func (c *Connector) GetServer(ctx context.Context, el *pamv1.PamElevation) (pamv
 // cannot be used. Other errors come from the API server and are transient.
 func (c *Connector) Connect(ctx context.Context, server pamv1.ServerObject) (pam.Client, error) {
 	spec := server.ServerSpec()
-	cfg := pam.Config{URL: spec.URL, Version: spec.Version, CABundle: []byte(spec.CABundle), UserAgent: c.UserAgent}
+	cfg := pam.Config{URL: spec.URL, Version: spec.Version, CABundle: []byte(spec.CABundle), UserAgent: c.UserAgent, Observe: observePAMCall}
 	if spec.Timeout != nil {
 		cfg.Timeout = spec.Timeout.Duration
 	}

@@ -99,6 +99,7 @@ func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.Pam
 		return r.confirmClose(ctx, el, pc, p, reason, time.Since(start))
 	}
 
+	observeCloseFailure(err)
 	log.Info("Closing PAM request failed", "error", err.Error(), "class", pam.ClassOf(err).String())
 	r.Recorder.Eventf(el, nil, corev1.EventTypeWarning, pamv1.ReasonCloseFailed, "Close",
 		"Closing PAM request %s failed: %s", el.Spec.RequestID, err.Error())
@@ -125,6 +126,7 @@ func (r *PamElevationReconciler) confirmClose(ctx context.Context, el *pamv1.Pam
 	after, err := pc.Get(ctx, normalizedID(el))
 	if err != nil {
 		// The close was accepted; the next pass reads the request before anything else.
+		observeCloseUnconfirmed()
 		log.Info("PAM accepted the close; reading the request back failed", "error", err.Error())
 		p.fail(err)
 		return false
@@ -132,12 +134,14 @@ func (r *PamElevationReconciler) confirmClose(ctx context.Context, el *pamv1.Pam
 	el.Status.RequestStatus = string(after.Status)
 	if !after.Status.Ended() && after.Status != pam.StatusClosing {
 		msg := fmt.Sprintf("PAM answered 200 to Close but still lists the request %s", after.Status)
+		observeCloseUnconfirmed()
 		log.Info("Close not confirmed", "requestStatus", after.Status)
 		r.Recorder.Eventf(el, nil, corev1.EventTypeWarning, pamv1.ReasonCloseFailed, "Close",
 			"Closing PAM request %s not confirmed: %s", el.Spec.RequestID, msg)
 		p.problem = &problem{reason: pamv1.ReasonCloseFailed, message: msg}
 		return false
 	}
+	observeCloseSuccess(el, reason, r.Clock.Now())
 	log.Info("Closed PAM request", "requestStatus", after.Status, "duration", took.Round(time.Millisecond))
 	r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ConditionClosed, "Close",
 		"Closed PAM request %s (HTTP 200, %s; PAM now lists it %s)", el.Spec.RequestID, closeCause(reason), after.Status)

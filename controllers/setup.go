@@ -34,6 +34,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	if err := SetupIndexes(ctx, mgr); err != nil {
 		return err
 	}
+	if err := registerStateMetrics(mgr.GetClient()); err != nil {
+		return err
+	}
 	connector := &Connector{
 		Client:                   mgr.GetClient(),
 		SecretReader:             mgr.GetAPIReader(),

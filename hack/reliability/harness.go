@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -142,9 +143,31 @@ func (h *harness) stop() {
 
 // managerProc is one running manager.
 type managerProc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
+	name       string
+	cmd        *exec.Cmd
+	done       chan struct{}
+	metricsURL string
+}
+
+// metrics scrapes the manager's Prometheus endpoint, "" when it cannot be reached.
+func (m *managerProc) metrics() string {
+	resp, err := http.Get(m.metricsURL)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return string(data)
+}
+
+// freeAddr returns a loopback address with a port nothing listens on.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 // startManager runs the manager binary as a child process; its log goes to <name>.log.
@@ -153,10 +176,14 @@ func (h *harness) startManager(name string, leaderElect bool) (*managerProc, err
 	if err != nil {
 		return nil, err
 	}
+	metricsAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
 	args := []string{
 		"--kubeconfig", h.kubeconfig,
 		"--cluster-resource-namespace", operatorNamespace,
-		"--metrics-bind-address", "0",
+		"--metrics-bind-address", metricsAddr,
 		"--health-probe-bind-address", "0",
 		"--pam-sync-interval", syncInterval.String(),
 		"--max-retry-delay", maxRetryDelay.String(),
@@ -175,7 +202,7 @@ func (h *harness) startManager(name string, leaderElect bool) (*managerProc, err
 		logFile.Close()
 		return nil, err
 	}
-	m := &managerProc{name: name, cmd: cmd, done: make(chan struct{})}
+	m := &managerProc{name: name, cmd: cmd, done: make(chan struct{}), metricsURL: "http://" + metricsAddr + "/metrics"}
 	go func() {
 		_ = cmd.Wait()
 		logFile.Close()
@@ -244,6 +271,18 @@ func (f *fleet) killOne(name string) *managerProc {
 		victim.kill()
 	}
 	return victim
+}
+
+// metrics scrapes every running manager.
+func (f *fleet) metrics() []string {
+	f.mu.Lock()
+	procs := append([]*managerProc(nil), f.procs...)
+	f.mu.Unlock()
+	var out []string
+	for _, m := range procs {
+		out = append(out, m.metrics())
+	}
+	return out
 }
 
 func (f *fleet) stopAll() {

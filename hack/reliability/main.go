@@ -74,7 +74,7 @@ func scenarios(elevations int, window time.Duration, kills int, outage, longOuta
 		{name: "failover", elevations: elevations, faultWindow: window, kills: max(kills/4, 1), failover: true},
 		{name: "apiserver-unreachable", elevations: elevations, faultWindow: window, apiServerDown: window / 4, faults: mixed(0.1)},
 		{name: "user-edits", elevations: elevations, faultWindow: window, conflicts: true, faults: mixed(0.2)},
-		{name: "same-instant-expiry", elevations: elevations, faultWindow: window, sameInstant: true},
+		{name: "same-instant-expiry", elevations: 5 * elevations, faultWindow: window, sameInstant: true},
 	}
 	if longOutage > 0 {
 		scs = append(scs, scenario{name: "outage-long", elevations: elevations, faultWindow: longOutage, faults: []emulator.Fault{{Status: 503}}})

@@ -32,6 +32,9 @@ func TestReliability(t *testing.T) {
 		if r.failover && r.failoverTime <= 0 {
 			t.Errorf("failover: the standby never called PAM after the leader was killed")
 		}
+		if r.scrapes == 0 {
+			t.Errorf("%s: no manager's metrics could be scanned for credentials", r.name)
+		}
 		if len(r.faults) > 0 && r.faultsInjected == 0 {
 			t.Errorf("%s: no fault reached the operator", r.name)
 		}

@@ -58,8 +58,10 @@ type result struct {
 	stuck          int
 	leaks          int
 	overlap        int
-	recovery       time.Duration
-	failoverTime   time.Duration
+	// scrapes counts the metrics endpoints scanned for the credential.
+	scrapes      int
+	recovery     time.Duration
+	failoverTime time.Duration
 }
 
 func (r result) violations() []string {
@@ -214,7 +216,13 @@ func (h *harness) run(ctx context.Context, sc scenario, rng *rand.Rand) (result,
 	if sc.failover && killed != "" {
 		res.overlap, res.failoverTime = failoverFigures(calls, killed, killedAt)
 	}
-	res.leaks = h.countLeaks(ctx, ns)
+	scraped := f.metrics()
+	for _, m := range scraped {
+		if strings.Contains(m, "controller_runtime_reconcile_total") {
+			res.scrapes++
+		}
+	}
+	res.leaks = h.countLeaks(ctx, ns, scraped)
 	// The expired elevations stay as records until deleted; deleting them needs no call to PAM.
 	if err := h.client.DeleteAllOf(ctx, &pamv1.PamElevation{}, client.InNamespace(ns)); err != nil {
 		return res, err
@@ -338,10 +346,13 @@ func isClosed(el *pamv1.PamElevation) bool {
 	return meta.IsStatusConditionTrue(el.Status.Conditions, pamv1.ConditionClosed)
 }
 
-// countLeaks scans the managers' logs, the namespace's Events and the status it left for the
-// credential canary.
-func (h *harness) countLeaks(ctx context.Context, ns string) int {
+// countLeaks scans the managers' logs and metrics, the namespace's Events and the status it left
+// for the credential canary.
+func (h *harness) countLeaks(ctx context.Context, ns string, metrics []string) int {
 	leaks := 0
+	for _, m := range metrics {
+		leaks += strings.Count(m, pamPassword)
+	}
 	logs, _ := filepath.Glob(filepath.Join(h.workDir, "*.log"))
 	for _, path := range logs {
 		data, _ := os.ReadFile(path)

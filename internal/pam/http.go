@@ -45,6 +45,9 @@ type Config struct {
 	UserAgent string
 	// Now is the clock used to interpret Retry-After dates; nil means time.Now.
 	Now func() time.Time
+	// Observe, when set, is told about every call: the operation, the HTTP status (0 when no
+	// answer arrived) and how long it took. The operator feeds its metrics from it.
+	Observe func(op string, code int, took time.Duration)
 }
 
 type httpClient struct {
@@ -53,6 +56,7 @@ type httpClient struct {
 	timeout   time.Duration
 	userAgent string
 	now       func() time.Time
+	observe   func(op string, code int, took time.Duration)
 	http      *http.Client
 }
 
@@ -112,6 +116,7 @@ func NewClient(cfg Config) (Client, error) {
 		timeout:   timeout,
 		userAgent: userAgent,
 		now:       now,
+		observe:   cfg.Observe,
 		http: &http.Client{
 			Transport:     rt,
 			Jar:           jar,
@@ -236,7 +241,15 @@ func (c *httpClient) do(ctx context.Context, op, method, resource, filter string
 		req.Header.Set("Content-Type", "application/json")
 	}
 
+	start := time.Now()
 	resp, err := c.http.Do(req)
+	if c.observe != nil {
+		code := 0
+		if resp != nil {
+			code = resp.StatusCode
+		}
+		c.observe(op, code, time.Since(start))
+	}
 	if err != nil {
 		// A certificate the caBundle does not trust will not fix itself: it needs a person.
 		var certErr *tls.CertificateVerificationError

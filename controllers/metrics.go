@@ -1,0 +1,130 @@
+package controllers
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/pam"
+)
+
+// Metrics, in controller-runtime's registry so they are served with its own on /metrics. Labels
+// are bounded sets: no request ids, names or messages.
+var (
+	closeAttempts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pam_operator_close_attempts_total",
+		Help: "Close calls sent to PAM, by result (success, failure, unconfirmed) and HTTP status (0 when no answer arrived).",
+	}, []string{"result", "code"})
+
+	pamCallDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "pam_operator_pam_call_duration_seconds",
+		Help:    "Duration of calls to the MIM PAM REST API, by operation (close, list, create) and HTTP status.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"operation", "code"})
+
+	closeLag = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "pam_operator_close_lag_seconds",
+		Help:    "Seconds from a deletion or an expiry to the successful close of the request, by trigger (deleted, expired).",
+		Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600},
+	}, []string{"trigger"})
+)
+
+func init() {
+	ctrlmetrics.Registry.MustRegister(closeAttempts, pamCallDuration, closeLag)
+}
+
+// registerStateMetrics adds the elevation state gauge, read from the manager's cache.
+func registerStateMetrics(reader client.Reader) error {
+	err := ctrlmetrics.Registry.Register(newElevationStates(reader))
+	if _, dup := err.(prometheus.AlreadyRegisteredError); dup {
+		return nil
+	}
+	return err
+}
+
+// observePAMCall records one PAM call; it is the pam.Config Observe hook.
+func observePAMCall(op string, code int, d time.Duration) {
+	pamCallDuration.WithLabelValues(op, strconv.Itoa(code)).Observe(d.Seconds())
+}
+
+// observeCloseFailure records a close PAM did not accept.
+func observeCloseFailure(err error) {
+	closeAttempts.WithLabelValues("failure", strconv.Itoa(pam.StatusCodeOf(err))).Inc()
+}
+
+// observeCloseUnconfirmed records a 200 that reading the request back did not confirm.
+func observeCloseUnconfirmed() {
+	closeAttempts.WithLabelValues("unconfirmed", "200").Inc()
+}
+
+// observeCloseSuccess records a confirmed close and how long after its trigger it came.
+func observeCloseSuccess(el *pamv1.PamElevation, reason string, now time.Time) {
+	closeAttempts.WithLabelValues("success", "200").Inc()
+	var since time.Time
+	trigger := "deleted"
+	if reason == pamv1.ReasonExpired {
+		trigger = "expired"
+		if expiry, ok := el.Expiry(); ok {
+			since = expiry.Time
+		}
+	} else if el.DeletionTimestamp != nil {
+		since = el.DeletionTimestamp.Time
+	}
+	if !since.IsZero() {
+		closeLag.WithLabelValues(trigger).Observe(max(now.Sub(since), 0).Seconds())
+	}
+}
+
+// elevationStates is a collector that counts elevations by state from the cache at scrape time,
+// so the gauge is never stale and costs nothing between scrapes.
+type elevationStates struct {
+	reader client.Reader
+	desc   *prometheus.Desc
+}
+
+func newElevationStates(reader client.Reader) *elevationStates {
+	return &elevationStates{reader: reader, desc: prometheus.NewDesc("pam_operator_elevations",
+		"PamElevations by state: active, pending, closed, stalled, retrying, terminating.", []string{"state"}, nil)}
+}
+
+// Describe implements prometheus.Collector.
+func (c *elevationStates) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector.
+func (c *elevationStates) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var list pamv1.PamElevationList
+	if err := c.reader.List(ctx, &list); err != nil {
+		return
+	}
+	counts := map[string]int{"active": 0, "pending": 0, "closed": 0, "stalled": 0, "retrying": 0, "terminating": 0}
+	for i := range list.Items {
+		counts[stateOf(&list.Items[i])]++
+	}
+	for state, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), state)
+	}
+}
+
+func stateOf(el *pamv1.PamElevation) string {
+	switch {
+	case !el.DeletionTimestamp.IsZero():
+		return "terminating"
+	case isClosed(el):
+		return "closed"
+	case meta.IsStatusConditionTrue(el.Status.Conditions, pamv1.ConditionStalled):
+		return "stalled"
+	case meta.IsStatusConditionTrue(el.Status.Conditions, pamv1.ConditionReconciling):
+		return "retrying"
+	case el.Status.RequestStatus == string(pam.StatusActive):
+		return "active"
+	}
+	return "pending"
+}

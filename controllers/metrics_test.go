@@ -1,0 +1,73 @@
+package controllers_test
+
+import (
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	dto "github.com/prometheus/client_model/go"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// metricValue sums a metric family's samples whose labels include want (counters and gauges as
+// values, histograms as sample counts).
+func metricValue(t *testing.T, name string, want map[string]string) float64 {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatalf("gathering metrics: %v", err)
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			for k, v := range want {
+				if labels[k] != v {
+					continue next
+				}
+			}
+			sum += sampleValue(f.GetType(), m)
+		}
+	}
+	return sum
+}
+
+func sampleValue(kind dto.MetricType, m *dto.Metric) float64 {
+	switch kind {
+	case dto.MetricType_COUNTER:
+		return m.GetCounter().GetValue()
+	case dto.MetricType_GAUGE:
+		return m.GetGauge().GetValue()
+	case dto.MetricType_HISTOGRAM:
+		return float64(m.GetHistogram().GetSampleCount())
+	}
+	return 0
+}
+
+func TestMetricsRecordCloses(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	withServer(t, ns)
+	successes := metricValue(t, "pam_operator_close_attempts_total", map[string]string{"result": "success", "code": "200"})
+	lagDeleted := metricValue(t, "pam_operator_close_lag_seconds", map[string]string{"trigger": "deleted"})
+	closeCalls := metricValue(t, "pam_operator_pam_call_duration_seconds", map[string]string{"operation": "close", "code": "200"})
+
+	el := elevation(ns, "metered", seedRequest(pamUser, time.Hour))
+	create(t, el)
+	waitActive(t, el)
+	g.Expect(metricValue(t, "pam_operator_elevations", map[string]string{"state": "active"})).To(BeNumerically(">=", 1))
+
+	deleteObj(t, el)
+	waitGone(t, el)
+	g.Expect(metricValue(t, "pam_operator_close_attempts_total", map[string]string{"result": "success", "code": "200"})).To(Equal(successes + 1))
+	g.Expect(metricValue(t, "pam_operator_close_lag_seconds", map[string]string{"trigger": "deleted"})).To(Equal(lagDeleted + 1))
+	g.Expect(metricValue(t, "pam_operator_pam_call_duration_seconds", map[string]string{"operation": "close", "code": "200"})).To(Equal(closeCalls + 1))
+	g.Expect(metricValue(t, "pam_operator_pam_call_duration_seconds", map[string]string{"operation": "list"})).To(BeNumerically(">", 0))
+}
