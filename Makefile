@@ -82,7 +82,7 @@ build: generate ## Build the manager into bin/manager.
 	$(GO) build -trimpath -o $(LOCALBIN)/manager .
 
 .PHONY: run
-run: manifests generate $(CONTROL_PLANE) ## Run the manager against $$KUBECONFIG, or against the local control plane when it is unset.
+run: manifests build $(CONTROL_PLANE) ## Run the manager against $$KUBECONFIG, or against the local control plane when it is unset.
 	@if [ -n "$$KUBECONFIG" ]; then $(GO) run . $(ARGS); else $(GO) run ./hack/local run $(ARGS); fi
 
 .PHONY: local-env
