@@ -108,6 +108,14 @@ build-installer: manifests $(KUSTOMIZE) ## Write dist/install.yaml with the imag
 	$(KUSTOMIZE) build config/default > dist/install.yaml
 	@echo "Wrote dist/install.yaml"
 
+.PHONY: deploy
+deploy: build-installer $(KUBECTL) ## Install the operator with the image IMG into the cluster of $$KUBECONFIG.
+	$(KUBECTL) apply --server-side -f dist/install.yaml
+
+.PHONY: undeploy
+undeploy: $(KUBECTL) ## Remove the operator (delete PamElevations first: their finalizers need it).
+	$(KUBECTL) delete --ignore-not-found -f dist/install.yaml
+
 ##@ Tools (built from hack/tools/go.mod)
 
 $(CONTROLLER_GEN): $(TOOLS_MOD)

@@ -44,10 +44,12 @@ const (
 )
 
 var (
-	k8sClient  client.Client
-	pamServer  *emulator.Server
-	pamURL     string
-	managerLog = &syncBuffer{}
+	// kubeconfigPath lets tests run the real kubectl against the control plane.
+	kubeconfigPath string
+	k8sClient      client.Client
+	pamServer      *emulator.Server
+	pamURL         string
+	managerLog     = &syncBuffer{}
 )
 
 // TestMain starts the real kube-apiserver and etcd (built into ./bin from pinned modules, see
@@ -73,6 +75,28 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = testEnv.Stop() }()
+
+	admin, err := testEnv.AddUser(envtest.User{Name: "test-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "admin user:", err)
+		return 1
+	}
+	kubeconfig, err := admin.KubeConfig()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kubeconfig:", err)
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "pam-controllers-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	kubeconfigPath = filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfigPath, kubeconfig, 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
