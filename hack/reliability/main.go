@@ -27,6 +27,7 @@ func main() {
 	outage := flag.Duration("outage", 30*time.Second, "Length of the short full outage scenario.")
 	longOutage := flag.Duration("long-outage", 5*time.Minute, "Length of the long full outage scenario; 0 skips it.")
 	seed := flag.Int64("seed", 1, "Seed for the random timings.")
+	only := flag.String("scenarios", "", "Comma-separated scenario names to run; empty runs all.")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -38,7 +39,25 @@ func main() {
 	}
 	defer os.RemoveAll(workDir)
 
-	results, err := runAll(ctx, workDir, scenarios(*elevations, *window, *kills, *outage, *longOutage), *seed, os.Stdout)
+	scs := scenarios(*elevations, *window, *kills, *outage, *longOutage)
+	if *only != "" {
+		wanted := map[string]bool{}
+		for _, name := range strings.Split(*only, ",") {
+			wanted[strings.TrimSpace(name)] = true
+		}
+		var picked []scenario
+		for _, sc := range scs {
+			if wanted[sc.name] {
+				picked = append(picked, sc)
+			}
+		}
+		if len(picked) != len(wanted) {
+			fmt.Fprintln(os.Stderr, "error: unknown scenario in --scenarios")
+			os.Exit(2)
+		}
+		scs = picked
+	}
+	results, err := runAll(ctx, workDir, scs, *seed, os.Stdout)
 	printTable(os.Stdout, results)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
