@@ -65,7 +65,7 @@ verify-generated: $(CONTROLLER_GEN) ## Fail when 'make generate manifests' chang
 	fi; rm -rf $$tmp; echo "Generated code and manifests are current."
 
 .PHONY: test
-test: verify-generated verify-fmt vet $(CONTROL_PLANE) ## Check generated files, vet, and run every test on the local control plane.
+test: verify-generated verify-fmt vet $(CONTROL_PLANE) $(KUSTOMIZE) ## Check generated files, vet, and run every test on the local control plane.
 	$(GO) test ./... -count=1 -timeout 30m
 
 .PHONY: reliability

@@ -104,6 +104,19 @@ func deleteObj(t *testing.T, obj client.Object) {
 	}
 }
 
+// trackActive creates a namespace with a PamServer, a PAM request of jen's and a PamElevation
+// tracking it, and waits until the elevation is Active. It returns the elevation and request id.
+func trackActive(t *testing.T, name string) (*pamv1.PamElevation, string) {
+	t.Helper()
+	ns := newNamespace(t)
+	withServer(t, ns)
+	id := seedRequest(pamUser, time.Hour)
+	el := elevation(ns, name, id)
+	create(t, el)
+	waitActive(t, el)
+	return el, id
+}
+
 // waitActive waits until the elevation has its finalizer and is Ready with the request Active.
 func waitActive(t *testing.T, el *pamv1.PamElevation) {
 	t.Helper()

@@ -49,7 +49,7 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 	original := el.DeepCopy()
 	p := &pass{now: r.Clock.Now()}
 	if pc, err := r.connect(ctx, el); err != nil {
-		p.fail(err)
+		p.failConnect(err)
 	} else if r.closeRequest(ctx, el, pc, p, pamv1.ReasonDeleted) {
 		// One write: the object goes away with the finalizer, so its status is not worth a patch.
 		return ctrl.Result{}, r.removeFinalizer(ctx, req, el)
@@ -202,6 +202,12 @@ func (r *PamElevationReconciler) sync(ctx context.Context, el *pamv1.PamElevatio
 		el.Status.RequestExpirationTime = &exp
 	}
 	if req.Status.Ended() && !isClosed(el) {
+		// The cache may not show the close this operator just recorded: the live object decides
+		// whether PAM ended the request by itself.
+		if done, err := r.closedElsewhere(ctx, el); err != nil || done {
+			p.apiErr = err
+			return err == nil
+		}
 		ctrl.LoggerFrom(ctx).Info("PAM request ended in PAM", "requestID", el.Spec.RequestID, "requestStatus", req.Status)
 		r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonEndedInPAM, "Sync",
 			"PAM reports request %s %s", el.Spec.RequestID, req.Status)

@@ -6,6 +6,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -135,7 +137,7 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 
 	pc, err := r.connect(ctx, el)
 	if err != nil {
-		p.fail(err)
+		p.failConnect(err)
 		r.endedByPAMExpiry(ctx, el, p)
 		return 0
 	}
@@ -191,6 +193,12 @@ func (r *PamElevationReconciler) patchStatus(ctx context.Context, original, el *
 	return client.IgnoreNotFound(r.Status().Patch(ctx, el, client.MergeFrom(original)))
 }
 
+// ignoreFinalizerUpdates drops Secret updates that only the in-use protection made: they say
+// nothing about the credentials.
+var ignoreFinalizerUpdates = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	return slices.Equal(e.ObjectOld.GetFinalizers(), e.ObjectNew.GetFinalizers())
+}}
+
 // SetupWithManager registers the reconciler and its watches: a change to a server, or to a
 // Secret a server uses, re-queues every elevation of that server. The field indexes it relies on
 // are registered by SetupIndexes.
@@ -219,7 +227,8 @@ func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&pamv1.ClusterPamServer{}, handler.EnqueueRequestsFromMapFunc(mapper.forServer),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(mapper.forSecret)).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(mapper.forSecret),
+			builder.WithPredicates(ignoreFinalizerUpdates)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
 		Complete(r)
 }

@@ -107,12 +107,7 @@ func TestCloseAtExpiry(t *testing.T) {
 
 func TestEndedInPAM(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t)
-	withServer(t, ns)
-	id := seedRequest(pamUser, time.Hour)
-	el := elevation(ns, "ended", id)
-	create(t, el)
-	waitActive(t, el)
+	el, id := trackActive(t, "ended")
 
 	g.Expect(pamServer.SetRequestStatus(id, emulator.StatusExpired)).To(BeTrue())
 	waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
@@ -211,12 +206,7 @@ func TestCloseRetriesThroughFaults(t *testing.T) {
 
 func TestRetryingCloseReportsReconciling(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t)
-	withServer(t, ns)
-	id := seedRequest(pamUser, time.Hour)
-	el := elevation(ns, "retrying", id)
-	create(t, el)
-	waitActive(t, el)
+	el, id := trackActive(t, "retrying")
 
 	pamServer.InjectFault(emulator.Fault{Endpoint: emulator.EndpointCloseRequest, Status: 503})
 	t.Cleanup(pamServer.ClearFaults)
@@ -389,12 +379,7 @@ func assertNoCredentialLeak(t *testing.T, namespace string, el *pamv1.PamElevati
 
 func TestRequestClosingInPAMIsNotClosedAgain(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t)
-	withServer(t, ns)
-	id := seedRequest(pamUser, time.Hour)
-	el := elevation(ns, "closing", id)
-	create(t, el)
-	waitActive(t, el)
+	el, id := trackActive(t, "closing")
 
 	g.Expect(pamServer.SetRequestStatus(id, emulator.StatusClosing)).To(BeTrue())
 	deleteObj(t, el)

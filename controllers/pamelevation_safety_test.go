@@ -76,12 +76,7 @@ func TestDeletionIsBoundedByPAMsOwnExpiry(t *testing.T) {
 
 func TestCloseAnswered200ButStillOpenIsNotTrusted(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t)
-	withServer(t, ns)
-	id := seedRequest(pamUser, time.Hour)
-	el := elevation(ns, "lying-200", id)
-	create(t, el)
-	waitActive(t, el)
+	el, id := trackActive(t, "lying-200")
 
 	// A 200 that closes nothing: the request stays Active in PAM.
 	pamServer.InjectFault(emulator.Fault{Endpoint: emulator.EndpointCloseRequest, Status: 200})

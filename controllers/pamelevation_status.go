@@ -54,6 +54,16 @@ func (p *pass) fail(err error) {
 	}
 }
 
+// failConnect records why no client could be built: a configuration a person must fix, or a
+// failure of the Kubernetes API that controller-runtime retries.
+func (p *pass) failConnect(err error) {
+	if _, ok := asConfigError(err); ok {
+		p.fail(err)
+		return
+	}
+	p.apiErr = err
+}
+
 // failClose records a failed close: the same classes, with a reason that says a close is due.
 func (p *pass) failClose(err error) {
 	p.fail(err)

@@ -163,9 +163,8 @@ func (s *Server) authenticate(r *http.Request) (string, bool) {
 }
 
 func (s *Server) listRequests(w http.ResponseWriter, r *http.Request, user string) {
-	filter, err := ParseFilter(r.URL.Query().Get("$filter"))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "InvalidFilter", "The $filter is not valid: "+err.Error())
+	filter, ok := filterParam(w, r)
+	if !ok {
 		return
 	}
 	s.mu.Lock()
@@ -182,6 +181,16 @@ func (s *Server) listRequests(w http.ResponseWriter, r *http.Request, user strin
 	}
 	s.mu.Unlock()
 	writeList(w, r, "pamrequests", out)
+}
+
+// filterParam parses the $filter query parameter, answering 400 when it is not valid.
+func filterParam(w http.ResponseWriter, r *http.Request) (Filter, bool) {
+	filter, err := ParseFilter(r.URL.Query().Get("$filter"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "InvalidFilter", "The $filter is not valid: "+err.Error())
+		return Filter{}, false
+	}
+	return filter, true
 }
 
 func (s *Server) createRequest(w http.ResponseWriter, r *http.Request, user string) bool {
@@ -288,9 +297,8 @@ func (s *Server) closeRequest(w http.ResponseWriter, key, user string) bool {
 }
 
 func (s *Server) listRoles(w http.ResponseWriter, r *http.Request) {
-	filter, err := ParseFilter(r.URL.Query().Get("$filter"))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "InvalidFilter", "The $filter is not valid: "+err.Error())
+	filter, ok := filterParam(w, r)
+	if !ok {
 		return
 	}
 	s.mu.Lock()
@@ -313,9 +321,8 @@ func (s *Server) listRoles(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request, user string) {
-	filter, err := ParseFilter(r.URL.Query().Get("$filter"))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "InvalidFilter", "The $filter is not valid: "+err.Error())
+	filter, ok := filterParam(w, r)
+	if !ok {
 		return
 	}
 	s.mu.Lock()
