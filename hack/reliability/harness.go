@@ -17,10 +17,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -100,6 +100,20 @@ func startHarness(workDir string) (*harness, error) {
 		h.stop()
 		return nil, fmt.Errorf("the kubeconfig does not name the API server %s", apiAddr)
 	}
+	// ... and act as the operator's ServiceAccount, with exactly the permissions the shipped
+	// RBAC grants: a missing permission breaks the scenarios.
+	if err := applyInstall(root, kubeconfig); err != nil {
+		h.stop()
+		return nil, err
+	}
+	if kubeconfig, err = impersonate(kubeconfig, managerServiceAccount); err != nil {
+		h.stop()
+		return nil, err
+	}
+	if err := checkIdentity(root, kubeconfig); err != nil {
+		h.stop()
+		return nil, err
+	}
 	h.kubeconfig = filepath.Join(workDir, "kubeconfig")
 	if err := os.WriteFile(h.kubeconfig, kubeconfig, 0o600); err != nil {
 		h.stop()
@@ -112,7 +126,8 @@ func startHarness(workDir string) (*harness, error) {
 		h.stop()
 		return nil, err
 	}
-	if err := h.client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}); err != nil {
+	// The install manifest has created the operator's namespace already.
+	if err := h.client.Get(context.Background(), client.ObjectKey{Name: operatorNamespace}, &corev1.Namespace{}); err != nil {
 		h.stop()
 		return nil, err
 	}
@@ -127,6 +142,78 @@ func startHarness(workDir string) (*harness, error) {
 	go func() { _ = h.httpServer.Serve(ln) }()
 	h.pamURL = "http://" + ln.Addr().String()
 	return h, nil
+}
+
+// managerServiceAccount is the identity config/default installs the manager as.
+const managerServiceAccount = "system:serviceaccount:" + operatorNamespace + ":pam-operator-controller-manager"
+
+// applyInstall applies what `make build-installer` ships (CRDs, RBAC, the Deployment) with the
+// real kubectl, as an administrator would.
+func applyInstall(root string, kubeconfig []byte) error {
+	install, err := exec.Command(filepath.Join(root, "bin", "kustomize"), "build", filepath.Join(root, "config", "default")).Output()
+	if err != nil {
+		return fmt.Errorf("kustomize build config/default: %w", err)
+	}
+	path, err := writeTemp(kubeconfig)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(path)
+	apply := exec.Command(filepath.Join(root, "bin", "kubectl"), "apply", "--server-side", "--force-conflicts", "-f", "-")
+	apply.Env = append(os.Environ(), "KUBECONFIG="+path)
+	apply.Stdin = strings.NewReader(string(install))
+	if out, err := apply.CombinedOutput(); err != nil {
+		return fmt.Errorf("applying the install manifest: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// checkIdentity proves the managers' kubeconfig acts as the ServiceAccount: it may do what the
+// shipped RBAC grants and nothing an administrator could.
+func checkIdentity(root string, kubeconfig []byte) error {
+	path, err := writeTemp(kubeconfig)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(path)
+	for _, check := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"patch", "secrets", "-n", "default"}, "yes"},
+		{[]string{"create", "pods", "-n", "default"}, "no"},
+		{[]string{"delete", "pamelevations", "-n", "default"}, "no"},
+	} {
+		cmd := exec.Command(filepath.Join(root, "bin", "kubectl"), append([]string{"auth", "can-i"}, check.args...)...)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+path)
+		out, _ := cmd.Output()
+		if got := strings.TrimSpace(string(out)); got != check.want {
+			return fmt.Errorf("as %s, can-i %v answered %q, want %q", managerServiceAccount, check.args, got, check.want)
+		}
+	}
+	return nil
+}
+
+func writeTemp(data []byte) (string, error) {
+	f, err := os.CreateTemp("", "kubeconfig-")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	_, err = f.Write(data)
+	return f.Name(), err
+}
+
+// impersonate makes every context of a kubeconfig act as user.
+func impersonate(kubeconfig []byte, user string) ([]byte, error) {
+	cfg, err := clientcmd.Load(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	for _, auth := range cfg.AuthInfos {
+		auth.Impersonate = user
+	}
+	return clientcmd.Write(*cfg)
 }
 
 func (h *harness) stop() {
