@@ -1,5 +1,6 @@
 // Command pam-emulator serves the in-memory MIM PAM REST API of internal/pam/emulator, for demos
-// and for testing a pam-operator installation without MIM. It logs each call in one line.
+// and for testing a pam-operator installation without MIM. It prints the ids of the roles and
+// requests it seeds on stdout and logs each call in one line on stderr.
 //
 //	go run ./hack/pam-emulator --user 'PRIV\jen:secret' --role 'Domain Admins:3600' \
 //	    --seed-request 'Domain Admins:3600:PRIV\jen' --fault close-request:503:5:2  # two 503s with Retry-After: 5
@@ -10,11 +11,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,77 +26,82 @@ import (
 	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 )
 
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
 // repeated collects a flag given several times.
 type repeated []string
 
 func (r *repeated) String() string     { return strings.Join(*r, ",") }
 func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
 
-func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
-		os.Exit(1)
-	}
-}
+const faultUsage = `A fault (repeatable): endpoint:what[:option...]. endpoint is one of %s, or any.
+what is an HTTP status, drop, lose-response or delay=<duration>. Options are retry-after=N,
+times=N (0 = until stopped) and fraction=F; bare numbers after a status mean [retryAfter:]times,
+so close-request:503:2 is two 503s and close-request:503:5:2 two 503s with Retry-After: 5.`
 
-func run() error {
+// run serves until ctx ends. ready, when set, receives the address once listening (for tests).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready func(addr string)) error {
+	fs := flag.NewFlagSet("pam-emulator", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	var users, roles, seeds, faults repeated
-	listen := flag.String("listen", "127.0.0.1:8086", "Address to listen on.")
-	tlsCert := flag.String("tls-cert", "", "PEM certificate; with --tls-key, serve https.")
-	tlsKey := flag.String("tls-key", "", "PEM private key for --tls-cert.")
-	flag.Var(&users, "user", "An account as name:password (repeatable). None means no authentication.")
-	flag.Var(&roles, "role", "A role as name[:ttlSeconds[:approval]] (repeatable).")
-	flag.Var(&seeds, "seed-request", "An Active request as roleName:ttlSeconds[:owner] (repeatable).")
-	flag.Var(&faults, "fault", "A fault as endpoint:status[:times], endpoint:status:retryAfter:times, endpoint:drop[:times], endpoint:lose-response[:times] or endpoint:delay=2s[:times] (repeatable; times 0 = until stopped). "+
-		"Endpoints: list-requests, create-request, close-request, list-roles, list-approvals, approve, reject, any.")
-	flag.Parse()
+	listen := fs.String("listen", "127.0.0.1:8086", "Address to listen on.")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate; with --tls-key, serve https.")
+	tlsKey := fs.String("tls-key", "", "PEM private key for --tls-cert.")
+	seed := fs.Int64("seed", 1, "Seed for fraction= faults, so a run is reproducible.")
+	fs.Var(&users, "user", "An account as name:password (repeatable). None means no authentication.")
+	fs.Var(&roles, "role", "A role as name[:ttlSeconds[:approval]] (repeatable); every --user approves an approval role.")
+	fs.Var(&seeds, "seed-request", "An Active request as roleName:ttlSeconds[:owner] (repeatable); the owner defaults to the only --user.")
+	fs.Var(&faults, "fault", fmt.Sprintf(faultUsage, endpointNames()))
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
 
-	logger := log.New(os.Stderr, "pam-emulator ", log.LstdFlags|log.Lmicroseconds)
-	opts := emulator.Options{Users: map[string]string{}, Log: func(line string) { logger.Println(line) }}
+	logger := log.New(stderr, "pam-emulator ", log.LstdFlags|log.Lmicroseconds)
+	opts := emulator.Options{Users: map[string]string{}, Log: func(line string) { logger.Println(line) }, Seed: *seed}
+	var names []string
 	for _, u := range users {
 		name, pw, ok := strings.Cut(u, ":")
 		if !ok || name == "" {
-			return fmt.Errorf("--user %q: want name:password", name)
+			return errors.New("--user: want name:password") // the value is not echoed: it may be a password
 		}
 		opts.Users[name] = pw
+		names = append(names, name)
 	}
 	emu := emulator.New(opts)
 
 	roleIDs := map[string]string{}
 	for _, spec := range roles {
-		parts := strings.Split(spec, ":")
-		role := emulator.Role{DisplayName: parts[0]}
-		if len(parts) > 1 {
-			secs, err := strconv.Atoi(parts[1])
-			if err != nil {
-				return fmt.Errorf("--role %q: ttl must be seconds", spec)
-			}
-			role.TTL = time.Duration(secs) * time.Second
+		role, err := parseRole(spec, names)
+		if err != nil {
+			return err
 		}
-		role.ApprovalEnabled = len(parts) > 2 && parts[2] == "approval"
 		role = emu.AddRole(role)
 		roleIDs[role.DisplayName] = role.ID
-		logger.Printf("role %q id=%s ttl=%s approval=%t", role.DisplayName, role.ID, role.TTL, role.ApprovalEnabled)
+		fmt.Fprintf(stdout, "role %s %q ttl=%s approval=%t\n", role.ID, role.DisplayName, role.TTL, role.ApprovalEnabled)
 	}
 	for _, spec := range seeds {
-		parts := strings.SplitN(spec, ":", 3)
-		if len(parts) < 2 {
-			return fmt.Errorf("--seed-request %q: want roleName:ttlSeconds[:owner]", spec)
-		}
-		roleID, ok := roleIDs[parts[0]]
-		if !ok {
-			return fmt.Errorf("--seed-request %q: no --role named %q", spec, parts[0])
-		}
-		secs, err := strconv.Atoi(parts[1])
+		req, err := parseSeed(spec, roleIDs, names)
 		if err != nil {
-			return fmt.Errorf("--seed-request %q: ttl must be seconds", spec)
+			return err
 		}
-		owner := ""
-		if len(parts) == 3 {
-			owner = parts[2]
-		}
-		req := emu.AddRequest(emulator.Request{Owner: owner, RoleID: roleID, RequestedTTL: time.Duration(secs) * time.Second})
-		logger.Printf("request id=%s owner=%q role=%q status=%s expires=%s", req.ID, owner, parts[0], req.Status, req.ExpirationTime.Format(time.RFC3339))
+		req = emu.AddRequest(req)
+		fmt.Fprintf(stdout, "request %s owner=%q status=%s expires=%s\n", req.ID, req.Owner, req.Status, req.ExpirationTime.Format(time.RFC3339))
 	}
 	for _, spec := range faults {
 		f, err := parseFault(spec)
@@ -101,77 +109,189 @@ func run() error {
 			return err
 		}
 		emu.InjectFault(f)
-		logger.Printf("fault %s on %q times=%d", f, f.Endpoint, f.Times)
+		logger.Printf("fault %q on %s times=%d fraction=%g", f, endpointName(f.Endpoint), f.Times, f.Fraction)
 	}
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
-	server := &http.Server{Handler: emu, ReadHeaderTimeout: 10 * time.Second}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	server := &http.Server{Handler: emu, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logger}
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		<-ctx.Done()
+		// In-flight calls (a delay fault, say) get a moment; hijacked ones are already gone.
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = server.Shutdown(shutdown)
 	}()
 	scheme := "http"
-	if *tlsCert != "" && *tlsKey != "" {
+	if *tlsCert != "" {
 		scheme = "https"
 	}
 	logger.Printf("serving the MIM PAM REST API at %s://%s/api/pamresources/", scheme, ln.Addr())
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
 	if scheme == "https" {
 		err = server.ServeTLS(ln, *tlsCert, *tlsKey)
 	} else {
 		err = server.Serve(ln)
 	}
 	if errors.Is(err, http.ErrServerClosed) {
+		<-stopped
+		logger.Printf("stopped")
 		return nil
 	}
 	return err
 }
 
-// parseFault reads endpoint:status[:times], endpoint:status:retryAfter:times, endpoint:drop[:times] or
-// endpoint:delay=2s[:times].
+// parseRole reads name[:ttlSeconds[:approval]].
+func parseRole(spec string, users []string) (emulator.Role, error) {
+	parts := strings.Split(spec, ":")
+	if parts[0] == "" || len(parts) > 3 {
+		return emulator.Role{}, fmt.Errorf("--role %q: want name[:ttlSeconds[:approval]]", spec)
+	}
+	role := emulator.Role{DisplayName: parts[0]}
+	if len(parts) > 1 && parts[1] != "" {
+		secs, err := strconv.Atoi(parts[1])
+		if err != nil || secs < 0 {
+			return role, fmt.Errorf("--role %q: the TTL must be seconds", spec)
+		}
+		role.TTL = time.Duration(secs) * time.Second
+	}
+	if len(parts) > 2 {
+		if parts[2] != "approval" {
+			return role, fmt.Errorf("--role %q: the third part can only be approval", spec)
+		}
+		role.ApprovalEnabled = true
+		// Someone must be able to approve: every account, or the anonymous caller without accounts.
+		role.Approvers = append([]string{}, users...)
+		if len(users) == 0 {
+			role.Approvers = []string{""}
+		}
+	}
+	return role, nil
+}
+
+// parseSeed reads roleName:ttlSeconds[:owner]; the owner may contain ':' no further than that.
+func parseSeed(spec string, roleIDs map[string]string, users []string) (emulator.Request, error) {
+	parts := strings.SplitN(spec, ":", 3)
+	if len(parts) < 2 {
+		return emulator.Request{}, fmt.Errorf("--seed-request %q: want roleName:ttlSeconds[:owner]", spec)
+	}
+	roleID, ok := roleIDs[parts[0]]
+	if !ok {
+		return emulator.Request{}, fmt.Errorf("--seed-request %q: no --role named %q", spec, parts[0])
+	}
+	secs, err := strconv.Atoi(parts[1])
+	if err != nil || secs <= 0 {
+		return emulator.Request{}, fmt.Errorf("--seed-request %q: the TTL must be a positive number of seconds", spec)
+	}
+	req := emulator.Request{RoleID: roleID, RequestedTTL: time.Duration(secs) * time.Second}
+	switch {
+	case len(parts) == 3:
+		req.Owner = parts[2]
+	case len(users) == 1:
+		req.Owner = users[0] // the obvious owner; "" would be invisible to an authenticated caller
+	}
+	return req, nil
+}
+
+// parseFault reads endpoint:what[:option...]; see faultUsage.
 func parseFault(spec string) (emulator.Fault, error) {
+	bad := func(format string, args ...any) (emulator.Fault, error) {
+		return emulator.Fault{}, fmt.Errorf("--fault %q: %s", spec, fmt.Sprintf(format, args...))
+	}
 	parts := strings.Split(spec, ":")
 	if len(parts) < 2 {
-		return emulator.Fault{}, fmt.Errorf("--fault %q: want endpoint:status[:times] or endpoint:status:retryAfter:times", spec)
+		return bad("want endpoint:what[:option...]")
 	}
 	f := emulator.Fault{}
 	if parts[0] != "any" {
 		f.Endpoint = emulator.Endpoint(parts[0])
+		if !slices.Contains(emulator.Endpoints(), f.Endpoint) {
+			return bad("unknown endpoint %q; want one of %s or any", parts[0], endpointNames())
+		}
 	}
-	rest := parts[2:]
-	switch {
-	case parts[1] == "drop":
+	switch what := parts[1]; {
+	case what == "drop":
 		f.Drop = true
-	case parts[1] == "lose-response":
+	case what == "lose-response":
 		f.LoseResponse = true
-	case strings.HasPrefix(parts[1], "delay="):
-		d, err := time.ParseDuration(strings.TrimPrefix(parts[1], "delay="))
-		if err != nil {
-			return f, fmt.Errorf("--fault %q: %w", spec, err)
+	case strings.HasPrefix(what, "delay="):
+		d, err := time.ParseDuration(strings.TrimPrefix(what, "delay="))
+		if err != nil || d <= 0 {
+			return bad("%q is not a positive duration", strings.TrimPrefix(what, "delay="))
 		}
 		f.Delay = d
 	default:
-		status, err := strconv.Atoi(parts[1])
+		status, err := strconv.Atoi(what)
 		if err != nil || status < 100 || status > 599 {
-			return f, fmt.Errorf("--fault %q: %q is not an HTTP status, drop, lose-response or delay=…", spec, parts[1])
+			return bad("%q is not an HTTP status, drop, lose-response or delay=<duration>", what)
 		}
 		f.Status = status
-		if len(rest) > 1 {
-			f.RetryAfter, rest = rest[0], rest[1:]
+	}
+
+	var bare []string
+	for _, opt := range parts[2:] {
+		key, value, keyed := strings.Cut(opt, "=")
+		if !keyed {
+			bare = append(bare, opt)
+			continue
+		}
+		switch key {
+		case "retry-after":
+			if f.Status == 0 {
+				return bad("retry-after goes with a status")
+			}
+			f.RetryAfter = value
+		case "times":
+			n, err := strconv.Atoi(value)
+			if err != nil || n < 0 {
+				return bad("times must be a number")
+			}
+			f.Times = n
+		case "fraction":
+			x, err := strconv.ParseFloat(value, 64)
+			if err != nil || x < 0 || x > 1 {
+				return bad("fraction must be between 0 and 1")
+			}
+			f.Fraction = x
+		default:
+			return bad("unknown option %q", key)
 		}
 	}
-	if len(rest) > 0 {
-		times, err := strconv.Atoi(rest[0])
-		if err != nil {
-			return f, fmt.Errorf("--fault %q: times must be a number", spec)
+	// Bare numbers: [retryAfter:]times, retryAfter only after a status.
+	if len(bare) == 2 && f.Status != 0 {
+		f.RetryAfter, bare = bare[0], bare[1:]
+	}
+	switch len(bare) {
+	case 0:
+	case 1:
+		n, err := strconv.Atoi(bare[0])
+		if err != nil || n < 0 {
+			return bad("times must be a number")
 		}
-		f.Times = times
+		f.Times = n
+	default:
+		return bad("too many parts")
 	}
 	return f, nil
+}
+
+func endpointName(e emulator.Endpoint) string {
+	if e == "" {
+		return "any"
+	}
+	return string(e)
+}
+
+func endpointNames() string {
+	var names []string
+	for _, e := range emulator.Endpoints() {
+		names = append(names, string(e))
+	}
+	return strings.Join(names, ", ")
 }

@@ -8,8 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
-	"net/http"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +28,7 @@ const (
 	StatusRejected        RequestStatus = "Rejected"
 )
 
+// ended reports a terminal state: nothing is left to close.
 func (s RequestStatus) ended() bool {
 	return s == StatusClosed || s == StatusExpired || s == StatusRejected
 }
@@ -63,14 +62,15 @@ type Role struct {
 
 // Options configure a Server.
 type Options struct {
-	// Now is the clock; nil means time.Now.
+	// Now is the clock; nil means time.Now. Tests inject a fake clock.
 	Now func() time.Time
 	// Users maps basic-auth user names to passwords. Empty means no authentication: every caller
 	// is the anonymous account "".
 	Users map[string]string
-	// Log, when set, receives one line per call. It never carries credentials.
+	// Log, when set, receives one line per call (method, path, caller, status, fault). It never
+	// carries credentials.
 	Log func(line string)
-	// Seed makes fractional faults reproducible.
+	// Seed seeds the random source of fractional faults, so runs are reproducible.
 	Seed int64
 }
 
@@ -80,10 +80,12 @@ type Server struct {
 	now  func() time.Time
 
 	mu        sync.Mutex
-	requests  map[string]*Request
-	order     []string
+	requests  map[string]*Request // by lower-case id
+	order     []string            // request ids in creation order, so lists are stable
 	roles     map[string]*Role
+	roleOrder []string
 	approvals map[string]string // approval id → request id
+	approval  map[string]string // request id → approval id
 	faults    faultSet
 	calls     []Call
 }
@@ -100,19 +102,25 @@ func New(opts Options) *Server {
 		requests:  map[string]*Request{},
 		roles:     map[string]*Role{},
 		approvals: map[string]string{},
+		approval:  map[string]string{},
 		faults:    newFaultSet(opts.Seed),
 	}
 }
 
-// AddRole adds a role, giving it a random id when it has none.
+// AddRole adds (or replaces) a role, giving it a random lower-case v4 GUID when it has none.
 func (s *Server) AddRole(r Role) Role {
 	if r.ID == "" {
 		r.ID = newGUID()
 	}
 	r.ID = strings.ToLower(r.ID)
+	r.Approvers = append([]string(nil), r.Approvers...) // the caller's slice stays the caller's
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.roles[r.ID] = &r
+	if _, exists := s.roles[r.ID]; !exists {
+		s.roleOrder = append(s.roleOrder, r.ID)
+	}
+	stored := r
+	s.roles[r.ID] = &stored
 	return r
 }
 
@@ -123,6 +131,7 @@ func (s *Server) AddRequest(r Request) Request {
 		r.ID = newGUID()
 	}
 	r.ID = strings.ToLower(r.ID)
+	r.RoleID = strings.ToLower(r.RoleID)
 	now := s.now()
 	if r.CreationTime.IsZero() {
 		r.CreationTime = now
@@ -141,7 +150,8 @@ func (s *Server) AddRequest(r Request) Request {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.storeLocked(&r)
+	stored := r
+	s.storeLocked(&stored)
 	return r
 }
 
@@ -150,12 +160,24 @@ func (s *Server) storeLocked(r *Request) {
 		s.order = append(s.order, r.ID)
 	}
 	s.requests[r.ID] = r
-	if r.Status == StatusPendingApproval {
-		s.approvals[newGUID()] = r.ID
+	s.syncApprovalLocked(r)
+}
+
+// syncApprovalLocked keeps exactly one approval object for a pending request and none otherwise.
+func (s *Server) syncApprovalLocked(r *Request) {
+	approvalID, has := s.approval[r.ID]
+	switch {
+	case r.Status == StatusPendingApproval && !has:
+		approvalID = newGUID()
+		s.approval[r.ID] = approvalID
+		s.approvals[approvalID] = r.ID
+	case r.Status != StatusPendingApproval && has:
+		delete(s.approval, r.ID)
+		delete(s.approvals, approvalID)
 	}
 }
 
-// Request returns the current state of a request (expiry applied).
+// Request returns the current state of a request (expiry applied); the id is case-insensitive.
 func (s *Server) Request(id string) (Request, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -167,18 +189,24 @@ func (s *Server) Request(id string) (Request, bool) {
 	return *r, true
 }
 
-// SetRequestStatus changes a request's state as PAM would on its own (for tests).
+// SetRequestStatus changes a request's state as PAM would on its own, e.g. ending it, for tests.
+// A request made Active without an ExpirationTime expires RequestedTTL from now, as on approval.
 func (s *Server) SetRequestStatus(id string, st RequestStatus) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.requests[strings.ToLower(id)]
-	if ok {
-		r.Status = st
+	if !ok {
+		return false
 	}
-	return ok
+	r.Status = st
+	if st == StatusActive && r.ExpirationTime.IsZero() && r.RequestedTTL > 0 {
+		r.ExpirationTime = s.now().Add(r.RequestedTTL)
+	}
+	s.syncApprovalLocked(r)
+	return true
 }
 
-// refreshLocked applies the Active → Expired transition lazily.
+// refreshLocked applies the Active → Expired transition lazily, on every read.
 func (s *Server) refreshLocked(r *Request) {
 	if r.Status == StatusActive && !r.ExpirationTime.IsZero() && !s.now().Before(r.ExpirationTime) {
 		r.Status = StatusExpired
@@ -188,7 +216,7 @@ func (s *Server) refreshLocked(r *Request) {
 // Endpoint names an operation of the API.
 type Endpoint string
 
-// The endpoints the emulator serves.
+// The endpoints the emulator serves. A Fault with Endpoint "" applies to all of them.
 const (
 	EndpointListRequests  Endpoint = "list-requests"
 	EndpointCreateRequest Endpoint = "create-request"
@@ -199,6 +227,14 @@ const (
 	EndpointReject        Endpoint = "reject"
 )
 
+// Endpoints lists every endpoint, e.g. for validating a name given on a command line.
+func Endpoints() []Endpoint {
+	return []Endpoint{
+		EndpointListRequests, EndpointCreateRequest, EndpointCloseRequest,
+		EndpointListRoles, EndpointListApprovals, EndpointApprove, EndpointReject,
+	}
+}
+
 // Call is one call the emulator received.
 type Call struct {
 	Time     time.Time
@@ -206,12 +242,13 @@ type Call struct {
 	Path     string
 	Query    string
 	Endpoint Endpoint
-	User     string
+	// User is the authenticated caller, "" when anonymous or not authenticated.
+	User string
 	// UserAgent tells apart the clients, e.g. two operator replicas.
 	UserAgent string
-	// RequestID is the key of a close, or the approval id of an approve/reject.
+	// RequestID is the lower-case key of a close, or the approval id of an approve/reject.
 	RequestID string
-	// Status is what was answered, 0 when the connection was dropped.
+	// Status is what was answered, 0 when the connection was dropped or the client gave up.
 	Status int
 	// Fault describes the injected fault, "" when none.
 	Fault string
@@ -250,59 +287,42 @@ func (s *Server) CloseCalls(id string) (attempts, successes int) {
 	return attempts, successes
 }
 
-var (
-	guidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-	keyedPath   = regexp.MustCompile(`^(pamrequests|pamrequeststoapprove)\(guid'([^']*)'\)/([A-Za-z]+)$`)
-)
-
-func isGUID(s string) bool { return guidPattern.MatchString(s) }
+// isGUID reports the 8-4-4-4-12 hex form, any case.
+func isGUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // newGUID returns a random version 4 GUID in lower case.
 func newGUID() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails on supported platforms
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+	return formatGUID(b[:])
 }
 
 // accountID derives a stable GUID for an account name, standing in for its MIM object id.
 func accountID(name string) string {
 	sum := sha256.Sum256([]byte("account:" + name))
-	return fmt.Sprintf("%x-%x-%x-%x-%x", sum[0:4], sum[4:6], sum[6:8], sum[8:10], sum[10:16])
+	return formatGUID(sum[:16])
 }
 
-// route maps a path below /api/pamresources/ to an endpoint, the GUID key, and the allowed method.
-func route(method, path string) (ep Endpoint, key string, allowed string, ok bool) {
-	const prefix = "/api/pamresources/"
-	if !strings.HasPrefix(path, prefix) {
-		return "", "", "", false
-	}
-	rest := strings.TrimPrefix(path, prefix)
-	switch rest {
-	case "pamrequests":
-		if method == http.MethodPost {
-			return EndpointCreateRequest, "", http.MethodPost, true
-		}
-		return EndpointListRequests, "", http.MethodGet, true
-	case "pamroles":
-		return EndpointListRoles, "", http.MethodGet, true
-	case "pamrequeststoapprove":
-		return EndpointListApprovals, "", http.MethodGet, true
-	}
-	m := keyedPath.FindStringSubmatch(rest)
-	if m == nil {
-		return "", "", "", false
-	}
-	switch {
-	case m[1] == "pamrequests" && m[3] == "Close":
-		ep = EndpointCloseRequest
-	case m[1] == "pamrequeststoapprove" && m[3] == "Approve":
-		ep = EndpointApprove
-	case m[1] == "pamrequeststoapprove" && m[3] == "Reject":
-		ep = EndpointReject
-	default:
-		return "", "", "", false
-	}
-	return ep, m[2], http.MethodPost, true
+func formatGUID(b []byte) string {
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }

@@ -1,12 +1,17 @@
 package emulator_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -18,9 +23,15 @@ import (
 )
 
 const (
-	jen, jenPassword = "PRIV\\jen", "jen-pw"
-	ann, annPassword = "PRIV\\ann", "ann-pw"
+	jen = `PRIV\jen`
+	ann = `PRIV\ann`
+	bob = `PRIV\bob` // a requester who is nobody's approver
 )
+
+var passwords = map[string]string{jen: "jen-pw", ann: "ann-pw", bob: "bob-pw"}
+
+// start is the fake clock's initial time; the fractional seconds exercise the time format.
+var start = time.Date(2015, 6, 23, 11, 34, 38, 580_000_000, time.UTC)
 
 // fakeClock is a settable clock for expiry tests.
 type fakeClock struct {
@@ -29,6 +40,7 @@ type fakeClock struct {
 }
 
 func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+
 func (c *fakeClock) Add(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -36,46 +48,63 @@ func (c *fakeClock) Add(d time.Duration) {
 }
 
 type fixture struct {
-	emu *emulator.Server
-	url string
+	emu   *emulator.Server
+	srv   *httptest.Server
+	clock *fakeClock
 }
 
+// newFixture serves an emulator over real HTTP with jen, ann and bob as accounts and a fake clock,
+// unless opts says otherwise.
 func newFixture(t *testing.T, opts emulator.Options) *fixture {
 	t.Helper()
 	if opts.Users == nil {
-		opts.Users = map[string]string{jen: jenPassword, ann: annPassword}
+		opts.Users = passwords
+	}
+	clock := &fakeClock{now: start}
+	if opts.Now == nil {
+		opts.Now = clock.Now
 	}
 	emu := emulator.New(opts)
 	srv := httptest.NewServer(emu)
 	t.Cleanup(srv.Close)
-	return &fixture{emu: emu, url: srv.URL}
+	return &fixture{emu: emu, srv: srv, clock: clock}
 }
 
-// call sends one request as user and returns the status and body.
-func (f *fixture) call(t *testing.T, user, method, path, body string) (int, string, http.Header) {
+type response struct {
+	status int
+	body   string
+	header http.Header
+}
+
+// send sends one request as user ("" for none) with Content-Length set as Go's client does.
+func (f *fixture) send(t *testing.T, user, method, path, body string) response {
 	t.Helper()
-	var rd io.Reader = http.NoBody
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, f.url+path, rd)
+	resp, err := f.try(context.Background(), user, method, path, body)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return resp
+}
+
+// try is send that hands back the transport error, for faults that break the connection.
+func (f *fixture) try(ctx context.Context, user, method, path, body string) (response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, f.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		return response{}, err
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if user != "" {
-		pw := map[string]string{jen: jenPassword, ann: annPassword}[user]
-		req.SetBasicAuth(user, pw)
+		req.SetBasicAuth(user, passwords[user])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := f.srv.Client().Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		return response{}, err
 	}
 	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(data), resp.Header
+	data, err := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, body: string(data), header: resp.Header}, err
 }
 
 func (f *fixture) list(t *testing.T, user, filter string) []map[string]any {
@@ -84,249 +113,831 @@ func (f *fixture) list(t *testing.T, user, filter string) []map[string]any {
 	if filter != "" {
 		path += "?$filter=" + url.QueryEscape(filter)
 	}
-	status, body, _ := f.call(t, user, http.MethodGet, path, "")
-	if status != http.StatusOK {
-		t.Fatalf("list: %d %s", status, body)
+	resp := f.send(t, user, http.MethodGet, path, "")
+	if resp.status != http.StatusOK {
+		t.Fatalf("list %q: %d %s", filter, resp.status, resp.body)
 	}
+	return decodeList(t, resp.body)
+}
+
+func (f *fixture) seed(owner string) string {
+	return f.emu.AddRequest(emulator.Request{Owner: owner, RoleID: someRole, RequestedTTL: time.Hour}).ID
+}
+
+const someRole = "2f5a1c3e-1111-4a2b-8c3d-4e5f6a7b8c9d"
+
+func decodeObject(t *testing.T, body string) map[string]any {
+	t.Helper()
+	var obj map[string]any
+	if err := json.Unmarshal([]byte(body), &obj); err != nil {
+		t.Fatalf("not a JSON object: %v: %s", err, body)
+	}
+	return obj
+}
+
+func decodeList(t *testing.T, body string) []map[string]any {
+	t.Helper()
 	var doc struct {
 		Value []map[string]any `json:"value"`
 	}
-	if err := json.Unmarshal([]byte(body), &doc); err != nil {
-		t.Fatal(err)
+	if err := json.Unmarshal([]byte(body), &doc); err != nil || doc.Value == nil {
+		t.Fatalf("not an OData list: %v: %s", err, body)
 	}
 	return doc.Value
 }
 
-func closePath(id string) string { return "/api/pamresources/pamrequests(guid'" + id + "')/Close" }
-
-func TestCreateListClose(t *testing.T) {
-	g := NewWithT(t)
-	f := newFixture(t, emulator.Options{})
-	role := f.emu.AddRole(emulator.Role{DisplayName: "Domain Admins", TTL: 8 * time.Hour})
-
-	// Properties as query parameters, as one documentation page shows.
-	status, body, _ := f.call(t, jen, http.MethodPost, "/api/pamresources/pamrequests?RoleId="+role.ID+"&RequestedTTL=3600&Justification=fix", "")
-	g.Expect(status).To(Equal(http.StatusCreated), body)
-	var created map[string]any
-	g.Expect(json.Unmarshal([]byte(body), &created)).To(Succeed())
-	g.Expect(created).To(HaveKeyWithValue("RequestedTTL", "3600"), "PAM writes the TTL as a string")
-	g.Expect(created).To(HaveKeyWithValue("RequestStatus", "Active"))
-	g.Expect(created).To(HaveKey("odata.metadata"))
-	id := created["RequestId"].(string)
-
-	// And as JSON body properties, names in another case.
-	status, body, _ = f.call(t, jen, http.MethodPost, "/api/pamresources/pamrequests", `{"roleid":"`+strings.ToUpper(role.ID)+`","requestedTTL":600}`)
-	g.Expect(status).To(Equal(http.StatusCreated), body)
-
-	g.Expect(f.list(t, jen, "")).To(HaveLen(2))
-	g.Expect(f.list(t, jen, "RequestId eq guid'"+strings.ToUpper(id)+"'")).To(HaveLen(1))
-	g.Expect(f.list(t, ann, "")).To(BeEmpty(), "a caller lists only its own requests")
-
-	status, body, _ = f.call(t, ann, http.MethodPost, closePath(id), "")
-	g.Expect(status).To(Equal(http.StatusNotFound), "another account cannot close it: %s", body)
-
-	status, body, _ = f.call(t, jen, http.MethodPost, closePath(id), "")
-	g.Expect(status).To(Equal(http.StatusOK))
-	g.Expect(body).To(BeEmpty())
-	status, body, _ = f.call(t, jen, http.MethodPost, closePath(id), "")
-	g.Expect(status).To(Equal(http.StatusBadRequest))
-	g.Expect(body).To(ContainSubstring(`"odata.error"`))
-	g.Expect(f.list(t, jen, "RequestStatus eq 'Closed'")).To(HaveLen(1))
-
-	attempts, successes := f.emu.CloseCalls(id)
-	g.Expect([]int{attempts, successes}).To(Equal([]int{3, 1}))
+// odataMessage returns the message of an OData v3 error body, failing the test for any other body.
+func odataMessage(t *testing.T, body string) string {
+	t.Helper()
+	var doc struct {
+		Error *struct {
+			Code    string
+			Message struct{ Lang, Value string }
+		} `json:"odata.error"`
+	}
+	if err := json.Unmarshal([]byte(body), &doc); err != nil || doc.Error == nil || doc.Error.Code == "" ||
+		doc.Error.Message.Lang != "en-US" {
+		t.Fatalf("not an OData v3 error: %s", body)
+	}
+	return doc.Error.Message.Value
 }
 
-func TestProtocolQuirks(t *testing.T) {
+func closePath(id string) string { return "/api/pamresources/pamrequests(guid'" + id + "')/Close" }
+
+func TestCreateRequest(t *testing.T) {
 	f := newFixture(t, emulator.Options{})
-	id := f.emu.AddRequest(emulator.Request{Owner: jen, RoleID: "2f5a1c3e-1111-4a2b-8c3d-4e5f6a7b8c9d", RequestedTTL: time.Hour}).ID
+	role := f.emu.AddRole(emulator.Role{DisplayName: "SQL File Access", TTL: 2 * time.Hour})
+	guarded := f.emu.AddRole(emulator.Role{DisplayName: "Domain Admins", ApprovalEnabled: true, Approvers: []string{ann}})
 	cases := []struct {
-		reason, user, method, path string
-		status                     int
-		inBody                     string
+		reason, query, body string
+		status              int
+		requestStatus       string
+		expiration          string
+		requestedTime       string
+		inError             string
 	}{
-		{"no credentials get IIS's HTML 401", "", http.MethodGet, "/api/pamresources/pamrequests", 401, "<html>"},
-		{"an unsupported version", jen, http.MethodGet, "/api/pamresources/pamrequests?v=2", 400, "UnsupportedApiVersion"},
-		{"version 1", jen, http.MethodGet, "/api/pamresources/pamrequests?v=1", 200, id},
-		{"an unknown path", jen, http.MethodGet, "/api/pamresources/nothing", 404, "odata.error"},
-		{"the wrong method", jen, http.MethodGet, closePath(id), 405, "odata.error"},
-		{"a malformed key", jen, http.MethodPost, "/api/pamresources/pamrequests(guid'abc')/Close", 400, "InvalidKey"},
-		{"an unknown request", jen, http.MethodPost, closePath("00000000-0000-4000-8000-000000000000"), 404, "RequestNotFound"},
-		{"an invalid filter", jen, http.MethodGet, "/api/pamresources/pamrequests?$filter=" + url.QueryEscape("a eq 1 or b eq 2"), 400, "or"},
+		{reason: "properties as query parameters, as one documentation page shows",
+			query: "RoleId=" + role.ID + "&RequestedTTL=3600&Justification=fix", status: 201,
+			requestStatus: "Active", expiration: "2015-06-23T12:34:38.58Z"},
+		{reason: "properties in a JSON body, names in any case, the TTL a number",
+			body: `{"roleid":"` + strings.ToUpper(role.ID) + `","requestedTTL":600,"JUSTIFICATION":null}`, status: 201,
+			requestStatus: "Active", expiration: "2015-06-23T11:44:38.58Z"},
+		{reason: "the TTL as a string, a requested start time",
+			body: `{"RoleId":"` + role.ID + `","RequestedTTL":"60","RequestedTime":"2015-06-23T12:00:00Z"}`, status: 201,
+			requestStatus: "Active", expiration: "2015-06-23T11:35:38.58Z", requestedTime: "2015-06-23T12:00:00Z"},
+		{reason: "a role with approval leaves the request pending, its expiry unset without a zone",
+			query: "RoleId=" + guarded.ID + "&RequestedTTL=600", status: 201,
+			requestStatus: "PendingApproval", expiration: "0001-01-01T00:00:00"},
+		{reason: "an unknown role", query: "RoleId=" + someRole + "&RequestedTTL=60", status: 400, inError: "No PAM role"},
+		{reason: "no role", query: "RequestedTTL=60", status: 400, inError: "RoleId is required"},
+		{reason: "a role id that is not a GUID", query: "RoleId=admins&RequestedTTL=60", status: 400, inError: "GUID"},
+		{reason: "no TTL", query: "RoleId=" + role.ID, status: 400, inError: "RequestedTTL is required"},
+		{reason: "a TTL that is not seconds", query: "RoleId=" + role.ID + "&RequestedTTL=1h", status: 400, inError: "RequestedTTL"},
+		{reason: "a TTL beyond the role's", query: "RoleId=" + role.ID + "&RequestedTTL=7201", status: 400, inError: "exceeds"},
+		{reason: "a bad requested time", query: "RoleId=" + role.ID + "&RequestedTTL=60&RequestedTime=soon", status: 400, inError: "RequestedTime"},
+		{reason: "a body that is not a JSON object", body: `["x"]`, status: 400, inError: "not a JSON object"},
+		{reason: "a property of the wrong JSON type", body: `{"RoleId":"` + role.ID + `","RequestedTTL":true}`, status: 400, inError: "RequestedTTL"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.reason, func(t *testing.T) {
 			g := NewWithT(t)
-			status, body, hdr := f.call(t, tc.user, tc.method, tc.path, "")
-			g.Expect(status).To(Equal(tc.status), body)
-			g.Expect(body).To(ContainSubstring(tc.inBody))
-			if status == 401 {
-				g.Expect(hdr.Get("WWW-Authenticate")).To(HavePrefix("Basic"))
+			path := "/api/pamresources/pamrequests"
+			if tc.query != "" {
+				path += "?" + tc.query
+			}
+			resp := f.send(t, jen, http.MethodPost, path, tc.body)
+			g.Expect(resp.status).To(Equal(tc.status), resp.body)
+			g.Expect(resp.header.Get("Content-Type")).To(HavePrefix("application/json"))
+			if tc.status != 201 {
+				g.Expect(odataMessage(t, resp.body)).To(ContainSubstring(tc.inError))
+				return
+			}
+			created := decodeObject(t, resp.body)
+			g.Expect(created).To(HaveKeyWithValue("odata.metadata", f.srv.URL+"/api/pamresources/$metadata#pamrequests/@Element"))
+			g.Expect(created).To(HaveKeyWithValue("RequestStatus", tc.requestStatus))
+			g.Expect(created).To(HaveKeyWithValue("ExpirationTime", tc.expiration))
+			g.Expect(created).To(HaveKeyWithValue("CreationTime", "2015-06-23T11:34:38.58Z"))
+			g.Expect(created["RequestedTTL"]).To(BeAssignableToTypeOf(""), "PAM writes the TTL as a string")
+			if tc.requestedTime != "" {
+				g.Expect(created).To(HaveKeyWithValue("RequestedTime", tc.requestedTime))
+			}
+			stored, ok := f.emu.Request(created["RequestId"].(string))
+			g.Expect(ok).To(BeTrue())
+			g.Expect(stored.Owner).To(Equal(jen))
+			g.Expect(string(stored.Status)).To(Equal(tc.requestStatus))
+		})
+	}
+}
+
+func TestRequestSerialisation(t *testing.T) {
+	g := NewWithT(t)
+	f := newFixture(t, emulator.Options{})
+	active := f.emu.AddRequest(emulator.Request{Owner: jen, RoleID: strings.ToUpper(someRole), RequestedTTL: time.Hour, Justification: "it's urgent"})
+	f.emu.AddRequest(emulator.Request{Owner: jen, RoleID: someRole, RequestedTTL: time.Hour, Status: emulator.StatusPendingApproval})
+
+	items := f.list(t, jen, "")
+	g.Expect(items).To(HaveLen(2), "in creation order")
+	var keys []string
+	for k := range items[0] {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	g.Expect(keys).To(Equal([]string{"CreationMethod", "CreationTime", "CreatorID", "ExpirationTime", "Justification",
+		"RequestId", "RequestStatus", "RequestedTTL", "RequestedTime", "RoleId"}), "the properties of the PAM examples, DisplayName omitted")
+	g.Expect(items[0]).To(Equal(map[string]any{
+		"RequestId":      active.ID,
+		"CreatorID":      active.CreatorID,
+		"Justification":  "it's urgent",
+		"CreationTime":   "2015-06-23T11:34:38.58Z",
+		"CreationMethod": "PAM Web API",
+		"ExpirationTime": "2015-06-23T12:34:38.58Z",
+		"RoleId":         someRole,
+		"RequestedTTL":   "3600",
+		"RequestedTime":  "2015-06-23T11:34:38.58Z",
+		"RequestStatus":  "Active",
+	}))
+	g.Expect(items[1]).To(HaveKeyWithValue("ExpirationTime", "0001-01-01T00:00:00"), "a pending request has no expiry")
+
+	resp := f.send(t, jen, http.MethodGet, "/api/pamresources/pamrequests", "")
+	g.Expect(decodeObject(t, resp.body)).To(HaveKeyWithValue("odata.metadata", f.srv.URL+"/api/pamresources/$metadata#pamrequests"))
+}
+
+func TestListFilter(t *testing.T) {
+	f := newFixture(t, emulator.Options{})
+	first := f.seed(jen)
+	second := f.seed(jen)
+	f.seed(ann)
+	f.emu.SetRequestStatus(second, emulator.StatusClosed)
+	cases := []struct {
+		reason, user, filter string
+		want                 []string // request ids, in order; nil with inError
+		inError              string
+	}{
+		{reason: "no filter lists only the caller's own requests", user: jen, want: []string{first, second}},
+		{reason: "another account sees only its own", user: bob, want: []string{}},
+		{reason: "by RequestId, the GUID in upper case", user: jen, filter: "RequestId eq guid'" + strings.ToUpper(first) + "'", want: []string{first}},
+		{reason: "by RequestID as the property tables spell it", user: jen, filter: "RequestID eq guid'" + second + "'", want: []string{second}},
+		{reason: "by status", user: jen, filter: "RequestStatus eq 'Closed'", want: []string{second}},
+		{reason: "by a time window, the documentation's example", user: jen,
+			filter: "CreationTime gt datetime'2015-06-12T04:49:32.431Z' and CreationTime lt datetime'2015-07-13T04:49:32.432Z'", want: []string{first, second}},
+		{reason: "by the TTL, a number", user: jen, filter: "RequestedTTL ge 3600 and RequestStatus ne 'Closed'", want: []string{first}},
+		{reason: "or is not a PAM operator", user: jen, filter: "RequestStatus eq 'Active' or RequestStatus eq 'Closed'", inError: "'or' is not supported"},
+		{reason: "an unknown property", user: jen, filter: "Colour eq 'red'", inError: "could not find a property named 'Colour'"},
+		{reason: "garbage", user: jen, filter: "RequestId eq guid'x' $", inError: "not a GUID"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			g := NewWithT(t)
+			path := "/api/pamresources/pamrequests"
+			if tc.filter != "" {
+				path += "?$filter=" + url.QueryEscape(tc.filter)
+			}
+			resp := f.send(t, tc.user, http.MethodGet, path, "")
+			if tc.inError != "" {
+				g.Expect(resp.status).To(Equal(http.StatusBadRequest))
+				g.Expect(odataMessage(t, resp.body)).To(ContainSubstring(tc.inError))
+				return
+			}
+			g.Expect(resp.status).To(Equal(http.StatusOK), resp.body)
+			ids := []string{}
+			for _, item := range decodeList(t, resp.body) {
+				ids = append(ids, item["RequestId"].(string))
+			}
+			g.Expect(ids).To(Equal(tc.want))
+		})
+	}
+}
+
+func TestCloseRequest(t *testing.T) {
+	f := newFixture(t, emulator.Options{})
+	open := f.seed(jen)
+	others := f.seed(ann)
+	expiring := f.emu.AddRequest(emulator.Request{Owner: jen, RoleID: someRole, RequestedTTL: time.Minute}).ID
+	pending := f.emu.AddRequest(emulator.Request{Owner: jen, RoleID: someRole, RequestedTTL: time.Minute, Status: emulator.StatusPendingApproval}).ID
+	closing := f.emu.AddRequest(emulator.Request{Owner: jen, RoleID: someRole, RequestedTTL: time.Hour, Status: emulator.StatusClosing}).ID
+	upper := f.seed(jen)
+	f.clock.Add(2 * time.Minute) // expiring is now past its expiry
+
+	// In order: the cases share the emulator, and the second close depends on the first.
+	cases := []struct {
+		reason, user, path string
+		status             int
+		inError            string
+		id                 string
+		after              emulator.RequestStatus
+	}{
+		{"the owner closes an Active request: 200 with no body", jen, closePath(open), 200, "", open, emulator.StatusClosed},
+		{"closing it again: 400, the request stays Closed", jen, closePath(open), 400, "not open", open, emulator.StatusClosed},
+		{"another account's request is not found", jen, closePath(others), 404, "No request", others, emulator.StatusActive},
+		{"an unknown id is not found", jen, closePath("00000000-0000-4000-8000-000000000000"), 404, "No request", "", ""},
+		{"an expired request is not open", jen, closePath(expiring), 400, "Expired", expiring, emulator.StatusExpired},
+		{"a pending request can be withdrawn", jen, closePath(pending), 200, "", pending, emulator.StatusClosed},
+		{"a request already closing is closed", jen, closePath(closing), 200, "", closing, emulator.StatusClosed},
+		{"the key's GUID in upper case", jen, closePath(strings.ToUpper(upper)), 200, "", upper, emulator.StatusClosed},
+		{"a key that is not a GUID", jen, "/api/pamresources/pamrequests(guid'abc')/Close", 400, "not a GUID", "", ""},
+		{"a key without guid''", jen, "/api/pamresources/pamrequests(" + open + ")/Close", 400, "GUID literal", "", ""},
+		{"a key with double quotes", jen, `/api/pamresources/pamrequests(guid"` + open + `")/Close`, 400, "GUID literal", "", ""},
+		{"a key missing its parenthesis", jen, "/api/pamresources/pamrequests(guid'" + open + "'/Close", 400, "GUID literal", "", ""},
+		{"a key with a space", jen, "/api/pamresources/pamrequests( guid'" + open + "')/Close", 400, "GUID literal", "", ""},
+		{"a key with the reference page's typo", jen, "/api/pamresources/pamrequests({" + open + ")/Close", 400, "GUID literal", "", ""},
+		{"a key with a trailing character", jen, "/api/pamresources/pamrequests(guid'" + open + "')x/Close", 400, "GUID literal", "", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			g := NewWithT(t)
+			resp := f.send(t, tc.user, http.MethodPost, tc.path, "")
+			g.Expect(resp.status).To(Equal(tc.status), resp.body)
+			if tc.inError == "" {
+				g.Expect(resp.body).To(BeEmpty())
+			} else {
+				g.Expect(odataMessage(t, resp.body)).To(ContainSubstring(tc.inError))
+			}
+			if tc.id != "" {
+				r, ok := f.emu.Request(tc.id)
+				g.Expect(ok).To(BeTrue())
+				g.Expect(r.Status).To(Equal(tc.after))
+			}
+		})
+	}
+
+	g := NewWithT(t)
+	attempts, successes := f.emu.CloseCalls(open)
+	g.Expect([]int{attempts, successes}).To(Equal([]int{2, 1}), "two attempts, one that closed")
+	attempts, successes = f.emu.CloseCalls(strings.ToUpper(others))
+	g.Expect([]int{attempts, successes}).To(Equal([]int{1, 0}), "ids are case-insensitive")
+	g.Expect(f.list(t, jen, "RequestId eq guid'"+open+"'")).To(ConsistOf(HaveKeyWithValue("RequestStatus", "Closed")))
+}
+
+func TestPostWithoutLengthGets411(t *testing.T) {
+	f := newFixture(t, emulator.Options{})
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(jen+":"+passwords[jen]))
+
+	viaClient := func(prepare func(*http.Request)) func(t *testing.T, id string) int {
+		return func(t *testing.T, id string) int {
+			req, err := http.NewRequest(http.MethodPost, f.srv.URL+closePath(id), io.NopCloser(strings.NewReader("")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.SetBasicAuth(jen, passwords[jen])
+			prepare(req)
+			resp, err := f.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+	}
+	// raw writes the request by hand, to send no Content-Length and no Transfer-Encoding at all.
+	raw := func(lengthHeader string) func(t *testing.T, id string) int {
+		return func(t *testing.T, id string) int {
+			conn, err := net.Dial("tcp", f.srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: pam\r\nAuthorization: %s\r\n%sConnection: close\r\n\r\n", closePath(id), basic, lengthHeader)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+	}
+	cases := []struct {
+		reason string
+		send   func(t *testing.T, id string) int
+		status int
+	}{
+		{"unknown length: Go's client sends it chunked", viaClient(func(r *http.Request) { r.ContentLength = -1 }), 411},
+		{"explicitly chunked", viaClient(func(r *http.Request) { r.ContentLength = -1; r.TransferEncoding = []string{"chunked"} }), 411},
+		{"no length header at all, as curl -X POST sends", raw(""), 411},
+		{"Content-Length: 0 written by hand", raw("Content-Length: 0\r\n"), 200},
+		{"Go's client with an empty body sends Content-Length: 0", viaClient(func(r *http.Request) { r.Body = http.NoBody; r.ContentLength = 0 }), 200},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			g := NewWithT(t)
+			id := f.seed(jen)
+			g.Expect(tc.send(t, id)).To(Equal(tc.status))
+			r, _ := f.emu.Request(id)
+			if tc.status == 411 {
+				g.Expect(r.Status).To(Equal(emulator.StatusActive), "a refused close has no effect")
+			} else {
+				g.Expect(r.Status).To(Equal(emulator.StatusClosed))
 			}
 		})
 	}
 }
 
-func TestPostWithoutLengthGets411(t *testing.T) {
-	g := NewWithT(t)
+func TestProtocol(t *testing.T) {
 	f := newFixture(t, emulator.Options{})
-	id := f.emu.AddRequest(emulator.Request{Owner: jen, RoleID: "2f5a1c3e-1111-4a2b-8c3d-4e5f6a7b8c9d", RequestedTTL: time.Hour}).ID
-	req, _ := http.NewRequest(http.MethodPost, f.url+closePath(id), io.NopCloser(strings.NewReader("")))
-	req.ContentLength = -1 // sent chunked, without Content-Length
-	req.SetBasicAuth(jen, jenPassword)
-	resp, err := http.DefaultClient.Do(req)
-	g.Expect(err).NotTo(HaveOccurred())
-	resp.Body.Close()
-	g.Expect(resp.StatusCode).To(Equal(http.StatusLengthRequired))
+	id := f.seed(jen)
+	cases := []struct {
+		reason, user, method, path string
+		password                   string // overrides the user's own
+		status                     int
+		contentType                string
+		inBody                     string
+		header, headerValue        string
+	}{
+		{reason: "no credentials: IIS's HTML 401", method: "GET", path: "/api/pamresources/pamrequests",
+			status: 401, contentType: "text/html", inBody: "<html", header: "WWW-Authenticate", headerValue: `Basic realm="PAM"`},
+		{reason: "a wrong password: the same HTML 401", user: jen, password: "guess", method: "GET", path: "/api/pamresources/pamrequests",
+			status: 401, contentType: "text/html", inBody: "401 - Unauthorized", header: "WWW-Authenticate", headerValue: `Basic realm="PAM"`},
+		{reason: "an unknown account", user: "PRIV\\eve", password: "x", method: "GET", path: "/api/pamresources/pamroles", status: 401, contentType: "text/html"},
+		{reason: "authentication comes before routing, as in IIS", method: "GET", path: "/api/pamresources/nothing", status: 401, contentType: "text/html"},
+		{reason: "an unsupported version is named", user: jen, method: "GET", path: "/api/pamresources/pamrequests?v=2",
+			status: 400, contentType: "application/json", inBody: `\"2\" is not supported`},
+		{reason: "an empty version is not version 1", user: jen, method: "GET", path: "/api/pamresources/pamrequests?v=", status: 400, inBody: "UnsupportedApiVersion"},
+		{reason: "version 1", user: jen, method: "GET", path: "/api/pamresources/pamrequests?v=1", status: 200, contentType: "application/json", inBody: id},
+		{reason: "no version: the newest answers", user: jen, method: "GET", path: "/api/pamresources/pamrequests", status: 200, inBody: id},
+		{reason: "IIS routes case-insensitively", user: jen, method: "GET", path: "/API/PamResources/PamRequests?v=1", status: 200, inBody: id},
+		{reason: "an unknown path", user: jen, method: "GET", path: "/api/pamresources/nothing", status: 404, contentType: "application/json", inBody: "odata.error"},
+		{reason: "the root", user: jen, method: "GET", path: "/", status: 404, inBody: "odata.error"},
+		{reason: "an unknown action", user: jen, method: "POST", path: "/api/pamresources/pamrequests(guid'" + id + "')/Open", status: 404, inBody: "odata.error"},
+		{reason: "close is a POST", user: jen, method: "GET", path: closePath(id), status: 405, inBody: "odata.error", header: "Allow", headerValue: "POST"},
+		{reason: "requests are listed and created, nothing else", user: jen, method: "DELETE", path: "/api/pamresources/pamrequests",
+			status: 405, header: "Allow", headerValue: "GET, POST"},
+		{reason: "roles are only listed", user: jen, method: "POST", path: "/api/pamresources/pamroles", status: 405, header: "Allow", headerValue: "GET"},
+		{reason: "a query that does not parse", user: jen, method: "GET", path: "/api/pamresources/pamrequests?$filter=%zz", status: 400, inBody: "query string"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			g := NewWithT(t)
+			req, err := http.NewRequest(tc.method, f.srv.URL+tc.path, http.NoBody)
+			g.Expect(err).NotTo(HaveOccurred())
+			if tc.user != "" {
+				pw := passwords[tc.user]
+				if tc.password != "" {
+					pw = tc.password
+				}
+				req.SetBasicAuth(tc.user, pw)
+			}
+			resp, err := f.srv.Client().Do(req)
+			g.Expect(err).NotTo(HaveOccurred())
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			g.Expect(resp.StatusCode).To(Equal(tc.status), string(body))
+			g.Expect(resp.Header.Get("Content-Type")).To(HavePrefix(tc.contentType))
+			g.Expect(string(body)).To(ContainSubstring(tc.inBody))
+			if tc.header != "" {
+				g.Expect(resp.Header.Get(tc.header)).To(Equal(tc.headerValue))
+			}
+			if resp.StatusCode >= 400 && strings.HasPrefix(tc.contentType, "application/json") {
+				odataMessage(t, string(body))
+			}
+		})
+	}
 	r, _ := f.emu.Request(id)
-	g.Expect(r.Status).To(Equal(emulator.StatusActive))
+	NewWithT(t).Expect(r.Status).To(Equal(emulator.StatusActive), "none of these closed anything")
 }
 
-func TestExpiryAndApprovals(t *testing.T) {
+func TestMountedUnderAPrefix(t *testing.T) {
+	emu := emulator.New(emulator.Options{})
+	id := emu.AddRequest(emulator.Request{RoleID: someRole, RequestedTTL: time.Hour}).ID
+	mux := http.NewServeMux()
+	mux.Handle("/mim/pam/", http.StripPrefix("/mim/pam", emu))
+	mux.Handle("/bare/", http.StripPrefix("/bare/", emu)) // leaves the path without its leading slash
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	for _, prefix := range []string{"/mim/pam", "/bare"} {
+		t.Run(prefix, func(t *testing.T) {
+			g := NewWithT(t)
+			resp, err := srv.Client().Get(srv.URL + prefix + "/api/pamresources/pamrequests?v=1")
+			g.Expect(err).NotTo(HaveOccurred())
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			g.Expect(resp.StatusCode).To(Equal(200), string(body))
+			doc := decodeObject(t, string(body))
+			g.Expect(doc).To(HaveKeyWithValue("odata.metadata", srv.URL+prefix+"/api/pamresources/$metadata#pamrequests"),
+				"the metadata URL keeps the prefix the client used")
+			g.Expect(string(body)).To(ContainSubstring(id), "no Users: everyone is the anonymous account that owns it")
+		})
+	}
+}
+
+func TestExpiry(t *testing.T) {
 	g := NewWithT(t)
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
-	f := newFixture(t, emulator.Options{Now: clock.Now})
-	open := f.emu.AddRole(emulator.Role{DisplayName: "Ops"})
+	f := newFixture(t, emulator.Options{})
+	role := f.emu.AddRole(emulator.Role{DisplayName: "Ops"})
+	resp := f.send(t, jen, http.MethodPost, "/api/pamresources/pamrequests", `{"RoleId":"`+role.ID+`","RequestedTTL":"60"}`)
+	g.Expect(resp.status).To(Equal(http.StatusCreated), resp.body)
+	id := decodeObject(t, resp.body)["RequestId"].(string)
+
+	f.clock.Add(59 * time.Second)
+	g.Expect(f.list(t, jen, "RequestStatus eq 'Active'")).To(HaveLen(1), "still inside its TTL")
+	f.clock.Add(time.Second)
+	g.Expect(f.list(t, jen, "RequestStatus eq 'Expired'")).To(HaveLen(1), "Active turns Expired once ExpirationTime is reached")
+	r, _ := f.emu.Request(strings.ToUpper(id))
+	g.Expect(r.Status).To(Equal(emulator.StatusExpired))
+	g.Expect(r.ExpirationTime).To(Equal(start.Add(time.Minute)))
+
+	seeded := f.seed(jen)
+	f.clock.Add(time.Hour)
+	resp = f.send(t, jen, http.MethodPost, closePath(seeded), "")
+	g.Expect(resp.status).To(Equal(http.StatusBadRequest), "expiry is applied before a close, too")
+	r, _ = f.emu.Request(seeded)
+	g.Expect(r.Status).To(Equal(emulator.StatusExpired))
+}
+
+func TestApprovals(t *testing.T) {
+	f := newFixture(t, emulator.Options{})
 	guarded := f.emu.AddRole(emulator.Role{DisplayName: "Domain Admins", ApprovalEnabled: true, Approvers: []string{ann}})
 
-	status, body, _ := f.call(t, jen, http.MethodPost, "/api/pamresources/pamrequests", `{"RoleId":"`+open.ID+`","RequestedTTL":"60"}`)
-	g.Expect(status).To(Equal(http.StatusCreated), body)
-	clock.Add(61 * time.Second)
-	g.Expect(f.list(t, jen, "RequestStatus eq 'Expired'")).To(HaveLen(1), "Active turns Expired when ExpirationTime passes")
-
-	for _, decision := range []string{"Approve", "Reject"} {
-		status, body, _ = f.call(t, jen, http.MethodPost, "/api/pamresources/pamrequests", `{"RoleId":"`+guarded.ID+`","RequestedTTL":"600"}`)
-		g.Expect(status).To(Equal(http.StatusCreated), body)
-		var created map[string]any
-		g.Expect(json.Unmarshal([]byte(body), &created)).To(Succeed())
-		g.Expect(created).To(HaveKeyWithValue("RequestStatus", "PendingApproval"))
-		g.Expect(created).To(HaveKeyWithValue("ExpirationTime", "0001-01-01T00:00:00"), "the unset expiry has no zone")
-
-		g.Expect(f.list(t, jen, "")).NotTo(BeEmpty())
-		status, body, _ = f.call(t, jen, http.MethodGet, "/api/pamresources/pamrequeststoapprove", "")
-		g.Expect(status).To(Equal(http.StatusOK))
-		g.Expect(body).To(ContainSubstring(`"value":[]`), "the requester is not an approver")
-
-		status, body, _ = f.call(t, ann, http.MethodGet, "/api/pamresources/pamrequeststoapprove", "")
-		g.Expect(status).To(Equal(http.StatusOK))
-		var doc struct {
-			Value []struct {
-				ApprovalObjectID struct{ Value string }
-				FIMRequestID     struct{ Value string }
-			} `json:"value"`
-		}
-		g.Expect(json.Unmarshal([]byte(body), &doc)).To(Succeed())
-		g.Expect(doc.Value).To(HaveLen(1))
-		g.Expect(doc.Value[0].FIMRequestID.Value).To(Equal(created["RequestId"]))
-
-		path := "/api/pamresources/pamrequeststoapprove(guid'" + doc.Value[0].ApprovalObjectID.Value + "')/" + decision
-		status, body, _ = f.call(t, ann, http.MethodPost, path, "")
-		g.Expect(status).To(Equal(http.StatusOK), body)
-		r, _ := f.emu.Request(created["RequestId"].(string))
-		if decision == "Approve" {
-			g.Expect(r.Status).To(Equal(emulator.StatusActive))
-			g.Expect(r.ExpirationTime).To(Equal(clock.Now().Add(10 * time.Minute)))
-		} else {
-			g.Expect(r.Status).To(Equal(emulator.StatusRejected))
-		}
+	create := func(t *testing.T) (id string) {
+		resp := f.send(t, jen, http.MethodPost, "/api/pamresources/pamrequests", `{"RoleId":"`+guarded.ID+`","RequestedTTL":"600","Justification":"patch"}`)
+		NewWithT(t).Expect(resp.status).To(Equal(http.StatusCreated), resp.body)
+		return decodeObject(t, resp.body)["RequestId"].(string)
 	}
+	approvals := func(t *testing.T, user, filter string) []map[string]any {
+		path := "/api/pamresources/pamrequeststoapprove"
+		if filter != "" {
+			path += "?$filter=" + url.QueryEscape(filter)
+		}
+		resp := f.send(t, user, http.MethodGet, path, "")
+		NewWithT(t).Expect(resp.status).To(Equal(http.StatusOK), resp.body)
+		return decodeList(t, resp.body)
+	}
+	decide := func(t *testing.T, user, approvalID, decision string) response {
+		return f.send(t, user, http.MethodPost, "/api/pamresources/pamrequeststoapprove(guid'"+approvalID+"')/"+decision, "")
+	}
+
+	cases := []struct {
+		reason, decision string
+		want             emulator.RequestStatus
+		expires          bool
+	}{
+		{"an approved request becomes Active and expires its TTL after the approval", "Approve", emulator.StatusActive, true},
+		{"a rejected request ends Rejected, without an expiry", "Reject", emulator.StatusRejected, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			g := NewWithT(t)
+			id := create(t)
+			f.clock.Add(time.Minute) // the approval comes later than the request
+
+			g.Expect(approvals(t, jen, "")).To(BeEmpty(), "the requester is not an approver")
+			pending := approvals(t, ann, "FIMRequestID eq guid'"+strings.ToUpper(id)+"'")
+			g.Expect(pending).To(HaveLen(1))
+			item := pending[0]
+			g.Expect(item).To(HaveKeyWithValue("RoleName", "Domain Admins"))
+			g.Expect(item).To(HaveKeyWithValue("Requestor", jen))
+			g.Expect(item).To(HaveKeyWithValue("Justification", "patch"))
+			g.Expect(item).To(HaveKeyWithValue("RequestedTTL", "600"))
+			g.Expect(item).To(HaveKeyWithValue("FIMRequestID", map[string]any{"Value": id}))
+			g.Expect(item).To(HaveKeyWithValue("RequestorID", HaveKeyWithValue("Value", HaveLen(36))))
+			g.Expect(item).To(HaveKey("CreationTime"))
+			g.Expect(item).To(HaveKey("RequestedTime"))
+			approvalID := item["ApprovalObjectID"].(map[string]any)["Value"].(string)
+
+			resp := decide(t, bob, approvalID, tc.decision)
+			g.Expect(resp.status).To(Equal(http.StatusNotFound), "only the role's approvers decide")
+			resp = decide(t, ann, strings.ToUpper(approvalID), tc.decision)
+			g.Expect(resp.status).To(Equal(http.StatusOK), resp.body)
+			g.Expect(resp.body).To(BeEmpty())
+			resp = decide(t, ann, approvalID, tc.decision)
+			g.Expect(resp.status).To(Equal(http.StatusNotFound), "the approval is gone once decided")
+			g.Expect(approvals(t, ann, "")).To(BeEmpty())
+
+			r, _ := f.emu.Request(id)
+			g.Expect(r.Status).To(Equal(tc.want))
+			if tc.expires {
+				g.Expect(r.ExpirationTime).To(Equal(f.clock.Now().Add(10 * time.Minute)))
+			} else {
+				g.Expect(r.ExpirationTime.IsZero()).To(BeTrue())
+			}
+		})
+	}
+
+	t.Run("a withdrawn request leaves the approver's list", func(t *testing.T) {
+		g := NewWithT(t)
+		id := create(t)
+		g.Expect(approvals(t, ann, "")).To(HaveLen(1))
+		g.Expect(f.send(t, jen, http.MethodPost, closePath(id), "").status).To(Equal(http.StatusOK))
+		g.Expect(approvals(t, ann, "")).To(BeEmpty())
+	})
+	t.Run("a malformed approval key", func(t *testing.T) {
+		g := NewWithT(t)
+		resp := decide(t, ann, "not-a-guid", "Approve")
+		g.Expect(resp.status).To(Equal(http.StatusBadRequest))
+		g.Expect(odataMessage(t, resp.body)).To(ContainSubstring("not a GUID"))
+	})
+	t.Run("an approval filter over an unknown property", func(t *testing.T) {
+		resp := f.send(t, ann, http.MethodGet, "/api/pamresources/pamrequeststoapprove?$filter="+url.QueryEscape("Colour eq 'red'"), "")
+		NewWithT(t).Expect(resp.status).To(Equal(http.StatusBadRequest))
+	})
+}
+
+func TestRoles(t *testing.T) {
+	f := newFixture(t, emulator.Options{})
+	ops := f.emu.AddRole(emulator.Role{DisplayName: "Ops", Description: "operators", TTL: time.Hour})
+	admins := f.emu.AddRole(emulator.Role{ID: "5EC10E61-CDD1-404E-A18E-740467D87DBF", DisplayName: "Domain Admins", ApprovalEnabled: true, MFAEnabled: true})
+	cases := []struct {
+		reason, filter string
+		want           []string
+		status         int
+	}{
+		{"every role, in the order added", "", []string{ops.ID, admins.ID}, 200},
+		{"by a boolean", "ApprovalEnabled eq true", []string{admins.ID}, 200},
+		{"by name", "DisplayName eq 'Ops'", []string{ops.ID}, 200},
+		{"by TTL in seconds", "TTL gt 60", []string{ops.ID}, 200},
+		{"by id, any case", "roleid eq guid'5ec10e61-cdd1-404e-a18e-740467d87dbf'", []string{admins.ID}, 200},
+		{"an unknown property", "RequestStatus eq 'Active'", nil, 400},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			g := NewWithT(t)
+			path := "/api/pamresources/pamroles"
+			if tc.filter != "" {
+				path += "?$filter=" + url.QueryEscape(tc.filter)
+			}
+			resp := f.send(t, bob, http.MethodGet, path, "")
+			g.Expect(resp.status).To(Equal(tc.status), resp.body)
+			if tc.status != 200 {
+				return
+			}
+			ids := []string{}
+			for _, item := range decodeList(t, resp.body) {
+				ids = append(ids, item["RoleId"].(string))
+			}
+			g.Expect(ids).To(Equal(tc.want))
+		})
+	}
+	g := NewWithT(t)
+	g.Expect(admins.ID).To(Equal("5ec10e61-cdd1-404e-a18e-740467d87dbf"), "ids are stored in lower case")
+	resp := f.send(t, bob, http.MethodGet, "/api/pamresources/pamroles", "")
+	g.Expect(decodeList(t, resp.body)[0]).To(Equal(map[string]any{
+		"RoleId": ops.ID, "DisplayName": "Ops", "Description": "operators", "TTL": "3600",
+		"AvailableFrom": "0001-01-01T00:00:00", "AvailableTo": "0001-01-01T00:00:00",
+		"MFAEnabled": false, "ApprovalEnabled": false, "AvailabilityWindowEnabled": false,
+	}))
+}
+
+func TestSeeding(t *testing.T) {
+	g := NewWithT(t)
+	emu := emulator.New(emulator.Options{Now: func() time.Time { return start }})
+	role := emu.AddRole(emulator.Role{DisplayName: "Ops"})
+	g.Expect(role.ID).To(MatchRegexp(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`), "a random lower-case v4 GUID")
+
+	r := emu.AddRequest(emulator.Request{Owner: jen, RoleID: role.ID, RequestedTTL: time.Hour})
+	g.Expect(r.ID).To(MatchRegexp(`^[0-9a-f-]{36}$`))
+	g.Expect(r.Status).To(Equal(emulator.StatusActive))
+	g.Expect(r.CreationTime).To(Equal(start))
+	g.Expect(r.ExpirationTime).To(Equal(start.Add(time.Hour)))
+	g.Expect(r.CreatorID).To(HaveLen(36))
+
+	pending := emu.AddRequest(emulator.Request{Owner: jen, RequestedTTL: time.Hour, Status: emulator.StatusPendingApproval})
+	g.Expect(pending.ExpirationTime.IsZero()).To(BeTrue(), "only an Active request gets an expiry")
+	noTTL := emu.AddRequest(emulator.Request{Owner: jen})
+	g.Expect(noTTL.ExpirationTime.IsZero()).To(BeTrue(), "no TTL, no expiry")
+
+	got, ok := emu.Request(strings.ToUpper(r.ID))
+	g.Expect(ok).To(BeTrue())
+	g.Expect(got).To(Equal(r))
+	_, ok = emu.Request("00000000-0000-4000-8000-000000000000")
+	g.Expect(ok).To(BeFalse())
+
+	g.Expect(emu.SetRequestStatus(r.ID, emulator.StatusClosed)).To(BeTrue())
+	got, _ = emu.Request(r.ID)
+	g.Expect(got.Status).To(Equal(emulator.StatusClosed))
+	g.Expect(emu.SetRequestStatus("00000000-0000-4000-8000-000000000000", emulator.StatusClosed)).To(BeFalse())
+	g.Expect(emu.SetRequestStatus(pending.ID, emulator.StatusActive)).To(BeTrue())
+	got, _ = emu.Request(pending.ID)
+	g.Expect(got.ExpirationTime).To(Equal(start.Add(time.Hour)), "made Active, it expires its TTL from now")
 }
 
 func TestFaults(t *testing.T) {
-	newRequest := func(f *fixture) string {
-		return f.emu.AddRequest(emulator.Request{Owner: jen, RoleID: "2f5a1c3e-1111-4a2b-8c3d-4e5f6a7b8c9d", RequestedTTL: time.Hour}).ID
-	}
-	t.Run("status with Retry-After for the next N calls", func(t *testing.T) {
+	t.Run("a status with Retry-After for the next N calls, then the real answer", func(t *testing.T) {
 		g := NewWithT(t)
 		f := newFixture(t, emulator.Options{})
-		id := newRequest(f)
+		id := f.seed(jen)
 		f.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointCloseRequest, Status: 503, RetryAfter: "3", Times: 2})
 		for range 2 {
-			status, body, hdr := f.call(t, jen, http.MethodPost, closePath(id), "")
-			g.Expect(status).To(Equal(503))
-			g.Expect(hdr.Get("Retry-After")).To(Equal("3"))
-			g.Expect(body).To(ContainSubstring("odata.error"))
+			resp := f.send(t, jen, http.MethodPost, closePath(id), "")
+			g.Expect(resp.status).To(Equal(503))
+			g.Expect(resp.header.Get("Retry-After")).To(Equal("3"))
+			g.Expect(odataMessage(t, resp.body)).To(ContainSubstring("Service Unavailable"))
 		}
-		status, _, _ := f.call(t, jen, http.MethodPost, closePath(id), "")
-		g.Expect(status).To(Equal(200))
+		g.Expect(f.send(t, jen, http.MethodPost, closePath(id), "").status).To(Equal(200))
 		attempts, successes := f.emu.CloseCalls(id)
 		g.Expect([]int{attempts, successes}).To(Equal([]int{3, 1}))
+		g.Expect(f.emu.Calls()[0].Fault).To(Equal("status 503 retry-after 3"))
+		g.Expect(f.emu.Calls()[2].Fault).To(BeEmpty())
 	})
-	t.Run("a fault for one endpoint leaves the others alone", func(t *testing.T) {
+	t.Run("a fault for one endpoint leaves the others alone; \"\" means every endpoint", func(t *testing.T) {
 		g := NewWithT(t)
 		f := newFixture(t, emulator.Options{})
 		f.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointCloseRequest, Status: 500})
-		g.Expect(f.list(t, jen, "")).To(BeEmpty())
+		g.Expect(f.send(t, jen, http.MethodGet, "/api/pamresources/pamrequests", "").status).To(Equal(200))
+		f.emu.InjectFault(emulator.Fault{Status: 502})
+		g.Expect(f.send(t, jen, http.MethodGet, "/api/pamresources/pamroles", "").status).To(Equal(502))
+		g.Expect(f.send(t, jen, http.MethodPost, closePath(f.seed(jen)), "").status).To(Equal(500), "the first fault added wins")
+		f.emu.ClearFaults()
+		g.Expect(f.send(t, jen, http.MethodGet, "/api/pamresources/pamroles", "").status).To(Equal(200))
 	})
-	t.Run("a fraction of calls, reproducible with a seed", func(t *testing.T) {
+	t.Run("a fraction of calls, the same ones for the same seed", func(t *testing.T) {
 		g := NewWithT(t)
-		failures := func() int {
-			f := newFixture(t, emulator.Options{Seed: 42})
+		run := func(seed int64) []int {
+			f := newFixture(t, emulator.Options{Seed: seed})
 			f.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointListRequests, Status: 500, Fraction: 0.3})
-			n := 0
+			var statuses []int
 			for range 200 {
-				if status, _, _ := f.call(t, jen, http.MethodGet, "/api/pamresources/pamrequests", ""); status == 500 {
+				statuses = append(statuses, f.send(t, jen, http.MethodGet, "/api/pamresources/pamrequests", "").status)
+			}
+			return statuses
+		}
+		failures := func(statuses []int) int {
+			n := 0
+			for _, s := range statuses {
+				if s == 500 {
 					n++
 				}
 			}
 			return n
 		}
-		first := failures()
-		g.Expect(first).To(BeNumerically("~", 60, 25))
-		g.Expect(failures()).To(Equal(first))
+		first := run(42)
+		g.Expect(failures(first)).To(BeNumerically("~", 60, 25))
+		g.Expect(run(42)).To(Equal(first), "reproducible")
+		g.Expect(run(7)).NotTo(Equal(first), "another seed, other calls")
 	})
-	t.Run("delay honours the client giving up", func(t *testing.T) {
+	t.Run("a fraction with Times counts only the calls it hit", func(t *testing.T) {
+		g := NewWithT(t)
+		f := newFixture(t, emulator.Options{Seed: 1})
+		f.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointListRoles, Status: 500, Fraction: 0.5, Times: 3})
+		hits := 0
+		for range 100 {
+			if f.send(t, jen, http.MethodGet, "/api/pamresources/pamroles", "").status == 500 {
+				hits++
+			}
+		}
+		g.Expect(hits).To(Equal(3))
+	})
+	t.Run("a delay, then the real answer", func(t *testing.T) {
 		g := NewWithT(t)
 		f := newFixture(t, emulator.Options{})
-		f.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointListRequests, Delay: time.Minute, Times: 1})
+		f.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointListRequests, Delay: 50 * time.Millisecond, Times: 1})
+		began := time.Now()
+		g.Expect(f.send(t, jen, http.MethodGet, "/api/pamresources/pamrequests", "").status).To(Equal(200))
+		g.Expect(time.Since(began)).To(BeNumerically(">=", 50*time.Millisecond))
+		g.Expect(f.emu.Calls()).To(ConsistOf(And(
+			HaveField("Fault", "delay 50ms"), HaveField("Status", 200))))
+	})
+	t.Run("a delay ends when the client gives up", func(t *testing.T) {
+		g := NewWithT(t)
+		f := newFixture(t, emulator.Options{})
+		f.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointListRequests, Delay: time.Hour, Times: 1})
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, f.url+"/api/pamresources/pamrequests", nil)
-		req.SetBasicAuth(jen, jenPassword)
-		_, err := http.DefaultClient.Do(req)
+		_, err := f.try(ctx, jen, http.MethodGet, "/api/pamresources/pamrequests", "")
 		g.Expect(err).To(MatchError(context.DeadlineExceeded))
-		g.Eventually(f.emu.Calls).Should(HaveLen(1), "the handler returns once the client is gone")
+		// An hour's delay that did not hold the handler: it returned and logged the call.
+		g.Eventually(f.emu.Calls, 10*time.Second).Should(ConsistOf(And(
+			HaveField("Fault", "delay 1h0m0s"), HaveField("Status", 0))))
+	})
+	t.Run("a delay and a status combine", func(t *testing.T) {
+		g := NewWithT(t)
+		f := newFixture(t, emulator.Options{})
+		f.emu.InjectFault(emulator.Fault{Delay: time.Millisecond, Status: 408, Times: 1})
+		g.Expect(f.send(t, jen, http.MethodGet, "/api/pamresources/pamroles", "").status).To(Equal(408))
+		g.Expect(f.emu.Calls()[0].Fault).To(Equal("delay 1ms, status 408"))
 	})
 	t.Run("drop closes the connection without an answer", func(t *testing.T) {
 		g := NewWithT(t)
 		f := newFixture(t, emulator.Options{})
-		id := newRequest(f)
+		id := f.seed(jen)
 		f.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointCloseRequest, Drop: true, Times: 1})
-		req, _ := http.NewRequest(http.MethodPost, f.url+closePath(id), http.NoBody)
-		req.SetBasicAuth(jen, jenPassword)
-		_, err := http.DefaultClient.Do(req)
+		_, err := f.try(context.Background(), jen, http.MethodPost, closePath(id), "")
 		g.Expect(err).To(HaveOccurred())
 		r, _ := f.emu.Request(id)
 		g.Expect(r.Status).To(Equal(emulator.StatusActive), "a dropped close has no effect")
+		g.Expect(f.emu.Calls()).To(ConsistOf(And(HaveField("Fault", "drop"), HaveField("Status", 0), HaveField("Effective", false))))
+		g.Expect(f.send(t, jen, http.MethodPost, closePath(id), "").status).To(Equal(200), "Times: 1 is spent")
+	})
+	t.Run("drop over HTTP/2, where the connection cannot be hijacked, resets the stream", func(t *testing.T) {
+		g := NewWithT(t)
+		emu := emulator.New(emulator.Options{})
+		srv := httptest.NewUnstartedServer(emu)
+		srv.EnableHTTP2 = true
+		srv.StartTLS()
+		defer srv.Close()
+		emu.InjectFault(emulator.Fault{Drop: true, Times: 1})
+		_, err := srv.Client().Get(srv.URL + "/api/pamresources/pamroles")
+		g.Expect(err).To(HaveOccurred())
+		resp, err := srv.Client().Get(srv.URL + "/api/pamresources/pamroles")
+		g.Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		g.Expect(resp.Proto).To(Equal("HTTP/2.0"))
+		g.Expect(resp.StatusCode).To(Equal(200))
 	})
 	t.Run("a lost answer: the close takes effect, the client sees an error", func(t *testing.T) {
 		g := NewWithT(t)
 		f := newFixture(t, emulator.Options{})
-		id := newRequest(f)
+		id := f.seed(jen)
 		f.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointCloseRequest, LoseResponse: true, Times: 1})
-		req, _ := http.NewRequest(http.MethodPost, f.url+closePath(id), http.NoBody)
-		req.SetBasicAuth(jen, jenPassword)
-		_, err := http.DefaultClient.Do(req)
+		_, err := f.try(context.Background(), jen, http.MethodPost, closePath(id), "")
 		g.Expect(err).To(HaveOccurred())
 		r, _ := f.emu.Request(id)
 		g.Expect(r.Status).To(Equal(emulator.StatusClosed))
 		attempts, successes := f.emu.CloseCalls(id)
 		g.Expect([]int{attempts, successes}).To(Equal([]int{1, 1}))
+		g.Expect(f.emu.Calls()).To(ConsistOf(And(HaveField("Fault", "lose-response"), HaveField("Status", 0), HaveField("Effective", true))))
+
+		resp := f.send(t, jen, http.MethodPost, closePath(id), "")
+		g.Expect(resp.status).To(Equal(400), "the retry finds it closed")
+		attempts, successes = f.emu.CloseCalls(id)
+		g.Expect([]int{attempts, successes}).To(Equal([]int{2, 1}))
+	})
+	t.Run("a lost answer to a create still creates", func(t *testing.T) {
+		g := NewWithT(t)
+		f := newFixture(t, emulator.Options{})
+		role := f.emu.AddRole(emulator.Role{DisplayName: "Ops"})
+		f.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointCreateRequest, LoseResponse: true})
+		_, err := f.try(context.Background(), jen, http.MethodPost, "/api/pamresources/pamrequests?RoleId="+role.ID+"&RequestedTTL=60", "")
+		g.Expect(err).To(HaveOccurred())
+		g.Expect(f.list(t, jen, "")).To(HaveLen(1))
 	})
 }
 
-func TestLogNeverCarriesCredentials(t *testing.T) {
+func TestCallLog(t *testing.T) {
 	g := NewWithT(t)
 	var mu sync.Mutex
 	var lines []string
 	f := newFixture(t, emulator.Options{Log: func(l string) { mu.Lock(); lines = append(lines, l); mu.Unlock() }})
-	f.list(t, jen, "")
-	f.call(t, "", http.MethodGet, "/api/pamresources/pamrequests", "")
+	id := f.seed(jen)
+	f.send(t, jen, http.MethodGet, "/api/pamresources/pamrequests?v=1", "")
+	f.send(t, "", http.MethodGet, "/api/pamresources/pamrequests", "")
+	f.send(t, ann, http.MethodPost, closePath(strings.ToUpper(id)), "")
+	f.send(t, jen, http.MethodPost, closePath(id), "")
+
+	calls := f.emu.Calls()
+	g.Expect(calls).To(HaveLen(4))
+	g.Expect(calls[0]).To(And(HaveField("Method", "GET"), HaveField("Path", "/api/pamresources/pamrequests"),
+		HaveField("Query", "v=1"), HaveField("Endpoint", emulator.EndpointListRequests), HaveField("User", jen),
+		HaveField("Status", 200), HaveField("Time", start), HaveField("UserAgent", ContainSubstring("Go-http-client")),
+		HaveField("Effective", false)))
+	g.Expect(calls[1]).To(And(HaveField("User", ""), HaveField("Status", 401)))
+	g.Expect(calls[2]).To(And(HaveField("Endpoint", emulator.EndpointCloseRequest), HaveField("RequestID", id),
+		HaveField("User", ann), HaveField("Status", 404), HaveField("Effective", false)))
+	g.Expect(calls[3]).To(And(HaveField("RequestID", id), HaveField("Status", 200), HaveField("Effective", true)))
+
+	calls[0].User = "changed"
+	g.Expect(f.emu.Calls()[0].User).To(Equal(jen), "Calls returns a copy")
+
 	mu.Lock()
-	defer mu.Unlock()
-	g.Expect(lines).To(HaveLen(2))
+	g.Expect(lines).To(HaveLen(4))
+	g.Expect(lines[3]).To(And(ContainSubstring("POST"), ContainSubstring(closePath(id)), ContainSubstring("status=200"), ContainSubstring(`PRIV\\jen`)))
 	for _, l := range lines {
-		g.Expect(l).NotTo(ContainSubstring(jenPassword))
+		for _, pw := range passwords {
+			g.Expect(l).NotTo(ContainSubstring(pw))
+		}
 		g.Expect(l).NotTo(ContainSubstring("Basic"))
+		g.Expect(l).NotTo(ContainSubstring(base64.StdEncoding.EncodeToString([]byte(jen + ":" + passwords[jen]))))
 	}
+	mu.Unlock()
+
+	f.emu.ResetCalls()
+	g.Expect(f.emu.Calls()).To(BeEmpty())
+	attempts, _ := f.emu.CloseCalls(id)
+	g.Expect(attempts).To(BeZero())
+}
+
+// TestConcurrentUse exercises every entry point at once; run with -race it checks the locking.
+func TestConcurrentUse(t *testing.T) {
+	g := NewWithT(t)
+	f := newFixture(t, emulator.Options{})
+	role := f.emu.AddRole(emulator.Role{DisplayName: "Ops"})
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			user := []string{jen, ann}[i%2]
+			for range 10 {
+				resp, err := f.try(context.Background(), user, http.MethodPost, "/api/pamresources/pamrequests?RoleId="+role.ID+"&RequestedTTL=60", "")
+				if err != nil || resp.status != http.StatusCreated {
+					continue // a fault from the other goroutines
+				}
+				id := decodeObject(t, resp.body)["RequestId"].(string)
+				_, _ = f.try(context.Background(), user, http.MethodPost, closePath(id), "")
+				_, _ = f.try(context.Background(), user, http.MethodGet, "/api/pamresources/pamrequests", "")
+				f.emu.Request(id)
+				f.emu.CloseCalls(id)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range 20 {
+			f.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointListRequests, Status: 503, Times: 1, Fraction: 0.5})
+			f.emu.AddRequest(emulator.Request{Owner: jen, RoleID: role.ID, RequestedTTL: time.Minute})
+			f.emu.Calls()
+			f.clock.Add(time.Second)
+		}
+		f.emu.ClearFaults()
+	}()
+	wg.Wait()
+	g.Expect(len(f.emu.Calls())).To(BeNumerically(">=", 8*10))
 }

@@ -8,13 +8,15 @@ import (
 )
 
 // Filter is a parsed OData $filter: comparisons joined by `and`, as the PAM documentation lists
-// them (eq, ne, gt, lt, ge, le, and; `or` is not supported by PAM and is refused here too).
+// them (eq, ne, gt, lt, ge, le, and). `or` is not documented for PAM, so it is refused. The zero
+// Filter matches everything.
 type Filter struct {
 	root node
 }
 
 // Match reports whether an object with the given properties passes the filter. Property names
-// are matched case-insensitively; values are string, time.Time, int64, bool or nil.
+// are matched case-insensitively. Values may be string, int64, time.Time, bool or nil; a property
+// that is missing, or whose type the literal cannot be compared with, does not match.
 func (f Filter) Match(props map[string]any) bool {
 	if f.root == nil {
 		return true
@@ -26,13 +28,42 @@ func (f Filter) Match(props map[string]any) bool {
 	return f.root.eval(lower)
 }
 
+// Properties returns the property names the filter refers to, as written, so a server can refuse
+// names its resource does not have.
+func (f Filter) Properties() []string {
+	var out []string
+	var walk func(n node)
+	walk = func(n node) {
+		switch n := n.(type) {
+		case andNode:
+			for _, c := range n {
+				walk(c)
+			}
+		case compareNode:
+			out = append(out, n.name)
+		}
+	}
+	if f.root != nil {
+		walk(f.root)
+	}
+	return out
+}
+
 type node interface {
 	eval(props map[string]any) bool
 }
 
-type andNode struct{ left, right node }
+// andNode is a flat conjunction, so a long chain of `and` does not nest deeply.
+type andNode []node
 
-func (n andNode) eval(p map[string]any) bool { return n.left.eval(p) && n.right.eval(p) }
+func (n andNode) eval(p map[string]any) bool {
+	for _, c := range n {
+		if !c.eval(p) {
+			return false
+		}
+	}
+	return true
+}
 
 type literalKind int
 
@@ -54,7 +85,8 @@ type literal struct {
 }
 
 type compareNode struct {
-	property string
+	name     string // as written, for error messages and Properties
+	property string // lower case, for lookup
 	op       string
 	value    literal
 }
@@ -64,45 +96,19 @@ func (n compareNode) eval(p map[string]any) bool {
 	if !ok {
 		return false
 	}
-	var cmp int
-	switch n.value.kind {
-	case litNull:
-		isNull := v == nil || v == "" || (isTime(v) && v.(time.Time).IsZero())
+	if n.value.kind == litNull {
+		null := isNull(v)
 		switch n.op {
 		case "eq":
-			return isNull
+			return null
 		case "ne":
-			return !isNull
+			return !null
 		}
 		return false
-	case litString, litGUID:
-		s, ok := v.(string)
-		if !ok {
-			return false
-		}
-		if n.value.kind == litGUID {
-			cmp = strings.Compare(strings.ToLower(s), strings.ToLower(n.value.str))
-		} else {
-			cmp = strings.Compare(s, n.value.str)
-		}
-	case litDateTime:
-		t, ok := v.(time.Time)
-		if !ok {
-			return false
-		}
-		cmp = t.Compare(n.value.time)
-	case litNumber:
-		i, ok := v.(int64)
-		if !ok {
-			return false
-		}
-		cmp = compareInts(i, n.value.num)
-	case litBool:
-		b, ok := v.(bool)
-		if !ok || (n.op != "eq" && n.op != "ne") {
-			return false
-		}
-		return (b == n.value.b) == (n.op == "eq")
+	}
+	cmp, comparable := compare(v, n.value)
+	if !comparable {
+		return false
 	}
 	switch n.op {
 	case "eq":
@@ -121,7 +127,66 @@ func (n compareNode) eval(p map[string]any) bool {
 	return false
 }
 
-func isTime(v any) bool { _, ok := v.(time.Time); return ok }
+// isNull treats PAM's empty values as null: no value, "", and the unset (zero) time.
+func isNull(v any) bool {
+	switch v := v.(type) {
+	case nil:
+		return true
+	case string:
+		return v == ""
+	case time.Time:
+		return v.IsZero()
+	}
+	return false
+}
+
+// compare orders a property value against a literal. PAM writes numbers as strings, so a string
+// literal is also compared with a number or a time when it parses as one.
+func compare(v any, lit literal) (int, bool) {
+	switch v := v.(type) {
+	case string:
+		switch lit.kind {
+		case litGUID:
+			return strings.Compare(strings.ToLower(v), strings.ToLower(lit.str)), true
+		case litString:
+			if isGUID(v) && isGUID(lit.str) {
+				return strings.Compare(strings.ToLower(v), strings.ToLower(lit.str)), true
+			}
+			return strings.Compare(v, lit.str), true
+		}
+	case int64:
+		switch lit.kind {
+		case litNumber:
+			return compareInts(v, lit.num), true
+		case litString:
+			if n, err := strconv.ParseInt(lit.str, 10, 64); err == nil {
+				return compareInts(v, n), true
+			}
+		}
+	case time.Time:
+		switch lit.kind {
+		case litDateTime:
+			return v.Compare(lit.time), true
+		case litString:
+			if t, err := parseDateTime(lit.str); err == nil {
+				return v.Compare(t), true
+			}
+		}
+	case bool:
+		if lit.kind == litBool {
+			// Only equality is meaningful; ordering false < true keeps gt/lt total and harmless.
+			return compareInts(boolInt(v), boolInt(lit.b)), true
+		}
+	}
+	return 0, false
+}
+
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
 
 func compareInts(a, b int64) int {
 	switch {
@@ -136,7 +201,10 @@ func compareInts(a, b int64) int {
 // maxFilterDepth bounds parenthesis nesting, so a hostile filter cannot exhaust the stack.
 const maxFilterDepth = 32
 
-// ParseFilter parses an OData $filter expression. An empty expression matches everything.
+// ParseFilter parses an OData $filter expression: comparisons `Property op literal` with op one of
+// eq, ne, gt, lt, ge, le, joined by `and`, optionally parenthesised. Literals are 'string' (a doubled
+// quote for a quote), guid'…', datetime'…' (RFC 3339, no zone meaning UTC), integers, true, false and
+// null. An empty expression matches everything. The error says what was not understood.
 func ParseFilter(s string) (Filter, error) {
 	toks, err := tokenize(s)
 	if err != nil {
@@ -150,8 +218,8 @@ func ParseFilter(s string) (Filter, error) {
 	if err != nil {
 		return Filter{}, err
 	}
-	if p.pos != len(p.toks) {
-		return Filter{}, fmt.Errorf("unexpected %q after the expression", p.toks[p.pos].text)
+	if t := p.peek(); t != nil {
+		return Filter{}, fmt.Errorf("unexpected %q after the expression", t.text)
 	}
 	return Filter{root: root}, nil
 }
@@ -163,6 +231,7 @@ const (
 	tokLiteral
 	tokOpen
 	tokClose
+	tokComma // only so that a function call is reported as one
 )
 
 type token struct {
@@ -177,13 +246,16 @@ func tokenize(s string) ([]token, error) {
 	for i < len(s) {
 		c := s[i]
 		switch {
-		case c == ' ' || c == '\t':
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
 			i++
 		case c == '(':
 			toks = append(toks, token{kind: tokOpen, text: "("})
 			i++
 		case c == ')':
 			toks = append(toks, token{kind: tokClose, text: ")"})
+			i++
+		case c == ',':
+			toks = append(toks, token{kind: tokComma, text: ","})
 			i++
 		case c == '\'':
 			str, n, err := quoted(s[i:])
@@ -192,14 +264,14 @@ func tokenize(s string) ([]token, error) {
 			}
 			toks = append(toks, token{kind: tokLiteral, text: s[i : i+n], lit: literal{kind: litString, str: str}})
 			i += n
-		case c == '-' || (c >= '0' && c <= '9'):
+		case c == '-' || isDigit(c):
 			j := i + 1
-			for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+			for j < len(s) && isDigit(s[j]) {
 				j++
 			}
 			num, err := strconv.ParseInt(s[i:j], 10, 64)
 			if err != nil {
-				return nil, fmt.Errorf("%q is not a number", s[i:j])
+				return nil, fmt.Errorf("%q is not an integer (only whole numbers are supported)", s[i:j])
 			}
 			toks = append(toks, token{kind: tokLiteral, text: s[i:j], lit: literal{kind: litNumber, num: num}})
 			i = j
@@ -228,13 +300,13 @@ func tokenize(s string) ([]token, error) {
 			}
 			i = j
 		default:
-			return nil, fmt.Errorf("unexpected character %q at offset %d", c, i)
+			return nil, fmt.Errorf("unexpected character %q at offset %d", rune(c), i)
 		}
 	}
 	return toks, nil
 }
 
-// quoted reads a single-quoted string at the start of s, where ” stands for one quote, and
+// quoted reads a single-quoted string at the start of s, where a doubled quote stands for one, and
 // returns its value and the number of bytes it took.
 func quoted(s string) (string, int, error) {
 	var b strings.Builder
@@ -250,7 +322,7 @@ func quoted(s string) (string, int, error) {
 		}
 		return b.String(), i + 1, nil
 	}
-	return "", 0, fmt.Errorf("unterminated string literal")
+	return "", 0, fmt.Errorf("unterminated string literal (a quote is missing)")
 }
 
 func typedLiteral(prefix, rest string) (literal, int, error) {
@@ -264,16 +336,17 @@ func typedLiteral(prefix, rest string) (literal, int, error) {
 			return literal{}, 0, fmt.Errorf("guid'%s' is not a GUID", str)
 		}
 		return literal{kind: litGUID, str: str}, n, nil
-	case "datetime":
+	case "datetime", "datetimeoffset":
 		t, err := parseDateTime(str)
 		if err != nil {
-			return literal{}, 0, fmt.Errorf("datetime'%s' is not a date and time", str)
+			return literal{}, 0, fmt.Errorf("%s'%s' is not a date and time", prefix, str)
 		}
 		return literal{kind: litDateTime, time: t}, n, nil
 	}
-	return literal{}, 0, fmt.Errorf("unsupported literal type %q", prefix)
+	return literal{}, 0, fmt.Errorf("unsupported literal type %q (supported: guid, datetime)", prefix)
 }
 
+// parseDateTime reads RFC 3339 with or without a zone; without one, the time is UTC.
 func parseDateTime(s string) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 		return t, nil
@@ -281,11 +354,13 @@ func parseDateTime(s string) (time.Time, error) {
 	return time.Parse("2006-01-02T15:04:05.999999999", s)
 }
 
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
 func isIdentStart(c byte) bool {
 	return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
 }
 
-func isIdentPart(c byte) bool { return isIdentStart(c) || (c >= '0' && c <= '9') || c == '.' }
+func isIdentPart(c byte) bool { return isIdentStart(c) || isDigit(c) || c == '.' }
 
 type parser struct {
 	toks []token
@@ -299,32 +374,39 @@ func (p *parser) peek() *token {
 	return nil
 }
 
+// expr parses term (and term)*.
 func (p *parser) expr(depth int) (node, error) {
-	left, err := p.term(depth)
+	first, err := p.term(depth)
 	if err != nil {
 		return nil, err
 	}
+	terms := andNode{first}
 	for {
 		t := p.peek()
 		if t == nil || t.kind != tokIdent {
-			return left, nil
+			break
 		}
 		switch strings.ToLower(t.text) {
 		case "and":
 			p.pos++
-			right, err := p.term(depth)
+			next, err := p.term(depth)
 			if err != nil {
 				return nil, err
 			}
-			left = andNode{left: left, right: right}
+			terms = append(terms, next)
 		case "or":
 			return nil, fmt.Errorf("the operator 'or' is not supported; PAM filters support eq, ne, gt, lt, ge, le and 'and'")
 		default:
-			return nil, fmt.Errorf("expected 'and', got %q", t.text)
+			return nil, fmt.Errorf("expected 'and' but found %q", t.text)
 		}
 	}
+	if len(terms) == 1 {
+		return first, nil
+	}
+	return terms, nil
 }
 
+// term parses a parenthesised expression or a comparison.
 func (p *parser) term(depth int) (node, error) {
 	t := p.peek()
 	if t == nil {
@@ -339,32 +421,48 @@ func (p *parser) term(depth int) (node, error) {
 		if err != nil {
 			return nil, err
 		}
-		if c := p.peek(); c == nil || c.kind != tokClose {
+		c := p.peek()
+		if c == nil {
 			return nil, fmt.Errorf("missing ')'")
+		}
+		if c.kind != tokClose {
+			return nil, fmt.Errorf("missing ')' before %q", c.text)
 		}
 		p.pos++
 		return inner, nil
 	}
 	if t.kind != tokIdent {
-		return nil, fmt.Errorf("expected a property name, got %q", t.text)
+		return nil, fmt.Errorf("expected a property name but found %q (the property goes on the left)", t.text)
 	}
-	prop := t.text
+	name := t.text
 	p.pos++
 	opTok := p.peek()
+	if strings.EqualFold(name, "not") && (opTok == nil || !isComparison(opTok.text)) {
+		return nil, fmt.Errorf("the operator 'not' is not supported")
+	}
+	if opTok != nil && opTok.kind == tokOpen {
+		return nil, fmt.Errorf("functions such as %s() are not supported", name)
+	}
 	if opTok == nil || opTok.kind != tokIdent {
-		return nil, fmt.Errorf("expected an operator after %q", prop)
+		return nil, fmt.Errorf("expected an operator after %q", name)
 	}
 	op := strings.ToLower(opTok.text)
-	switch op {
-	case "eq", "ne", "gt", "lt", "ge", "le":
-	default:
+	if !isComparison(op) {
 		return nil, fmt.Errorf("unsupported operator %q; supported: eq, ne, gt, lt, ge, le", opTok.text)
 	}
 	p.pos++
 	val := p.peek()
 	if val == nil || val.kind != tokLiteral {
-		return nil, fmt.Errorf("expected a value after %q %s", prop, op)
+		return nil, fmt.Errorf("expected a value after %q %s", name, op)
 	}
 	p.pos++
-	return compareNode{property: strings.ToLower(prop), op: op, value: val.lit}, nil
+	return compareNode{name: name, property: strings.ToLower(name), op: op, value: val.lit}, nil
+}
+
+func isComparison(op string) bool {
+	switch strings.ToLower(op) {
+	case "eq", "ne", "gt", "lt", "ge", "le":
+		return true
+	}
+	return false
 }

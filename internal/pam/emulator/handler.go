@@ -1,15 +1,573 @@
 package emulator
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
+
+// unauthorizedPage is the body IIS sends with a 401: HTML, not OData JSON.
+const unauthorizedPage = `<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">
+<html xmlns="http://www.w3.org/1999/xhtml"><head><title>401 - Unauthorized: Access is denied due to invalid credentials.</title></head>
+<body><div id="header"><h1>Server Error</h1></div><div id="content"><fieldset><h2>401 - Unauthorized: Access is denied due to invalid credentials.</h2>
+<h3>You do not have permission to view this directory or page using the credentials that you supplied.</h3></fieldset></div></body></html>
+`
+
+// lengthRequiredPage is the body http.sys sends with a 411.
+const lengthRequiredPage = `<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01//EN""http://www.w3.org/TR/html4/strict.dtd">
+<HTML><HEAD><TITLE>Length Required</TITLE></HEAD><BODY><h2>Length Required</h2><hr><p>HTTP Error 411. The request must be chunked or have a content length.</p></BODY></HTML>
+`
+
+// ServeHTTP implements http.Handler: faults first, then the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rt, known := resolve(r.Method, r.URL.Path)
+	call := Call{
+		Time: s.now(), Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
+		Endpoint: rt.endpoint, UserAgent: r.UserAgent(), RequestID: strings.ToLower(rt.key),
+	}
+
+	var fault Fault
+	faulted := false
+	if known {
+		s.mu.Lock()
+		fault, faulted = s.faults.pickLocked(rt.endpoint)
+		s.mu.Unlock()
+	}
+	if faulted {
+		call.Fault = fault.String()
+		if !wait(r, fault.Delay) {
+			s.record(call) // the client gave up; there is no one left to answer
+			return
+		}
+		switch {
+		case fault.Drop:
+			s.record(call)
+			dropConnection(w)
+			return
+		case fault.Status != 0:
+			if fault.RetryAfter != "" {
+				w.Header().Set("Retry-After", fault.RetryAfter)
+			}
+			writeError(w, fault.Status, "InjectedFault", "Injected fault: "+http.StatusText(fault.Status))
+			call.Status = fault.Status
+			s.record(call)
+			return
+		case fault.LoseResponse:
+			s.handle(&discardWriter{header: http.Header{}}, r, &call, rt, known)
+			s.record(call) // Status stays 0: the client never sees it
+			dropConnection(w)
+			return
+		}
+	}
+
+	sw := &statusWriter{ResponseWriter: w}
+	s.handle(sw, r, &call, rt, known)
+	call.Status = sw.status
+	s.record(call)
+}
+
+func (s *Server) record(call Call) {
+	s.mu.Lock()
+	s.calls = append(s.calls, call)
+	s.mu.Unlock()
+	if s.opts.Log == nil {
+		return
+	}
+	// Only the request line, the authenticated name and the outcome: never headers or passwords.
+	line := call.Method + " " + call.Path
+	if call.Query != "" {
+		line += "?" + call.Query
+	}
+	line += fmt.Sprintf(" user=%q status=%d", call.User, call.Status)
+	if call.Fault != "" {
+		line += fmt.Sprintf(" fault=%q", call.Fault)
+	}
+	s.opts.Log(line)
+}
+
+// handle serves one call in the order the real stack checks it: http.sys (length), IIS
+// (authentication), then Web API (route, method, version, key, the endpoint itself).
+func (s *Server) handle(w http.ResponseWriter, r *http.Request, call *Call, rt route, known bool) {
+	if r.Method == http.MethodPost && lengthUnknown(r) {
+		writeHTML(w, http.StatusLengthRequired, lengthRequiredPage)
+		return
+	}
+	user, ok := s.authenticate(r)
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Basic realm="PAM"`)
+		writeHTML(w, http.StatusUnauthorized, unauthorizedPage)
+		return
+	}
+	call.User = user
+	if !known {
+		writeError(w, http.StatusNotFound, "NotFound", "No HTTP resource was found that matches the request URI '"+r.URL.Path+"'.")
+		return
+	}
+	if !slices.Contains(rt.methods, r.Method) {
+		w.Header().Set("Allow", strings.Join(rt.methods, ", "))
+		writeError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "The requested resource does not support http method '"+r.Method+"'.")
+		return
+	}
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "InvalidQuery", "The query string is not valid: "+err.Error())
+		return
+	}
+	if v, present := query["v"]; present && (len(v) != 1 || v[0] != "1") {
+		writeError(w, http.StatusBadRequest, "UnsupportedApiVersion",
+			fmt.Sprintf("The API version %q is not supported; the supported version is 1.", strings.Join(v, ",")))
+		return
+	}
+	if rt.badKey != "" {
+		writeError(w, http.StatusBadRequest, "InvalidKey", "The request URI is not valid: "+rt.badKey+".")
+		return
+	}
+	switch rt.endpoint {
+	case EndpointListRequests:
+		s.listRequests(w, r, query, user)
+	case EndpointCreateRequest:
+		call.Effective = s.createRequest(w, r, query, user)
+	case EndpointCloseRequest:
+		call.Effective = s.closeRequest(w, rt.key, user)
+	case EndpointListRoles:
+		s.listRoles(w, r, query)
+	case EndpointListApprovals:
+		s.listApprovals(w, r, query, user)
+	case EndpointApprove, EndpointReject:
+		call.Effective = s.decide(w, rt.key, user, rt.endpoint == EndpointApprove)
+	}
+}
+
+// lengthUnknown reports a request without Content-Length: chunked, or (HTTP/1) no header at all,
+// which Go's server reads as an empty body but IIS refuses.
+func lengthUnknown(r *http.Request) bool {
+	if r.ContentLength < 0 {
+		return true
+	}
+	return r.ProtoMajor == 1 && len(r.TransferEncoding) == 0 && r.Header.Get("Content-Length") == ""
+}
+
+func (s *Server) authenticate(r *http.Request) (string, bool) {
+	if len(s.opts.Users) == 0 {
+		return "", true
+	}
+	user, pass, ok := r.BasicAuth()
+	if !ok {
+		return "", false
+	}
+	want, known := s.opts.Users[user]
+	if !known || want != pass {
+		return "", false
+	}
+	return user, true
+}
+
+// filterParam parses $filter and checks its property names against the resource's, answering
+// 400 as Web API OData does when either is wrong.
+func filterParam(w http.ResponseWriter, query url.Values, props map[string]any) (Filter, bool) {
+	filter, err := ParseFilter(query.Get("$filter"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "InvalidFilter", "The $filter is not valid: "+err.Error())
+		return Filter{}, false
+	}
+	for _, name := range filter.Properties() {
+		if !hasPropertyFold(props, name) {
+			writeError(w, http.StatusBadRequest, "InvalidFilter", "The $filter is not valid: could not find a property named '"+name+"'.")
+			return Filter{}, false
+		}
+	}
+	return filter, true
+}
+
+func hasPropertyFold(props map[string]any, name string) bool {
+	for k := range props {
+		if strings.EqualFold(k, name) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) listRequests(w http.ResponseWriter, r *http.Request, query url.Values, user string) {
+	filter, ok := filterParam(w, query, requestProps(&Request{}))
+	if !ok {
+		return
+	}
+	out := []any{}
+	s.mu.Lock()
+	for _, id := range s.order {
+		req := s.requests[id]
+		if req.Owner != user {
+			continue
+		}
+		s.refreshLocked(req)
+		if filter.Match(requestProps(req)) {
+			out = append(out, requestJSON(req, ""))
+		}
+	}
+	s.mu.Unlock()
+	writeList(w, r, "pamrequests", out)
+}
+
+func (s *Server) createRequest(w http.ResponseWriter, r *http.Request, query url.Values, user string) bool {
+	params, err := createParams(r, query)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "InvalidRequest", err.Error())
+		return false
+	}
+	roleID := strings.ToLower(params["roleid"])
+	if !isGUID(roleID) {
+		writeError(w, http.StatusBadRequest, "InvalidRequest", "RoleId is required and must be a GUID.")
+		return false
+	}
+	secs, err := strconv.ParseInt(params["requestedttl"], 10, 64)
+	if err != nil || secs <= 0 || secs > int64(time.Duration(1<<62)/time.Second) {
+		writeError(w, http.StatusBadRequest, "InvalidRequest", "RequestedTTL is required and must be a positive number of seconds.")
+		return false
+	}
+	ttl := time.Duration(secs) * time.Second
+	var requested time.Time
+	if t := params["requestedtime"]; t != "" {
+		if requested, err = parseDateTime(t); err != nil {
+			writeError(w, http.StatusBadRequest, "InvalidRequest", "RequestedTime is not a date and time.")
+			return false
+		}
+	}
+
+	s.mu.Lock()
+	role, ok := s.roles[roleID]
+	if !ok {
+		s.mu.Unlock()
+		writeError(w, http.StatusBadRequest, "InvalidRequest", "No PAM role has the id "+roleID+".")
+		return false
+	}
+	if role.TTL > 0 && ttl > role.TTL {
+		s.mu.Unlock()
+		writeError(w, http.StatusBadRequest, "InvalidRequest",
+			fmt.Sprintf("RequestedTTL %d exceeds the role's TTL of %d seconds.", secs, int64(role.TTL/time.Second)))
+		return false
+	}
+	now := s.now()
+	req := &Request{
+		ID: newGUID(), Owner: user, CreatorID: accountID(user), RoleID: roleID,
+		Justification: params["justification"], CreationTime: now, RequestedTime: now,
+		RequestedTTL: ttl, Status: StatusActive,
+	}
+	if !requested.IsZero() {
+		req.RequestedTime = requested
+	}
+	if role.ApprovalEnabled {
+		req.Status = StatusPendingApproval
+	} else {
+		req.ExpirationTime = now.Add(ttl)
+	}
+	s.storeLocked(req)
+	body := requestJSON(req, baseURL(r)+"/api/pamresources/$metadata#pamrequests/@Element")
+	s.mu.Unlock()
+
+	writeJSON(w, http.StatusCreated, body)
+	return true
+}
+
+// createParams reads the create properties from the query and, overriding them, a JSON body;
+// names are case-insensitive.
+func createParams(r *http.Request, query url.Values) (map[string]string, error) {
+	params := map[string]string{}
+	for k, v := range query {
+		if len(v) > 0 {
+			params[strings.ToLower(k)] = v[0]
+		}
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("reading the body: %w", err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return params, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber() // keep "3600" exact rather than a float
+	var props map[string]any
+	if err := dec.Decode(&props); err != nil || props == nil {
+		return nil, fmt.Errorf("the body is not a JSON object")
+	}
+	for k, v := range props {
+		switch v := v.(type) {
+		case string:
+			params[strings.ToLower(k)] = v
+		case json.Number:
+			params[strings.ToLower(k)] = v.String()
+		case nil:
+			params[strings.ToLower(k)] = ""
+		default:
+			return nil, fmt.Errorf("the property %q must be a string or a number", k)
+		}
+	}
+	return params, nil
+}
+
+func (s *Server) closeRequest(w http.ResponseWriter, key, user string) bool {
+	s.mu.Lock()
+	req, ok := s.requests[strings.ToLower(key)]
+	if !ok || req.Owner != user {
+		s.mu.Unlock()
+		writeError(w, http.StatusNotFound, "RequestNotFound", "No request with the id "+key+" was found for the caller.")
+		return false
+	}
+	s.refreshLocked(req)
+	if req.Status.ended() {
+		status := req.Status
+		s.mu.Unlock()
+		// Undocumented in real PAM: a client must confirm the state with a list call.
+		writeError(w, http.StatusBadRequest, "RequestNotOpen", "The request is not open: its status is "+string(status)+".")
+		return false
+	}
+	req.Status = StatusClosed
+	s.syncApprovalLocked(req)
+	s.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
+	return true
+}
+
+func (s *Server) listRoles(w http.ResponseWriter, r *http.Request, query url.Values) {
+	filter, ok := filterParam(w, query, roleProps(&Role{}))
+	if !ok {
+		return
+	}
+	out := []any{}
+	s.mu.Lock()
+	for _, id := range s.roleOrder {
+		role := s.roles[id]
+		if filter.Match(roleProps(role)) {
+			out = append(out, roleJSON(role))
+		}
+	}
+	s.mu.Unlock()
+	writeList(w, r, "pamroles", out)
+}
+
+func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request, query url.Values, user string) {
+	filter, ok := filterParam(w, query, approvalProps(&Request{}, &Role{}, ""))
+	if !ok {
+		return
+	}
+	out := []any{}
+	s.mu.Lock()
+	for _, id := range s.order {
+		req := s.requests[id]
+		approvalID, pending := s.approval[id]
+		role := s.roles[req.RoleID]
+		if !pending || role == nil || !slices.Contains(role.Approvers, user) {
+			continue
+		}
+		if filter.Match(approvalProps(req, role, approvalID)) {
+			out = append(out, approvalJSON(req, role, approvalID))
+		}
+	}
+	s.mu.Unlock()
+	writeList(w, r, "pamrequeststoapprove", out)
+}
+
+func (s *Server) decide(w http.ResponseWriter, key, user string, approve bool) bool {
+	s.mu.Lock()
+	reqID, ok := s.approvals[strings.ToLower(key)]
+	var req *Request
+	var role *Role
+	if ok {
+		req = s.requests[reqID]
+		role = s.roles[req.RoleID]
+	}
+	if !ok || role == nil || !slices.Contains(role.Approvers, user) {
+		s.mu.Unlock()
+		writeError(w, http.StatusNotFound, "ApprovalNotFound", "No pending approval with the id "+key+" was found for the caller.")
+		return false
+	}
+	if approve {
+		req.Status = StatusActive
+		req.ExpirationTime = s.now().Add(req.RequestedTTL)
+	} else {
+		req.Status = StatusRejected
+	}
+	s.syncApprovalLocked(req)
+	s.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
+	return true
+}
+
+// requestProps are a request's properties for $filter, typed for comparison.
+func requestProps(r *Request) map[string]any {
+	return map[string]any{
+		"RequestId": r.ID, "CreatorID": r.CreatorID, "Justification": r.Justification,
+		"DisplayName": nil, "CreationTime": r.CreationTime, "CreationMethod": creationMethod,
+		"ExpirationTime": r.ExpirationTime, "RoleId": r.RoleID, "RequestedTTL": seconds(r.RequestedTTL),
+		"RequestedTime": r.RequestedTime, "RequestStatus": string(r.Status),
+	}
+}
+
+const creationMethod = "PAM Web API"
+
+// requestBody is a request as PAM serialises it, in the order of the documentation's examples.
+type requestBody struct {
+	Metadata       string `json:"odata.metadata,omitempty"`
+	RequestID      string `json:"RequestId"`
+	CreatorID      string `json:"CreatorID"`
+	Justification  string `json:"Justification"`
+	CreationTime   string `json:"CreationTime"`
+	CreationMethod string `json:"CreationMethod"`
+	ExpirationTime string `json:"ExpirationTime"`
+	RoleID         string `json:"RoleId"`
+	RequestedTTL   string `json:"RequestedTTL"` // a string of seconds, as PAM writes it
+	RequestedTime  string `json:"RequestedTime"`
+	RequestStatus  string `json:"RequestStatus"`
+}
+
+func requestJSON(r *Request, metadata string) requestBody {
+	return requestBody{
+		Metadata: metadata, RequestID: r.ID, CreatorID: r.CreatorID, Justification: r.Justification,
+		CreationTime: formatTime(r.CreationTime), CreationMethod: creationMethod,
+		ExpirationTime: formatTime(r.ExpirationTime), RoleID: r.RoleID,
+		RequestedTTL:  strconv.FormatInt(seconds(r.RequestedTTL), 10),
+		RequestedTime: formatTime(r.RequestedTime), RequestStatus: string(r.Status),
+	}
+}
+
+func roleProps(r *Role) map[string]any {
+	return map[string]any{
+		"RoleId": r.ID, "DisplayName": r.DisplayName, "Description": r.Description, "TTL": seconds(r.TTL),
+		"AvailableFrom": time.Time{}, "AvailableTo": time.Time{}, "MFAEnabled": r.MFAEnabled,
+		"ApprovalEnabled": r.ApprovalEnabled, "AvailabilityWindowEnabled": false,
+	}
+}
+
+type roleBody struct {
+	RoleID                    string `json:"RoleId"`
+	DisplayName               string `json:"DisplayName"`
+	Description               string `json:"Description"`
+	TTL                       string `json:"TTL"`
+	AvailableFrom             string `json:"AvailableFrom"`
+	AvailableTo               string `json:"AvailableTo"`
+	MFAEnabled                bool   `json:"MFAEnabled"`
+	ApprovalEnabled           bool   `json:"ApprovalEnabled"`
+	AvailabilityWindowEnabled bool   `json:"AvailabilityWindowEnabled"`
+}
+
+func roleJSON(r *Role) roleBody {
+	return roleBody{
+		RoleID: r.ID, DisplayName: r.DisplayName, Description: r.Description,
+		TTL: strconv.FormatInt(seconds(r.TTL), 10), AvailableFrom: formatTime(time.Time{}),
+		AvailableTo: formatTime(time.Time{}), MFAEnabled: r.MFAEnabled, ApprovalEnabled: r.ApprovalEnabled,
+	}
+}
+
+func approvalProps(req *Request, role *Role, approvalID string) map[string]any {
+	return map[string]any{
+		"RoleName": role.DisplayName, "Requestor": req.Owner, "Justification": req.Justification,
+		"RequestedTTL": seconds(req.RequestedTTL), "RequestedTime": req.RequestedTime,
+		"CreationTime": req.CreationTime, "FIMRequestID": req.ID, "RequestorID": req.CreatorID,
+		"ApprovalObjectID": approvalID,
+	}
+}
+
+// objectID is how the approval object wraps its ids: {"Value":"<guid>"}.
+type objectID struct {
+	Value string `json:"Value"`
+}
+
+type approvalBody struct {
+	RoleName         string   `json:"RoleName"`
+	Requestor        string   `json:"Requestor"`
+	Justification    string   `json:"Justification"`
+	RequestedTTL     string   `json:"RequestedTTL"`
+	RequestedTime    string   `json:"RequestedTime"`
+	CreationTime     string   `json:"CreationTime"`
+	FIMRequestID     objectID `json:"FIMRequestID"`
+	RequestorID      objectID `json:"RequestorID"`
+	ApprovalObjectID objectID `json:"ApprovalObjectID"`
+}
+
+func approvalJSON(req *Request, role *Role, approvalID string) approvalBody {
+	return approvalBody{
+		RoleName: role.DisplayName, Requestor: req.Owner, Justification: req.Justification,
+		RequestedTTL:  strconv.FormatInt(seconds(req.RequestedTTL), 10),
+		RequestedTime: formatTime(req.RequestedTime), CreationTime: formatTime(req.CreationTime),
+		FIMRequestID: objectID{req.ID}, RequestorID: objectID{req.CreatorID}, ApprovalObjectID: objectID{approvalID},
+	}
+}
+
+func seconds(d time.Duration) int64 { return int64(d / time.Second) }
+
+// formatTime writes UTC with fractional seconds; the unset time is PAM's zone-less zero value.
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return "0001-01-01T00:00:00"
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// baseURL is the service root as the client addressed it, keeping a path prefix that a proxy or
+// http.StripPrefix removed before the emulator saw the request.
+func baseURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	prefix := ""
+	if u, err := url.ParseRequestURI(r.RequestURI); err == nil {
+		if i := strings.Index(strings.ToLower(u.Path), resourceRoot); i > 0 {
+			prefix = u.Path[:i]
+		}
+	}
+	return scheme + "://" + r.Host + prefix
+}
+
+func writeList(w http.ResponseWriter, r *http.Request, set string, items []any) {
+	writeJSON(w, http.StatusOK, struct {
+		Metadata string `json:"odata.metadata"`
+		Value    []any  `json:"value"`
+	}{baseURL(r) + "/api/pamresources/$metadata#" + set, items})
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	data, err := json.Marshal(body)
+	if err != nil { // only plain strings, numbers and bools are marshalled; cannot happen
+		status, data = http.StatusInternalServerError, []byte(`{}`)
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(data)
+}
+
+func writeHTML(w http.ResponseWriter, status int, page string) {
+	w.Header().Set("Content-Type", "text/html")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, page)
+}
+
+// odataError is the OData v3 error body ASP.NET Web API writes.
+type odataError struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message struct {
+			Lang  string `json:"lang"`
+			Value string `json:"value"`
+		} `json:"message"`
+	} `json:"odata.error"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	var body odataError
+	body.Error.Code = code
+	body.Error.Message.Lang = "en-US"
+	body.Error.Message.Value = message
+	writeJSON(w, status, body)
+}
 
 // statusWriter remembers the status written, for the call log.
 type statusWriter struct {
@@ -31,428 +589,12 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	call := Call{Time: s.now(), Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, UserAgent: r.UserAgent()}
-	ep, key, allowed, known := route(r.Method, r.URL.Path)
-	call.Endpoint = ep
-	call.RequestID = strings.ToLower(key)
+// Unwrap lets http.ResponseController reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-	s.mu.Lock()
-	fault := (*Fault)(nil)
-	if known {
-		fault = s.faults.pickLocked(ep)
-	}
-	s.mu.Unlock()
+// discardWriter takes the answer of a call whose response is to be lost.
+type discardWriter struct{ header http.Header }
 
-	if fault != nil {
-		call.Fault = fault.String()
-		if fault.Delay > 0 {
-			timer := time.NewTimer(fault.Delay)
-			select {
-			case <-timer.C:
-			case <-r.Context().Done():
-				timer.Stop()
-				s.record(call)
-				return
-			}
-		}
-		switch {
-		case fault.Drop:
-			s.record(call)
-			panic(http.ErrAbortHandler) // the server closes the connection without an answer
-		case fault.Status != 0:
-			if fault.RetryAfter != "" {
-				w.Header().Set("Retry-After", fault.RetryAfter)
-			}
-			writeError(w, fault.Status, "InjectedFault", http.StatusText(fault.Status))
-			call.Status = fault.Status
-			s.record(call)
-			return
-		case fault.LoseResponse:
-			s.handle(httptest.NewRecorder(), r, &call, ep, key, allowed, known)
-			call.Status = 0
-			s.record(call)
-			panic(http.ErrAbortHandler)
-		}
-	}
-
-	sw := &statusWriter{ResponseWriter: w}
-	s.handle(sw, r, &call, ep, key, allowed, known)
-	call.Status = sw.status
-	s.record(call)
-}
-
-func (s *Server) record(call Call) {
-	s.mu.Lock()
-	s.calls = append(s.calls, call)
-	s.mu.Unlock()
-	if s.opts.Log != nil {
-		line := fmt.Sprintf("%s %s", call.Method, call.Path)
-		if call.Query != "" {
-			line += "?" + call.Query
-		}
-		line += fmt.Sprintf(" user=%q status=%d", call.User, call.Status)
-		if call.Fault != "" {
-			line += " fault=" + strings.ReplaceAll(call.Fault, " ", "-")
-		}
-		s.opts.Log(line)
-	}
-}
-
-// handle serves one call after faults: version, authentication, method, then the endpoint.
-func (s *Server) handle(w http.ResponseWriter, r *http.Request, call *Call, ep Endpoint, key, allowed string, known bool) {
-	if !known {
-		writeError(w, http.StatusNotFound, "NotFound", "No resource matches "+r.URL.Path)
-		return
-	}
-	if v := r.URL.Query().Get("v"); v != "" && v != "1" {
-		writeError(w, http.StatusBadRequest, "UnsupportedApiVersion", fmt.Sprintf("API version %q is not supported; the supported version is 1", v))
-		return
-	}
-	user, ok := s.authenticate(r)
-	if !ok {
-		w.Header().Set("WWW-Authenticate", `Basic realm="PAM"`)
-		w.Header().Set("Content-Type", "text/html")
-		w.WriteHeader(http.StatusUnauthorized)
-		_, _ = io.WriteString(w, "<html><head><title>401 - Unauthorized</title></head><body><h1>401 - Unauthorized: Access is denied due to invalid credentials.</h1></body></html>")
-		return
-	}
-	call.User = user
-	if r.Method != allowed {
-		w.Header().Set("Allow", allowed)
-		writeError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "The requested resource does not support http method '"+r.Method+"'.")
-		return
-	}
-	if r.Method == http.MethodPost && r.ContentLength < 0 {
-		// IIS refuses a POST without a length.
-		w.Header().Set("Content-Type", "text/html")
-		w.WriteHeader(http.StatusLengthRequired)
-		_, _ = io.WriteString(w, "<html><body><h1>Length Required</h1></body></html>")
-		return
-	}
-	switch ep {
-	case EndpointListRequests:
-		s.listRequests(w, r, user)
-	case EndpointCreateRequest:
-		call.Effective = s.createRequest(w, r, user)
-	case EndpointCloseRequest:
-		call.Effective = s.closeRequest(w, key, user)
-	case EndpointListRoles:
-		s.listRoles(w, r)
-	case EndpointListApprovals:
-		s.listApprovals(w, r, user)
-	case EndpointApprove, EndpointReject:
-		call.Effective = s.decide(w, key, user, ep == EndpointApprove)
-	}
-}
-
-func (s *Server) authenticate(r *http.Request) (string, bool) {
-	if len(s.opts.Users) == 0 {
-		return "", true
-	}
-	user, pass, ok := r.BasicAuth()
-	if !ok {
-		return "", false
-	}
-	want, known := s.opts.Users[user]
-	if !known || want != pass {
-		return "", false
-	}
-	return user, true
-}
-
-func (s *Server) listRequests(w http.ResponseWriter, r *http.Request, user string) {
-	filter, ok := filterParam(w, r)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	var out []map[string]any
-	for _, id := range s.order {
-		req := s.requests[id]
-		if req.Owner != user {
-			continue
-		}
-		s.refreshLocked(req)
-		if filter.Match(requestProps(req)) {
-			out = append(out, requestJSON(req))
-		}
-	}
-	s.mu.Unlock()
-	writeList(w, r, "pamrequests", out)
-}
-
-// filterParam parses the $filter query parameter, answering 400 when it is not valid.
-func filterParam(w http.ResponseWriter, r *http.Request) (Filter, bool) {
-	filter, err := ParseFilter(r.URL.Query().Get("$filter"))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "InvalidFilter", "The $filter is not valid: "+err.Error())
-		return Filter{}, false
-	}
-	return filter, true
-}
-
-func (s *Server) createRequest(w http.ResponseWriter, r *http.Request, user string) bool {
-	params, err := createParams(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "InvalidRequest", err.Error())
-		return false
-	}
-	roleID := strings.ToLower(params["roleid"])
-	if !isGUID(roleID) {
-		writeError(w, http.StatusBadRequest, "InvalidRequest", "RoleId is required and must be a GUID")
-		return false
-	}
-	secs, err := strconv.ParseInt(params["requestedttl"], 10, 64)
-	if err != nil || secs <= 0 {
-		writeError(w, http.StatusBadRequest, "InvalidRequest", "RequestedTTL is required and must be a positive number of seconds")
-		return false
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	role, ok := s.roles[roleID]
-	if !ok {
-		writeError(w, http.StatusBadRequest, "InvalidRequest", "No PAM role has the id "+roleID)
-		return false
-	}
-	ttl := time.Duration(secs) * time.Second
-	if role.TTL > 0 && ttl > role.TTL {
-		writeError(w, http.StatusBadRequest, "InvalidRequest", "RequestedTTL exceeds the role's TTL")
-		return false
-	}
-	now := s.now()
-	req := &Request{
-		ID: newGUID(), Owner: user, CreatorID: accountID(user), RoleID: roleID,
-		Justification: params["justification"], CreationTime: now, RequestedTime: now,
-		RequestedTTL: ttl, Status: StatusActive,
-	}
-	if t := params["requestedtime"]; t != "" {
-		if parsed, err := parseDateTime(t); err == nil {
-			req.RequestedTime = parsed
-		}
-	}
-	if role.ApprovalEnabled {
-		req.Status = StatusPendingApproval
-	} else {
-		req.ExpirationTime = now.Add(ttl)
-	}
-	s.storeLocked(req)
-	body := requestJSON(req)
-	body["odata.metadata"] = baseURL(r) + "/api/pamresources/$metadata#pamrequests/@Element"
-	writeJSON(w, http.StatusCreated, body)
-	return true
-}
-
-// createParams reads the create properties from the query or a JSON body, names case-insensitive.
-func createParams(r *http.Request) (map[string]string, error) {
-	params := map[string]string{}
-	for k, v := range r.URL.Query() {
-		if len(v) > 0 {
-			params[strings.ToLower(k)] = v[0]
-		}
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if err != nil {
-		return nil, fmt.Errorf("reading the body: %w", err)
-	}
-	if len(strings.TrimSpace(string(body))) == 0 {
-		return params, nil
-	}
-	var props map[string]any
-	if err := json.Unmarshal(body, &props); err != nil {
-		return nil, fmt.Errorf("the body is not a JSON object: %w", err)
-	}
-	for k, v := range props {
-		switch v := v.(type) {
-		case string:
-			params[strings.ToLower(k)] = v
-		case float64:
-			params[strings.ToLower(k)] = strconv.FormatInt(int64(v), 10)
-		}
-	}
-	return params, nil
-}
-
-func (s *Server) closeRequest(w http.ResponseWriter, key, user string) bool {
-	if !isGUID(key) {
-		writeError(w, http.StatusBadRequest, "InvalidKey", "The key must be a GUID literal guid'…'")
-		return false
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	req, ok := s.requests[strings.ToLower(key)]
-	if !ok || req.Owner != user {
-		writeError(w, http.StatusNotFound, "RequestNotFound", "No request with this id was found for the caller")
-		return false
-	}
-	s.refreshLocked(req)
-	if req.Status.ended() {
-		writeError(w, http.StatusBadRequest, "RequestNotOpen", "The request is not open: its status is "+string(req.Status))
-		return false
-	}
-	req.Status = StatusClosed
-	w.WriteHeader(http.StatusOK)
-	return true
-}
-
-func (s *Server) listRoles(w http.ResponseWriter, r *http.Request) {
-	filter, ok := filterParam(w, r)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	var out []map[string]any
-	for _, role := range s.roles {
-		props := map[string]any{
-			"RoleId": role.ID, "DisplayName": role.DisplayName, "Description": role.Description,
-			"TTL": int64(role.TTL / time.Second), "ApprovalEnabled": role.ApprovalEnabled,
-			"MFAEnabled": role.MFAEnabled, "AvailabilityWindowEnabled": false,
-		}
-		if filter.Match(props) {
-			props["TTL"] = strconv.FormatInt(int64(role.TTL/time.Second), 10)
-			props["AvailableFrom"] = "0001-01-01T00:00:00"
-			props["AvailableTo"] = "0001-01-01T00:00:00"
-			out = append(out, props)
-		}
-	}
-	s.mu.Unlock()
-	writeList(w, r, "pamroles", out)
-}
-
-func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request, user string) {
-	filter, ok := filterParam(w, r)
-	if !ok {
-		return
-	}
-	s.mu.Lock()
-	var out []map[string]any
-	for approvalID, reqID := range s.approvals {
-		req := s.requests[reqID]
-		role := s.roles[req.RoleID]
-		if req.Status != StatusPendingApproval || role == nil || !contains(role.Approvers, user) {
-			continue
-		}
-		props := map[string]any{
-			"RoleName": role.DisplayName, "Requestor": req.Owner, "Justification": req.Justification,
-			"RequestedTTL": int64(req.RequestedTTL / time.Second), "RequestedTime": req.RequestedTime,
-			"CreationTime": req.CreationTime,
-		}
-		if !filter.Match(props) {
-			continue
-		}
-		out = append(out, map[string]any{
-			"RoleName": role.DisplayName, "Requestor": req.Owner, "Justification": req.Justification,
-			"RequestedTTL":     strconv.FormatInt(int64(req.RequestedTTL/time.Second), 10),
-			"RequestedTime":    formatTime(req.RequestedTime),
-			"CreationTime":     formatTime(req.CreationTime),
-			"FIMRequestID":     map[string]string{"Value": req.ID},
-			"RequestorID":      map[string]string{"Value": req.CreatorID},
-			"ApprovalObjectID": map[string]string{"Value": approvalID},
-		})
-	}
-	s.mu.Unlock()
-	writeList(w, r, "pamrequeststoapprove", out)
-}
-
-func (s *Server) decide(w http.ResponseWriter, key, user string, approve bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	reqID, ok := s.approvals[strings.ToLower(key)]
-	if !ok {
-		writeError(w, http.StatusNotFound, "ApprovalNotFound", "No pending approval with this id")
-		return false
-	}
-	req := s.requests[reqID]
-	role := s.roles[req.RoleID]
-	if role == nil || !contains(role.Approvers, user) || req.Status != StatusPendingApproval {
-		writeError(w, http.StatusNotFound, "ApprovalNotFound", "No pending approval with this id for the caller")
-		return false
-	}
-	if approve {
-		req.Status = StatusActive
-		req.ExpirationTime = s.now().Add(req.RequestedTTL)
-	} else {
-		req.Status = StatusRejected
-	}
-	delete(s.approvals, strings.ToLower(key))
-	w.WriteHeader(http.StatusOK)
-	return true
-}
-
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
-// requestProps are a request's properties for $filter.
-func requestProps(r *Request) map[string]any {
-	return map[string]any{
-		"RequestId": r.ID, "CreatorID": r.CreatorID, "Justification": r.Justification,
-		"CreationTime": r.CreationTime, "CreationMethod": "PAM Web API", "ExpirationTime": r.ExpirationTime,
-		"RoleId": r.RoleID, "RequestedTTL": int64(r.RequestedTTL / time.Second), "RequestedTime": r.RequestedTime,
-		"RequestStatus": string(r.Status),
-	}
-}
-
-// requestJSON is a request as PAM serialises it: string TTL, unset expiry without a zone.
-func requestJSON(r *Request) map[string]any {
-	return map[string]any{
-		"RequestId":      r.ID,
-		"CreatorID":      r.CreatorID,
-		"Justification":  r.Justification,
-		"CreationTime":   formatTime(r.CreationTime),
-		"CreationMethod": "PAM Web API",
-		"ExpirationTime": formatTime(r.ExpirationTime),
-		"RoleId":         r.RoleID,
-		"RequestedTTL":   strconv.FormatInt(int64(r.RequestedTTL/time.Second), 10),
-		"RequestedTime":  formatTime(r.RequestedTime),
-		"RequestStatus":  string(r.Status),
-	}
-}
-
-func formatTime(t time.Time) string {
-	if t.IsZero() {
-		return "0001-01-01T00:00:00"
-	}
-	return t.UTC().Format(time.RFC3339Nano)
-}
-
-func baseURL(r *http.Request) string {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	return scheme + "://" + r.Host
-}
-
-func writeList(w http.ResponseWriter, r *http.Request, set string, items []map[string]any) {
-	if items == nil {
-		items = []map[string]any{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"odata.metadata": baseURL(r) + "/api/pamresources/$metadata#" + set,
-		"value":          items,
-	})
-}
-
-func writeJSON(w http.ResponseWriter, status int, body any) {
-	data, _ := json.Marshal(body)
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	_, _ = w.Write(data)
-}
-
-// writeError answers with an OData v3 error, as ASP.NET Web API does.
-func writeError(w http.ResponseWriter, status int, code, message string) {
-	writeJSON(w, status, map[string]any{
-		"odata.error": map[string]any{
-			"code":    code,
-			"message": map[string]string{"lang": "en-US", "value": message},
-		},
-	})
-}
+func (w *discardWriter) Header() http.Header         { return w.header }
+func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *discardWriter) WriteHeader(int)             {}
