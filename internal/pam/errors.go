@@ -68,6 +68,8 @@ func (e *Error) Error() string {
 		if e.Message != "" {
 			msg += ": " + e.Message
 		}
+	case e.Class == ClassAuth && e.Message != "":
+		msg += e.Message
 	case e.Err != nil:
 		msg += transportSummary(e.Err)
 	default:

@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pam-operator/pam-operator/internal/pam/auth"
 )
 
 const (
@@ -251,6 +253,12 @@ func (c *httpClient) do(ctx context.Context, op, method, resource, filter string
 		c.observe(op, code, time.Since(start))
 	}
 	if err != nil {
+		// A credential the server or the KDC refused, or a method the server does not offer,
+		// will not fix itself either.
+		var authErr *auth.Error
+		if errors.As(err, &authErr) {
+			return nil, &Error{Op: op, Class: ClassAuth, Message: authErr.Error(), Err: err}
+		}
 		// A certificate the caBundle does not trust will not fix itself: it needs a person.
 		var certErr *tls.CertificateVerificationError
 		if errors.As(err, &certErr) {
