@@ -3,6 +3,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
@@ -35,6 +37,9 @@ func main() {
 func run() error {
 	var (
 		metricsAddr              string
+		metricsSecure            bool
+		metricsCertDir           string
+		enableHTTP2              bool
 		probeAddr                string
 		leaderElect              bool
 		clusterResourceNamespace string
@@ -43,7 +48,13 @@ func run() error {
 		retryPeriod              time.Duration
 		opts                     controllers.Options
 	)
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address the metrics endpoint binds to; 0 disables it.")
+	flag.BoolVar(&metricsSecure, "metrics-secure", true,
+		"Serve metrics over HTTPS, to callers the API server authenticates and authorizes for GET /metrics; false serves plain HTTP to anyone.")
+	flag.StringVar(&metricsCertDir, "metrics-cert-path", "",
+		"Directory holding tls.crt and tls.key for the metrics endpoint, reloaded when they change; empty uses a self-signed certificate generated in memory.")
+	flag.BoolVar(&enableHTTP2, "enable-http2", false,
+		"Offer HTTP/2 on the metrics endpoint. Off by default because of the HTTP/2 Stream Cancellation and Rapid Reset CVEs.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so that only one replica calls PAM at a time.")
 	flag.DurationVar(&leaseDuration, "leader-election-lease-duration", 15*time.Second,
@@ -88,7 +99,7 @@ func run() error {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
-		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
+		Metrics:                       metricsOptions(metricsAddr, metricsSecure, metricsCertDir, enableHTTP2),
 		HealthProbeBindAddress:        probeAddr,
 		LeaderElection:                leaderElect,
 		LeaderElectionID:              "pam-operator.pam.mim.dev",
@@ -130,4 +141,23 @@ func podNamespace() string {
 		}
 	}
 	return "pam-system"
+}
+
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
+// metricsOptions serves metrics as current kubebuilder projects do: over TLS, to callers whose
+// bearer token the API server accepts (TokenReview) and who may GET /metrics
+// (SubjectAccessReview), over HTTP/1.1 unless HTTP/2 is asked for.
+func metricsOptions(addr string, secure bool, certDir string, enableHTTP2 bool) metricsserver.Options {
+	opts := metricsserver.Options{BindAddress: addr, SecureServing: secure}
+	if !secure {
+		return opts
+	}
+	opts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	opts.CertDir = certDir
+	if !enableHTTP2 {
+		opts.TLSOpts = append(opts.TLSOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+	return opts
 }

@@ -8,12 +8,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
@@ -27,7 +25,7 @@ import (
 // InUseFinalizer holds a server or Secret that a pending close still needs.
 const InUseFinalizer = "pam.mim.dev/in-use"
 
-// +kubebuilder:rbac:groups=pam.mim.dev,resources=pamservers;clusterpamservers,verbs=update;patch
+// +kubebuilder:rbac:groups=pam.mim.dev,resources=pamservers;clusterpamservers,verbs=patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=patch
 
 // needsServer reports whether an elevation may still have to call PAM through its server.
@@ -52,8 +50,9 @@ func serverInUse(ctx context.Context, c client.Client, server pamv1.ServerObject
 
 // protectServer adds or removes the in-use finalizer of a server, and adds it to the server's
 // Secret while the server is in use. Secrets are released by SecretReleaser, which knows every
-// server that reads them.
-func protectServer(ctx context.Context, c client.Client, server pamv1.ServerObject, secretNamespace string) error {
+// server that reads them. Secrets are read live through secrets: the operator may get one
+// Secret, but not list or watch them.
+func protectServer(ctx context.Context, c client.Client, secrets client.Reader, server pamv1.ServerObject, secretNamespace string) error {
 	inUse, err := serverInUse(ctx, c, server)
 	if err != nil {
 		return err
@@ -74,7 +73,7 @@ func protectServer(ctx context.Context, c client.Client, server pamv1.ServerObje
 		return nil
 	}
 	secret := secretMetadata(secretNamespace, name)
-	if err := c.Get(ctx, client.ObjectKeyFromObject(secret), secret); err != nil {
+	if err := secrets.Get(ctx, client.ObjectKeyFromObject(secret), secret); err != nil {
 		return client.IgnoreNotFound(err) // a missing Secret is reported in the server's status
 	}
 	if controllerutil.ContainsFinalizer(secret, InUseFinalizer) || !secret.DeletionTimestamp.IsZero() {
@@ -92,9 +91,13 @@ func secretMetadata(namespace, name string) *metav1.PartialObjectMetadata {
 }
 
 // SecretReleaser removes the in-use finalizer from a Secret once no server that reads it is in
-// use. It sees Secrets through their metadata only.
+// use. It does not watch Secrets, which would need the right to list every Secret in the
+// cluster: the changes of servers and elevations that can free a Secret enqueue it, and it reads
+// the Secret's metadata live.
 type SecretReleaser struct {
 	client.Client
+	// SecretReader reads Secrets from the API server.
+	SecretReader client.Reader
 	// ClusterResourceNamespace is where ClusterPamServer Secrets live.
 	ClusterResourceNamespace string
 }
@@ -102,7 +105,7 @@ type SecretReleaser struct {
 // Reconcile releases one Secret if nothing needs it any more.
 func (r *SecretReleaser) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Result, error) {
 	secret := secretMetadata(req.Namespace, req.Name)
-	if err := r.Get(ctx, req.NamespacedName, secret); err != nil {
+	if err := r.SecretReader.Get(ctx, req.NamespacedName, secret); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !controllerutil.ContainsFinalizer(secret, InUseFinalizer) {
@@ -120,15 +123,11 @@ func (r *SecretReleaser) Reconcile(ctx context.Context, req reconcile.Request) (
 	return ctrl.Result{}, client.IgnoreNotFound(r.Patch(ctx, secret, patch))
 }
 
-// SetupWithManager watches Secrets that carry the finalizer, and the servers and elevations
-// whose changes may free one. A server that switches to another Secret frees the old one.
+// SetupWithManager watches the servers and elevations whose changes may free a Secret. A server
+// that switches to another Secret frees the old one.
 func (r *SecretReleaser) SetupWithManager(mgr ctrl.Manager) error {
-	hasFinalizer := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return controllerutil.ContainsFinalizer(o, InUseFinalizer)
-	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("secret-in-use").
-		WatchesMetadata(&corev1.Secret{}, &handler.EnqueueRequestForObject{}, builder.WithPredicates(hasFinalizer)).
 		Watches(&pamv1.PamServer{}, r.serverSecrets()).
 		Watches(&pamv1.ClusterPamServer{}, r.serverSecrets()).
 		Watches(&pamv1.PamElevation{}, handler.EnqueueRequestsFromMapFunc(r.elevationSecret)).

@@ -6,10 +6,8 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
@@ -18,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -70,11 +67,12 @@ type PamElevationReconciler struct {
 	retries workqueue.TypedRateLimiter[reconcile.Request]
 }
 
-// +kubebuilder:rbac:groups=pam.mim.dev,resources=pamelevations,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=pam.mim.dev,resources=pamelevations/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=pam.mim.dev,resources=pamelevations/finalizers,verbs=update
-// +kubebuilder:rbac:groups=pam.mim.dev,resources=pamservers;clusterpamservers,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// Least privilege, proven by the reliability test's audit of what the manager uses: objects are
+// read from the informers' cache (list, watch) or live (get), and written only with patches.
+// +kubebuilder:rbac:groups=pam.mim.dev,resources=pamelevations,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=pam.mim.dev,resources=pamelevations/status,verbs=patch
+// +kubebuilder:rbac:groups=pam.mim.dev,resources=pamservers;clusterpamservers,verbs=list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile moves one PamElevation one step through its life: ensure the finalizer, sync from
@@ -193,12 +191,6 @@ func (r *PamElevationReconciler) patchStatus(ctx context.Context, original, el *
 	return client.IgnoreNotFound(r.Status().Patch(ctx, el, client.MergeFrom(original)))
 }
 
-// ignoreFinalizerUpdates drops Secret updates that only the in-use protection made: they say
-// nothing about the credentials.
-var ignoreFinalizerUpdates = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-	return slices.Equal(e.ObjectOld.GetFinalizers(), e.ObjectNew.GetFinalizers())
-}}
-
 // SetupWithManager registers the reconciler and its watches: a change to a server, or to a
 // Secret a server uses, re-queues every elevation of that server. The field indexes it relies on
 // are registered by SetupIndexes.
@@ -217,7 +209,7 @@ func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	r.retries = workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](initialRetryDelay, r.MaxRetryDelay)
 
-	mapper := &elevationMapper{Client: mgr.GetClient(), clusterResourceNamespace: r.Connector.ClusterResourceNamespace}
+	mapper := &elevationMapper{Client: mgr.GetClient()}
 	return ctrl.NewControllerManagedBy(mgr).
 		// The operator's own status patches must not wake it: that would cut every backoff short.
 		// Deletion bumps the generation, so it still comes through.
@@ -227,8 +219,6 @@ func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&pamv1.ClusterPamServer{}, handler.EnqueueRequestsFromMapFunc(mapper.forServer),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(mapper.forSecret),
-			builder.WithPredicates(ignoreFinalizerUpdates)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
 		Complete(r)
 }

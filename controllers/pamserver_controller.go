@@ -2,8 +2,8 @@ package controllers
 
 import (
 	"context"
+	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,9 +28,13 @@ type ServerReconciler struct {
 	Connector *Connector
 	// NewObject returns an empty object of the kind this reconciler serves.
 	NewObject func() pamv1.ServerObject
+	// RetryInterval is how soon a server whose configuration cannot be used is checked again.
+	RetryInterval time.Duration
+	// RecheckInterval is how often a usable server's Secret is checked again.
+	RecheckInterval time.Duration
 }
 
-// +kubebuilder:rbac:groups=pam.mim.dev,resources=pamservers/status;clusterpamservers/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=pam.mim.dev,resources=pamservers/status;clusterpamservers/status,verbs=patch
 
 // Reconcile validates one server and writes its Ready and Stalled conditions.
 func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Result, error) {
@@ -44,7 +48,7 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 
-	if err := protectServer(ctx, r.Client, server, r.Connector.secretNamespace(server)); err != nil {
+	if err := protectServer(ctx, r.Client, r.Connector.SecretReader, server, r.Connector.secretNamespace(server)); err != nil {
 		return ctrl.Result{}, err
 	}
 
@@ -57,31 +61,36 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		})
 	}
 
+	// Secrets are not watched (that needs the right to list them all), so a server that reads
+	// one is checked again on a timer: soon while it is broken, at the sync interval after.
+	var result ctrl.Result
 	_, err := r.Connector.Connect(ctx, server)
 	if ce, ok := asConfigError(err); ok {
 		set(pamv1.ConditionReady, metav1.ConditionFalse, ce.reason, ce.message)
 		set(pamv1.ConditionStalled, metav1.ConditionTrue, ce.reason, ce.message)
+		result.RequeueAfter = r.RetryInterval
 	} else if err != nil {
 		return ctrl.Result{}, err
 	} else {
 		set(pamv1.ConditionReady, metav1.ConditionTrue, pamv1.ReasonConfigured, "The configuration is valid")
 		meta.RemoveStatusCondition(&status.Conditions, pamv1.ConditionStalled)
+		if server.ServerSpec().Auth.SecretName() != "" {
+			result.RequeueAfter = r.RecheckInterval
+		}
 	}
 	status.ObservedGeneration = gen
 
 	if equality.Semantic.DeepEqual(original.ServerStatus(), status) {
-		return ctrl.Result{}, nil
+		return result, nil
 	}
-	return ctrl.Result{}, client.IgnoreNotFound(r.Status().Patch(ctx, server, client.MergeFrom(original)))
+	return result, client.IgnoreNotFound(r.Status().Patch(ctx, server, client.MergeFrom(original)))
 }
 
-// SetupWithManager registers the reconciler for the kind NewObject returns; a change to a
-// Secret re-validates the servers that read it.
+// SetupWithManager registers the reconciler for the kind NewObject returns.
 func (r *ServerReconciler) SetupWithManager(mgr ctrl.Manager, name string) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named(name).
 		For(r.NewObject(), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.forSecret)).
 		Watches(&pamv1.PamElevation{}, handler.EnqueueRequestsFromMapFunc(r.forElevation)).
 		Complete(r)
 }
@@ -98,16 +107,6 @@ func (r *ServerReconciler) forElevation(_ context.Context, o client.Object) []re
 		key.Namespace = el.Namespace
 	}
 	return []reconcile.Request{{NamespacedName: key}}
-}
-
-func (r *ServerReconciler) forSecret(ctx context.Context, secret client.Object) []reconcile.Request {
-	var reqs []reconcile.Request
-	for _, server := range serversUsingSecret(ctx, r.Client, secret, r.Connector.ClusterResourceNamespace) {
-		if (server.GetNamespace() == "") == r.isCluster() {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(server)})
-		}
-	}
-	return reqs
 }
 
 func (r *ServerReconciler) isCluster() bool {

@@ -56,15 +56,23 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
-	if err := (&ServerReconciler{Client: mgr.GetClient(), Connector: connector,
+	retry, recheck := opts.MaxRetryDelay, opts.SyncInterval
+	if retry <= 0 {
+		retry = DefaultMaxRetryDelay
+	}
+	if recheck <= 0 {
+		recheck = DefaultSyncInterval
+	}
+	if err := (&ServerReconciler{Client: mgr.GetClient(), Connector: connector, RetryInterval: retry, RecheckInterval: recheck,
 		NewObject: func() pamv1.ServerObject { return &pamv1.PamServer{} },
 	}).SetupWithManager(mgr, "pamserver"); err != nil {
 		return err
 	}
-	if err := (&ServerReconciler{Client: mgr.GetClient(), Connector: connector,
+	if err := (&ServerReconciler{Client: mgr.GetClient(), Connector: connector, RetryInterval: retry, RecheckInterval: recheck,
 		NewObject: func() pamv1.ServerObject { return &pamv1.ClusterPamServer{} },
 	}).SetupWithManager(mgr, "clusterpamserver"); err != nil {
 		return err
 	}
-	return (&SecretReleaser{Client: mgr.GetClient(), ClusterResourceNamespace: opts.ClusterResourceNamespace}).SetupWithManager(mgr)
+	return (&SecretReleaser{Client: mgr.GetClient(), SecretReader: mgr.GetAPIReader(),
+		ClusterResourceNamespace: opts.ClusterResourceNamespace}).SetupWithManager(mgr)
 }

@@ -40,25 +40,15 @@ func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	return nil
 }
 
-// elevationMapper turns changes of servers and Secrets into requests for the elevations that
+// elevationMapper turns changes of servers into requests for the elevations that
 // depend on them, through field indexes rather than list scans.
 type elevationMapper struct {
 	client.Client
-	clusterResourceNamespace string
 }
 
 // forServer maps a PamServer or ClusterPamServer to its elevations.
 func (m *elevationMapper) forServer(ctx context.Context, o client.Object) []reconcile.Request {
 	return m.elevationsOf(ctx, serverCacheKey(o.(pamv1.ServerObject)))
-}
-
-// forSecret maps a Secret to the elevations of every server that reads it.
-func (m *elevationMapper) forSecret(ctx context.Context, secret client.Object) []reconcile.Request {
-	var reqs []reconcile.Request
-	for _, server := range serversUsingSecret(ctx, m.Client, secret, m.clusterResourceNamespace) {
-		reqs = append(reqs, m.elevationsOf(ctx, serverCacheKey(server))...)
-	}
-	return reqs
 }
 
 func (m *elevationMapper) elevationsOf(ctx context.Context, serverKey string) []reconcile.Request {

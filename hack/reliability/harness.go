@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -51,6 +50,8 @@ type harness struct {
 	managerBin string
 	// apiProxy stands between the managers and kube-apiserver, so a scenario can cut them off.
 	apiProxy *cutProxy
+	// metrics is how the managers' HTTPS metrics endpoints are scraped.
+	metrics *metricsAccess
 }
 
 func startHarness(workDir string) (*harness, error) {
@@ -70,6 +71,15 @@ func startHarness(workDir string) (*harness, error) {
 		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
+	// The audit log records every request the managers make, so a test can show that each
+	// permission the shipped RBAC grants is used.
+	policy := filepath.Join(workDir, "audit-policy.yaml")
+	if err := os.WriteFile(policy, []byte(auditPolicy), 0o600); err != nil {
+		return nil, err
+	}
+	h.env.ControlPlane.GetAPIServer().Configure().
+		Set("audit-policy-file", policy).
+		Set("audit-log-path", filepath.Join(workDir, auditLogName))
 	cfg, err := h.env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("starting the control plane (run 'make control-plane' first): %w", err)
@@ -132,6 +142,11 @@ func startHarness(workDir string) (*harness, error) {
 		return nil, err
 	}
 
+	if h.metrics, err = setupMetricsAccess(context.Background(), h.client, workDir); err != nil {
+		h.stop()
+		return nil, err
+	}
+
 	h.pam = emulator.New(emulator.Options{Users: map[string]string{pamUser: pamPassword}, Seed: 1})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -143,6 +158,17 @@ func startHarness(workDir string) (*harness, error) {
 	h.pamURL = "http://" + ln.Addr().String()
 	return h, nil
 }
+
+// auditLogName is the API server's audit log in the work directory.
+const auditLogName = "audit.log"
+
+// auditPolicy logs who did what to which resource, without bodies.
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+`
 
 // managerServiceAccount is the identity config/default installs the manager as.
 const managerServiceAccount = "system:serviceaccount:" + operatorNamespace + ":pam-operator-controller-manager"
@@ -181,6 +207,7 @@ func checkIdentity(root string, kubeconfig []byte) error {
 		want string
 	}{
 		{[]string{"patch", "secrets", "-n", "default"}, "yes"},
+		{[]string{"list", "secrets", "-n", "default"}, "no"},
 		{[]string{"create", "pods", "-n", "default"}, "no"},
 		{[]string{"delete", "pamelevations", "-n", "default"}, "no"},
 	} {
@@ -234,17 +261,17 @@ type managerProc struct {
 	cmd        *exec.Cmd
 	done       chan struct{}
 	metricsURL string
+	access     *metricsAccess
 }
 
-// metrics scrapes the manager's Prometheus endpoint, "" when it cannot be reached.
+// metrics scrapes the manager's Prometheus endpoint as an authorized scraper, "" when it
+// cannot be reached.
 func (m *managerProc) metrics() string {
-	resp, err := http.Get(m.metricsURL)
-	if err != nil {
+	code, _, body, err := m.access.get(m.metricsURL, m.access.token)
+	if err != nil || code != http.StatusOK {
 		return ""
 	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	return string(data)
+	return body
 }
 
 // freeAddr returns a loopback address with a port nothing listens on.
@@ -271,6 +298,7 @@ func (h *harness) startManager(name string, leaderElect bool) (*managerProc, err
 		"--kubeconfig", h.kubeconfig,
 		"--cluster-resource-namespace", operatorNamespace,
 		"--metrics-bind-address", metricsAddr,
+		"--metrics-cert-path", h.metrics.certDir,
 		"--health-probe-bind-address", "0",
 		"--pam-sync-interval", syncInterval.String(),
 		"--max-retry-delay", maxRetryDelay.String(),
@@ -289,7 +317,7 @@ func (h *harness) startManager(name string, leaderElect bool) (*managerProc, err
 		logFile.Close()
 		return nil, err
 	}
-	m := &managerProc{name: name, cmd: cmd, done: make(chan struct{}), metricsURL: "http://" + metricsAddr + "/metrics"}
+	m := &managerProc{name: name, cmd: cmd, done: make(chan struct{}), metricsURL: "https://" + metricsAddr + "/metrics", access: h.metrics}
 	go func() {
 		_ = cmd.Wait()
 		logFile.Close()

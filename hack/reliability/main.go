@@ -89,7 +89,11 @@ func scenarios(elevations int, window time.Duration, kills int, outage, longOuta
 		{name: "slow-pam", elevations: elevations, faultWindow: window,
 			faults: []emulator.Fault{{Delay: 1500 * time.Millisecond, Fraction: 0.3}}},
 		{name: "outage", elevations: elevations, faultWindow: outage, faults: []emulator.Fault{{Status: 503}}},
-		{name: "crash", elevations: elevations, faultWindow: window, kills: kills, faults: mixed(0.2)},
+		// MIM's close workflow failing while the rest of the API answers: the same close is
+		// retried and refused again and again, so its Warning events become a series (a patch).
+		{name: "close-refused", elevations: elevations, faultWindow: 2 * window,
+			faults: []emulator.Fault{{Endpoint: emulator.EndpointCloseRequest, Status: 500}}},
+		{name: "crash", elevations: elevations, faultWindow: window, kills: kills, faults: mixed(0.2), clusterServer: true},
 		{name: "failover", elevations: elevations, faultWindow: window, kills: max(kills/4, 1), failover: true},
 		{name: "apiserver-unreachable", elevations: elevations, faultWindow: window, apiServerDown: window / 4, faults: mixed(0.1)},
 		{name: "user-edits", elevations: elevations, faultWindow: window, conflicts: true, faults: mixed(0.2)},

@@ -44,6 +44,9 @@ type scenario struct {
 	conflicts bool
 	// sameInstant gives every elevation the same expiresAt and deletes none.
 	sameInstant bool
+	// clusterServer makes the elevations use a ClusterPamServer, whose Secret lives in the
+	// operator's namespace, instead of a PamServer beside them.
+	clusterServer bool
 }
 
 // result holds the figures of one run. The invariants are lost == 0, duplicates == 0, stuck ==
@@ -100,12 +103,20 @@ func (h *harness) run(ctx context.Context, sc scenario, rng *rand.Rand) (result,
 	if err := h.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		return res, err
 	}
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"},
-		StringData: map[string]string{"username": pamUser, "password": pamPassword}}
-	server := &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}, Spec: pamv1.PamServerSpec{
+	serverSpec := pamv1.PamServerSpec{
 		URL: h.pamURL, Timeout: &metav1.Duration{Duration: time.Second},
 		Auth: &pamv1.PamServerAuth{Basic: &pamv1.BasicAuth{SecretRef: pamv1.SecretReference{Name: "pam"}}},
-	}}
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"},
+		StringData: map[string]string{"username": pamUser, "password": pamPassword}}
+	var server client.Object = &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}, Spec: serverSpec}
+	serverRef := pamv1.ServerReference{Name: "pam"}
+	if sc.clusterServer {
+		secret.Namespace, secret.Name = operatorNamespace, ns
+		serverSpec.Auth.Basic.SecretRef.Name = ns
+		server = &pamv1.ClusterPamServer{ObjectMeta: metav1.ObjectMeta{Name: ns}, Spec: serverSpec}
+		serverRef = pamv1.ServerReference{Kind: pamv1.ServerKindClusterPamServer, Name: ns}
+	}
 	for _, obj := range []client.Object{secret, server} {
 		if err := h.client.Create(ctx, obj); err != nil {
 			return res, err
@@ -127,7 +138,7 @@ func (h *harness) run(ctx context.Context, sc scenario, rng *rand.Rand) (result,
 		ids[i] = h.pam.AddRequest(emulator.Request{Owner: pamUser, RoleID: "2f5a1c3e-1111-4a2b-8c3d-4e5f6a7b8c9d", RequestedTTL: time.Hour}).ID
 		el := &pamv1.PamElevation{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("el-%04d", i),
 			Labels: map[string]string{groupLabel: groupDelete}},
-			Spec: pamv1.PamElevationSpec{RequestID: ids[i], ServerRef: pamv1.ServerReference{Name: "pam"}}}
+			Spec: pamv1.PamElevationSpec{RequestID: ids[i], ServerRef: serverRef}}
 		switch {
 		case sc.sameInstant:
 			el.Labels[groupLabel] = groupExpire
