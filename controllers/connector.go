@@ -8,6 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -38,8 +40,9 @@ func (e *configError) Error() string { return e.message }
 type Connector struct {
 	// Client reads servers from the cache.
 	Client client.Client
-	// SecretReader reads Secrets straight from the API server, so that no Secret data is cached.
-	SecretReader client.Reader
+	// LiveReader reads Secrets, ConfigMaps and Namespaces straight from the API server: the
+	// operator caches none of them and may not list or watch them.
+	LiveReader client.Reader
 	// ClusterResourceNamespace is where ClusterPamServer Secrets live.
 	ClusterResourceNamespace string
 	// UserAgent is sent to PAM.
@@ -119,6 +122,35 @@ func (c *Connector) Connect(ctx context.Context, server pamv1.ServerObject) (pam
 	return pc, nil
 }
 
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
+
+// CheckNamespaceAllowed returns a *configError when server is a ClusterPamServer whose
+// allowedNamespaces does not select namespace. The namespace is read live: a cache of every
+// namespace would cost memory and a cluster-wide watch for a check only some servers need.
+func (c *Connector) CheckNamespaceAllowed(ctx context.Context, server pamv1.ServerObject, namespace string) error {
+	cluster, ok := server.(*pamv1.ClusterPamServer)
+	if !ok || cluster.Spec.AllowedNamespaces == nil {
+		return nil
+	}
+	selector, err := metav1.LabelSelectorAsSelector(cluster.Spec.AllowedNamespaces)
+	if err != nil {
+		return &configError{reason: pamv1.ReasonInvalidServerConfig,
+			message: fmt.Sprintf("ClusterPamServer %q has an invalid allowedNamespaces: %v", cluster.Name, err)}
+	}
+	if selector.Empty() {
+		return nil
+	}
+	ns := &corev1.Namespace{}
+	if err := c.LiveReader.Get(ctx, types.NamespacedName{Name: namespace}, ns); err != nil {
+		return err
+	}
+	if !selector.Matches(labels.Set(ns.Labels)) {
+		return &configError{reason: pamv1.ReasonNamespaceNotAllowed,
+			message: fmt.Sprintf("ClusterPamServer %q does not allow namespace %s (spec.allowedNamespaces: %s); this elevation never calls PAM through it", cluster.Name, namespace, selector)}
+	}
+	return nil
+}
+
 // Forget drops the cached client of a server that was deleted.
 func (c *Connector) Forget(server pamv1.ServerObject) {
 	c.mu.Lock()
@@ -135,7 +167,7 @@ func (c *Connector) secretNamespace(server pamv1.ServerObject) string {
 
 func (c *Connector) secret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
 	secret := &corev1.Secret{}
-	err := c.SecretReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret)
+	err := c.LiveReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret)
 	if apierrors.IsNotFound(err) {
 		return nil, &configError{reason: pamv1.ReasonSecretNotFound,
 			message: fmt.Sprintf("Secret %q not found in namespace %s", name, namespace)}

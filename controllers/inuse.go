@@ -96,8 +96,8 @@ func secretMetadata(namespace, name string) *metav1.PartialObjectMetadata {
 // the Secret's metadata live.
 type SecretReleaser struct {
 	client.Client
-	// SecretReader reads Secrets from the API server.
-	SecretReader client.Reader
+	// LiveReader reads Secrets from the API server.
+	LiveReader client.Reader
 	// ClusterResourceNamespace is where ClusterPamServer Secrets live.
 	ClusterResourceNamespace string
 }
@@ -105,7 +105,7 @@ type SecretReleaser struct {
 // Reconcile releases one Secret if nothing needs it any more.
 func (r *SecretReleaser) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Result, error) {
 	secret := secretMetadata(req.Namespace, req.Name)
-	if err := r.SecretReader.Get(ctx, req.NamespacedName, secret); err != nil {
+	if err := r.LiveReader.Get(ctx, req.NamespacedName, secret); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !controllerutil.ContainsFinalizer(secret, InUseFinalizer) {

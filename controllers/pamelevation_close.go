@@ -48,7 +48,16 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 
 	original := el.DeepCopy()
 	p := &pass{now: r.Clock.Now()}
-	if pc, err := r.connect(ctx, el); err != nil {
+	pc, err := r.connect(ctx, el)
+	if ce, ok := asConfigError(err); ok && ce.reason == pamv1.ReasonNamespaceNotAllowed && el.Status.LastSyncTime == nil {
+		// Refused from the start, it never tracked the request, so there is nothing it could
+		// close. One that was allowed and synced before keeps its finalizer: fail closed.
+		log.Info("Releasing PamElevation its server never allowed", "requestID", el.Spec.RequestID)
+		r.Recorder.Eventf(el, nil, corev1.EventTypeWarning, pamv1.ReasonNamespaceNotAllowed, "Release",
+			"Released without closing PAM request %s: %s", el.Spec.RequestID, ce.message)
+		return ctrl.Result{}, r.removeFinalizer(ctx, req, el)
+	}
+	if err != nil {
 		p.failConnect(err)
 	} else if r.closeRequest(ctx, el, pc, p, pamv1.ReasonDeleted) {
 		// One write: the object goes away with the finalizer, so its status is not worth a patch.
@@ -254,6 +263,9 @@ func ownsBefore(a *pamv1.PamElevation, aKey string, b *pamv1.PamElevation, bKey 
 func (r *PamElevationReconciler) connect(ctx context.Context, el *pamv1.PamElevation) (pam.Client, error) {
 	server, err := r.Connector.GetServer(ctx, el)
 	if err != nil {
+		return nil, err
+	}
+	if err := r.Connector.CheckNamespaceAllowed(ctx, server, el.Namespace); err != nil {
 		return nil, err
 	}
 	return r.Connector.Connect(ctx, server)

@@ -275,7 +275,7 @@ func TestSecretNamespaces(t *testing.T) {
 	// The elevation's own namespace holds a Secret of the same name: a ClusterPamServer must not
 	// read it, only the one in the cluster resource namespace.
 	create(t, basicSecret(ns, clusterSecret, pamUser, pamPassword))
-	server := &pamv1.ClusterPamServer{ObjectMeta: metav1.ObjectMeta{Name: clusterSecret}, Spec: basicServerSpec(clusterSecret)}
+	server := &pamv1.ClusterPamServer{ObjectMeta: metav1.ObjectMeta{Name: clusterSecret}, Spec: pamv1.ClusterPamServerSpec{PamServerSpec: basicServerSpec(clusterSecret)}}
 	create(t, server)
 	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), server) })
 

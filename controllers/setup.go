@@ -39,7 +39,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}
 	connector := &Connector{
 		Client:                   mgr.GetClient(),
-		SecretReader:             mgr.GetAPIReader(),
+		LiveReader:               mgr.GetAPIReader(),
 		ClusterResourceNamespace: opts.ClusterResourceNamespace,
 		UserAgent:                opts.UserAgent,
 	}
@@ -73,6 +73,6 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}).SetupWithManager(mgr, "clusterpamserver"); err != nil {
 		return err
 	}
-	return (&SecretReleaser{Client: mgr.GetClient(), SecretReader: mgr.GetAPIReader(),
+	return (&SecretReleaser{Client: mgr.GetClient(), LiveReader: mgr.GetAPIReader(),
 		ClusterResourceNamespace: opts.ClusterResourceNamespace}).SetupWithManager(mgr)
 }

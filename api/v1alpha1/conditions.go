@@ -47,6 +47,9 @@ const (
 	// ReasonDuplicateRequest: another PamElevation already tracks the same request; this one
 	// never closes it.
 	ReasonDuplicateRequest = "DuplicateRequest"
+	// ReasonNamespaceNotAllowed: the ClusterPamServer's allowedNamespaces does not select the
+	// elevation's namespace; the elevation never causes a call to PAM.
+	ReasonNamespaceNotAllowed = "NamespaceNotAllowed"
 	// ReasonOrphaned: the object was released without calling PAM (deletionPolicy Orphan).
 	ReasonOrphaned = "Orphaned"
 	// ReasonConfigured: a server configuration is valid and usable.

@@ -22,13 +22,76 @@ type BasicAuth struct {
 	SecretRef SecretReference `json:"secretRef"`
 }
 
+// NTLMAuth authenticates with NTLMv2, as IIS's Windows authentication accepts from a computer
+// outside the domain.
+type NTLMAuth struct {
+	// SecretRef names a Secret with the keys `username` and `password`, and optionally `domain`
+	// (the NetBIOS domain name). `username` may also be written `DOMAIN\user` or
+	// `user@domain.example`.
+	SecretRef SecretReference `json:"secretRef"`
+}
+
+// ConfigMapReference names a ConfigMap in the same namespace as the Secret references.
+type ConfigMapReference struct {
+	// Name of the ConfigMap.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// KerberosAuth authenticates with Kerberos through SPNEGO (`Negotiate`), as IIS prefers.
+// +kubebuilder:validation:XValidation:rule="has(self.krb5ConfigMapRef) != has(self.kdcs)",message="set either krb5ConfigMapRef or kdcs (with realm), not both"
+// +kubebuilder:validation:XValidation:rule="has(self.krb5ConfigMapRef) || has(self.realm)",message="kdcs need a realm"
+type KerberosAuth struct {
+	// SecretRef names a Secret with the key `username` (the user principal, `user` or
+	// `user@REALM`) and either `password` or `keytab` (a binary keytab holding the
+	// principal's keys).
+	SecretRef SecretReference `json:"secretRef"`
+
+	// Realm is the Kerberos realm of the user, for Active Directory the DNS domain in upper
+	// case, e.g. CORP.EXAMPLE.COM. Required with kdcs.
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][A-Za-z0-9.-]*$`
+	// +optional
+	Realm string `json:"realm,omitempty"`
+
+	// KDCs are the realm's key distribution centers (domain controllers) as host or host:port,
+	// used to build the Kerberos configuration when no krb5ConfigMapRef is given.
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=261
+	// +kubebuilder:validation:items:Pattern=`^[A-Za-z0-9.:\[\]-]+$`
+	// +listType=atomic
+	// +optional
+	KDCs []string `json:"kdcs,omitempty"`
+
+	// Krb5ConfigMapRef names a ConfigMap with the key `krb5.conf`, a complete Kerberos
+	// configuration, read from the same namespace as the Secret.
+	// +optional
+	Krb5ConfigMapRef *ConfigMapReference `json:"krb5ConfigMapRef,omitempty"`
+
+	// ServicePrincipalName of the MIM PAM REST API's application pool account. Defaults to
+	// HTTP/<host of url>, which must be registered (setspn) on that account.
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^[^/\s]+/[^\s]+$`
+	// +optional
+	ServicePrincipalName string `json:"servicePrincipalName,omitempty"`
+}
+
 // PamServerAuth says how the operator authenticates to MIM PAM. Leave it empty for none, or set
-// exactly one method.
+// exactly one method. MIM's own IIS site accepts only ntlm and kerberos; basic is for a proxy
+// in front of it that terminates Windows authentication.
 // +kubebuilder:validation:MaxProperties=1
 type PamServerAuth struct {
 	// Basic is HTTP basic authentication.
 	// +optional
 	Basic *BasicAuth `json:"basic,omitempty"`
+	// NTLM is NTLMv2 over one kept-alive connection per handshake, with channel binding over
+	// https.
+	// +optional
+	NTLM *NTLMAuth `json:"ntlm,omitempty"`
+	// Kerberos is Kerberos through SPNEGO (`Negotiate`).
+	// +optional
+	Kerberos *KerberosAuth `json:"kerberos,omitempty"`
 }
 
 // PamServerSpec says how to reach MIM PAM and as which privileged account.
@@ -111,8 +174,19 @@ type PamServerList struct {
 	Items           []PamServer `json:"items"`
 }
 
-// ClusterPamServer is a PamServer for elevations in any namespace. Its Secret is read from the
-// operator's cluster resource namespace.
+// ClusterPamServerSpec is a PamServerSpec that may limit which namespaces use it.
+type ClusterPamServerSpec struct {
+	PamServerSpec `json:",inline"`
+
+	// AllowedNamespaces selects, by their labels, the namespaces whose PamElevations may use
+	// this server. Unset or empty means every namespace. An elevation in another namespace is
+	// refused (Stalled, NamespaceNotAllowed) and never causes a call to PAM.
+	// +optional
+	AllowedNamespaces *metav1.LabelSelector `json:"allowedNamespaces,omitempty"`
+}
+
+// ClusterPamServer is a PamServer for elevations in any namespace, or in those its
+// allowedNamespaces select. Its Secret is read from the operator's cluster resource namespace.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,categories=pam
@@ -123,8 +197,8 @@ type ClusterPamServer struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
-	// Spec says how to reach PAM.
-	Spec PamServerSpec `json:"spec"`
+	// Spec says how to reach PAM, and for which namespaces.
+	Spec ClusterPamServerSpec `json:"spec"`
 	// Status reports whether the configuration can be used.
 	// +optional
 	Status PamServerStatus `json:"status,omitempty"`
@@ -160,15 +234,22 @@ func (s *PamServer) ServerSpec() *PamServerSpec { return &s.Spec }
 func (s *PamServer) ServerStatus() *PamServerStatus { return &s.Status }
 
 // ServerSpec implements ServerObject.
-func (s *ClusterPamServer) ServerSpec() *PamServerSpec { return &s.Spec }
+func (s *ClusterPamServer) ServerSpec() *PamServerSpec { return &s.Spec.PamServerSpec }
 
 // ServerStatus implements ServerObject.
 func (s *ClusterPamServer) ServerStatus() *PamServerStatus { return &s.Status }
 
 // SecretName is the name of the Secret the auth method reads, "" when there is none.
 func (a *PamServerAuth) SecretName() string {
-	if a != nil && a.Basic != nil {
+	switch {
+	case a == nil:
+		return ""
+	case a.Basic != nil:
 		return a.Basic.SecretRef.Name
+	case a.NTLM != nil:
+		return a.NTLM.SecretRef.Name
+	case a.Kerberos != nil:
+		return a.Kerberos.SecretRef.Name
 	}
 	return ""
 }

@@ -23,6 +23,8 @@ const (
 	groupLabel  = "reliability/group"
 	groupDelete = "delete"
 	groupExpire = "expire"
+	// tenantLabel marks the scenarios' namespaces, which ClusterPamServers allow.
+	tenantLabel = "reliability/tenant"
 )
 
 // scenario is one run: elevations that expire or are deleted together while PAM misbehaves and
@@ -100,7 +102,7 @@ func (sc scenario) deadline() time.Duration {
 func (h *harness) run(ctx context.Context, sc scenario, rng *rand.Rand) (result, error) {
 	res := result{scenario: sc}
 	ns := "rel-" + sc.name
-	if err := h.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+	if err := h.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{tenantLabel: "yes"}}}); err != nil {
 		return res, err
 	}
 	serverSpec := pamv1.PamServerSpec{
@@ -114,7 +116,10 @@ func (h *harness) run(ctx context.Context, sc scenario, rng *rand.Rand) (result,
 	if sc.clusterServer {
 		secret.Namespace, secret.Name = operatorNamespace, ns
 		serverSpec.Auth.Basic.SecretRef.Name = ns
-		server = &pamv1.ClusterPamServer{ObjectMeta: metav1.ObjectMeta{Name: ns}, Spec: serverSpec}
+		server = &pamv1.ClusterPamServer{ObjectMeta: metav1.ObjectMeta{Name: ns}, Spec: pamv1.ClusterPamServerSpec{
+			PamServerSpec:     serverSpec,
+			AllowedNamespaces: &metav1.LabelSelector{MatchLabels: map[string]string{tenantLabel: "yes"}},
+		}}
 		serverRef = pamv1.ServerReference{Kind: pamv1.ServerKindClusterPamServer, Name: ns}
 	}
 	for _, obj := range []client.Object{secret, server} {

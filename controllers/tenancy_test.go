@@ -1,0 +1,79 @@
+package controllers_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+)
+
+// pamCallsFor returns every call the emulator received that names the request, closes and lists.
+func pamCallsFor(requestID string) int {
+	n := 0
+	for _, c := range pamServer.Calls() {
+		if c.RequestID == requestID || strings.Contains(strings.ToLower(c.Query), requestID) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestAllowedNamespaces: a ClusterPamServer serves only the namespaces its selector picks. An
+// elevation elsewhere is refused before any call to PAM, and deleting it releases it without a
+// close; labelling the namespace lets the next elevation through.
+func TestAllowedNamespaces(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	secretName := "tenancy-" + strings.ToLower(randomGUID()[:8])
+	create(t, basicSecret(clusterResourceNamespace, secretName, pamUser, pamPassword))
+	server := &pamv1.ClusterPamServer{ObjectMeta: metav1.ObjectMeta{Name: secretName}, Spec: pamv1.ClusterPamServerSpec{
+		PamServerSpec:     basicServerSpec(secretName),
+		AllowedNamespaces: &metav1.LabelSelector{MatchLabels: map[string]string{"pam.example/tenant": secretName}},
+	}}
+	create(t, server)
+	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), server) })
+	useCluster := func(el *pamv1.PamElevation) {
+		el.Spec.ServerRef = pamv1.ServerReference{Kind: pamv1.ServerKindClusterPamServer, Name: secretName}
+	}
+
+	ns := newNamespace(t)
+	refusedID := seedRequest(pamUser, time.Hour)
+	refused := elevation(ns, "refused", refusedID, useCluster)
+	create(t, refused)
+	waitFor(t, refused, func(g Gomega, el *pamv1.PamElevation) {
+		expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonNamespaceNotAllowed)
+		g.Expect(conditionMessage(el, pamv1.ConditionStalled)).To(ContainSubstring("does not allow namespace " + ns))
+	})
+	g.Expect(pamCallsFor(refusedID)).To(BeZero(), "a refused elevation called PAM")
+
+	// It never tracked the request, so deleting it releases it without a close, and says so.
+	deleteObj(t, refused)
+	waitGone(t, refused)
+	waitEvent(t, refused, pamv1.ReasonNamespaceNotAllowed, "Released without closing")
+	g.Expect(pamCallsFor(refusedID)).To(BeZero(), "deleting a refused elevation called PAM")
+	if req, _ := pamServer.Request(refusedID); req.Status != "Active" {
+		t.Fatalf("the refused elevation's request is %s, want it left Active", req.Status)
+	}
+
+	// Namespaces are not watched: the label takes effect on the elevation's next retry.
+	nsObj := &corev1.Namespace{}
+	g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj)).To(Succeed())
+	patch := client.MergeFrom(nsObj.DeepCopy())
+	nsObj.Labels["pam.example/tenant"] = secretName
+	g.Expect(k8sClient.Patch(ctx, nsObj, patch)).To(Succeed())
+	allowedID := seedRequest(pamUser, time.Hour)
+	allowed := elevation(ns, "allowed", allowedID, useCluster)
+	create(t, allowed)
+	waitActive(t, allowed)
+	deleteObj(t, allowed)
+	waitGone(t, allowed)
+	_, successes := pamServer.CloseCalls(allowedID)
+	g.Expect(successes).To(Equal(1))
+}
