@@ -181,6 +181,8 @@ type ClusterPamServerSpec struct {
 	// AllowedNamespaces selects, by their labels, the namespaces whose PamElevations may use
 	// this server. Unset or empty means every namespace. An elevation in another namespace is
 	// refused (Stalled, NamespaceNotAllowed) and never causes a call to PAM.
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="operator must be In, NotIn, Exists or DoesNotExist"
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, (e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0))",message="In and NotIn need values; Exists and DoesNotExist take none"
 	// +optional
 	AllowedNamespaces *metav1.LabelSelector `json:"allowedNamespaces,omitempty"`
 }
