@@ -50,6 +50,8 @@ type Connector struct {
 
 	mu      sync.Mutex
 	clients map[string]cachedClient
+	// batches are the servers' shared request lists for the periodic sync.
+	batches batchSyncer
 }
 
 type cachedClient struct {
@@ -156,6 +158,7 @@ func (c *Connector) Forget(server pamv1.ServerObject) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.clients, serverCacheKey(server))
+	c.batches.forget(serverCacheKey(server))
 }
 
 func (c *Connector) secretNamespace(server pamv1.ServerObject) string {

@@ -48,7 +48,7 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 
 	original := el.DeepCopy()
 	p := &pass{now: r.Clock.Now()}
-	pc, err := r.connect(ctx, el)
+	pc, _, err := r.connect(ctx, el)
 	if ce, ok := asConfigError(err); ok && ce.reason == pamv1.ReasonNamespaceNotAllowed && el.Status.LastSyncTime == nil {
 		// Refused from the start, it never tracked the request, so there is nothing it could
 		// close. One that was allowed and synced before keeps its finalizer: fail closed.
@@ -82,7 +82,8 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 // object from the API server, not the cache (another pass may have closed it already). After a
 // 200 it reads the request again, so that a server that answers 200 without closing is caught.
 func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.PamElevation, pc pam.Client, p *pass, reason string) bool {
-	if p.synced == nil {
+	// A batched read may be a sync interval old: the decision to send a close needs a live one.
+	if p.synced == nil || !p.syncedLive {
 		if !r.sync(ctx, el, pc, p) {
 			return false
 		}
@@ -200,10 +201,37 @@ func (r *PamElevationReconciler) sync(ctx context.Context, el *pamv1.PamElevatio
 		p.fail(err)
 		return false
 	}
-	p.synced = req
-	now := metav1.NewTime(p.now)
+	return r.applySync(ctx, el, req, p.now, true, p)
+}
+
+// syncBatched is sync through the server's shared batch: the periodic sync of many elevations
+// costs one list per server and interval. A request the batch does not hold is read alone.
+func (r *PamElevationReconciler) syncBatched(ctx context.Context, el *pamv1.PamElevation, server pamv1.ServerObject, pc pam.Client, p *pass) bool {
+	// The batch must be newer than what the object already knows, and not older than the object.
+	// Both times are stored with a resolution of one second: a batch counts as newer than the
+	// last sync only a second after it, else the same batch would be taken again and again.
+	notBefore := el.CreationTimestamp.Add(-time.Second)
+	if el.Status.LastSyncTime != nil && el.Status.LastSyncTime.Add(time.Second).After(notBefore) {
+		notBefore = el.Status.LastSyncTime.Add(time.Second)
+	}
+	since := p.now.Add(-batchLookback).Truncate(time.Hour)
+	req, at, found, err := r.Connector.batches.lookup(ctx, serverCacheKey(server), pc, normalizedID(el), notBefore, since, r.Clock.Now)
+	if err != nil {
+		p.fail(err)
+		return false
+	}
+	if !found {
+		return r.sync(ctx, el, pc, p)
+	}
+	return r.applySync(ctx, el, &req, at, false, p)
+}
+
+// applySync records the request as PAM showed it at the time at.
+func (r *PamElevationReconciler) applySync(ctx context.Context, el *pamv1.PamElevation, req *pam.Request, at time.Time, live bool, p *pass) bool {
+	p.synced, p.syncedLive = req, live
+	syncedAt := metav1.NewTime(at)
 	el.Status.RequestStatus = string(req.Status)
-	el.Status.LastSyncTime = &now
+	el.Status.LastSyncTime = &syncedAt
 	if req.ExpirationTime.IsZero() {
 		el.Status.RequestExpirationTime = nil
 	} else {
@@ -260,15 +288,16 @@ func ownsBefore(a *pamv1.PamElevation, aKey string, b *pamv1.PamElevation, bKey 
 }
 
 // connect resolves the elevation's server and returns a client for it.
-func (r *PamElevationReconciler) connect(ctx context.Context, el *pamv1.PamElevation) (pam.Client, error) {
+func (r *PamElevationReconciler) connect(ctx context.Context, el *pamv1.PamElevation) (pam.Client, pamv1.ServerObject, error) {
 	server, err := r.Connector.GetServer(ctx, el)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := r.Connector.CheckNamespaceAllowed(ctx, server, el.Namespace); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return r.Connector.Connect(ctx, server)
+	pc, err := r.Connector.Connect(ctx, server)
+	return pc, server, err
 }
 
 // removeFinalizer releases the object. The optimistic lock makes the patch fail on a stale copy,

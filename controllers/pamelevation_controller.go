@@ -133,7 +133,7 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 		return 0
 	}
 
-	pc, err := r.connect(ctx, el)
+	pc, server, err := r.connect(ctx, el)
 	if err != nil {
 		p.failConnect(err)
 		r.endedByPAMExpiry(ctx, el, p)
@@ -141,7 +141,7 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 	}
 
 	if due := r.nextSync(el); !p.now.Before(due) {
-		if !r.sync(ctx, el, pc, p) || isClosed(el) {
+		if !r.syncBatched(ctx, el, server, pc, p) || isClosed(el) {
 			r.endedByPAMExpiry(ctx, el, p)
 			return 0
 		}

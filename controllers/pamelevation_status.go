@@ -17,6 +17,8 @@ type pass struct {
 	now time.Time
 	// synced is the request as read from PAM in this pass, nil when it was not read.
 	synced *pam.Request
+	// syncedLive is true when synced was read in this pass, not taken from a shared batch.
+	syncedLive bool
 	// problem is why the pass could not finish, nil when it did.
 	problem *problem
 	// apiErr is a failure of the Kubernetes API; it is returned so controller-runtime backs off.

@@ -77,3 +77,52 @@ func TestAllowedNamespaces(t *testing.T) {
 	_, successes := pamServer.CloseCalls(allowedID)
 	g.Expect(successes).To(Equal(1))
 }
+
+// TestSyncIsBatchedPerServer: the periodic sync of many elevations of one server costs one list
+// per sync interval, not one per elevation.
+func TestSyncIsBatchedPerServer(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	withServer(t, ns)
+	const count = 12
+	els := make([]*pamv1.PamElevation, count)
+	for i := range els {
+		els[i] = elevation(ns, "batched-"+strings.Repeat("x", i+1), seedRequest(pamUser, time.Hour))
+		create(t, els[i])
+	}
+	for _, el := range els {
+		waitActive(t, el)
+	}
+
+	// While every elevation syncs three more times, none is read on its own: they share the
+	// server's batched lists. (Other tests' servers use the same account, so the lists are told
+	// apart by their filter.)
+	ids := map[string]bool{}
+	for _, el := range els {
+		ids[strings.ToLower(el.Spec.RequestID)] = true
+	}
+	start := time.Now()
+	callsBefore := len(pamServer.Calls())
+	g.Eventually(func(g Gomega) {
+		for _, el := range els {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(el), el)).To(Succeed())
+			g.Expect(el.Status.LastSyncTime).NotTo(BeNil())
+			g.Expect(el.Status.LastSyncTime.Time).To(BeTemporally(">", start.Add(3*syncInterval)))
+		}
+	}).WithTimeout(waitTimeout).WithPolling(pollEvery).Should(Succeed())
+	single, batched := 0, 0
+	for _, c := range pamServer.Calls()[callsBefore:] {
+		query := strings.ToLower(c.Query)
+		for id := range ids {
+			if strings.Contains(query, id) {
+				single++
+			}
+		}
+		if c.User == pamUser && strings.Contains(query, "creationtime") {
+			batched++
+		}
+	}
+	g.Expect(single).To(BeZero(), "%d lists named one of the elevations' requests: the sync is not batched", single)
+	g.Expect(batched).To(BeNumerically(">=", 3))
+}

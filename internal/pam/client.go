@@ -101,3 +101,8 @@ func FilterByID(id string) (string, error) {
 	}
 	return "RequestId eq " + lit, nil
 }
+
+// FilterCreatedSince is the OData filter that selects the requests created at or after t.
+func FilterCreatedSince(t time.Time) string {
+	return "CreationTime ge datetime'" + t.UTC().Format("2006-01-02T15:04:05.000Z") + "'"
+}

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -67,6 +68,10 @@ type Options struct {
 	// Users maps basic-auth user names to passwords. Empty means no authentication: every caller
 	// is the anonymous account "".
 	Users map[string]string
+	// Authenticate, when set, replaces Users with another scheme (NTLM, Negotiate): it returns
+	// the caller's account, or answers the request itself (a 401 with its challenge) and
+	// returns false.
+	Authenticate func(w http.ResponseWriter, r *http.Request) (account string, ok bool)
 	// Log, when set, receives one line per call (method, path, caller, status, fault). It never
 	// carries credentials.
 	Log func(line string)

@@ -99,8 +99,14 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, call *Call, rt r
 		writeHTML(w, http.StatusLengthRequired, lengthRequiredPage)
 		return
 	}
-	user, ok := s.authenticate(r)
-	if !ok {
+	var user string
+	var ok bool
+	if s.opts.Authenticate != nil {
+		// The scheme answers 401 itself, with the challenge it needs.
+		if user, ok = s.opts.Authenticate(w, r); !ok {
+			return
+		}
+	} else if user, ok = s.authenticate(r); !ok {
 		w.Header().Set("WWW-Authenticate", `Basic realm="PAM"`)
 		writeHTML(w, http.StatusUnauthorized, unauthorizedPage)
 		return

@@ -1,0 +1,100 @@
+package controllers
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/pam-operator/pam-operator/internal/pam"
+)
+
+// batchLookback is how far before the oldest open elevation of a server its batched list
+// reaches back: a PAM request is created before the object that tracks it, usually minutes
+// before, at most the days an approval may take. A request older than that is read on its own.
+const batchLookback = 7 * 24 * time.Hour
+
+// requestBatch is one list of a server's requests, shared by all of its elevations, so that a
+// sync interval costs one call per server instead of one per elevation.
+type requestBatch struct {
+	// at is when the list was asked for; the answer is at least this fresh.
+	at time.Time
+	// since is the CreationTime bound of the list.
+	since time.Time
+	byID  map[string]pam.Request
+}
+
+// batchSyncer keeps the newest batch of each server. The documented $filter has no `or`, so
+// the requests cannot be named one by one in a single call: the batch lists the account's
+// requests created within a window instead, and fans the result out.
+type batchSyncer struct {
+	mu      sync.Mutex
+	batches map[string]*requestBatch
+	flight  singleflight.Group
+}
+
+// lookup returns the request as a batch of the server shows it, taken after notBefore and
+// covering requests created since since; it lists the server's requests again when the newest
+// batch is too old or too narrow. found is false when the batch does not hold the request
+// (created before the window, or not the account's): the caller then reads it alone.
+func (b *batchSyncer) lookup(ctx context.Context, serverKey string, pc pam.Client, id string, notBefore, since time.Time, now func() time.Time) (req pam.Request, at time.Time, found bool, err error) {
+	for attempt := 0; attempt < 2; attempt++ {
+		batch := b.usable(serverKey, notBefore, since)
+		if batch == nil {
+			batch, err = b.fetch(ctx, serverKey, pc, since, now)
+			if err != nil {
+				return pam.Request{}, time.Time{}, false, err
+			}
+		}
+		// A fetch shared with a caller that started it earlier may predate what this one needs.
+		if batch.at.After(notBefore) && !batch.since.After(since) {
+			req, found = batch.byID[strings.ToLower(id)]
+			return req, batch.at, found, nil
+		}
+	}
+	return pam.Request{}, time.Time{}, false, nil
+}
+
+func (b *batchSyncer) usable(serverKey string, notBefore, since time.Time) *requestBatch {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	batch := b.batches[serverKey]
+	if batch == nil || !batch.at.After(notBefore) || batch.since.After(since) {
+		return nil
+	}
+	return batch
+}
+
+func (b *batchSyncer) fetch(ctx context.Context, serverKey string, pc pam.Client, since time.Time, now func() time.Time) (*requestBatch, error) {
+	v, err, _ := b.flight.Do(serverKey, func() (any, error) {
+		batch := &requestBatch{at: now(), since: since}
+		reqs, err := pc.List(ctx, pam.FilterCreatedSince(since))
+		if err != nil {
+			return nil, err
+		}
+		batch.byID = make(map[string]pam.Request, len(reqs))
+		for _, r := range reqs {
+			batch.byID[strings.ToLower(r.ID)] = r
+		}
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.batches == nil {
+			b.batches = map[string]*requestBatch{}
+		}
+		b.batches[serverKey] = batch
+		return batch, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*requestBatch), nil
+}
+
+// forget drops a server's batch, when its client changes or it is deleted.
+func (b *batchSyncer) forget(serverKey string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.batches, serverKey)
+}
