@@ -52,6 +52,8 @@ type Connector struct {
 	clients map[string]cachedClient
 	// batches are the servers' shared request lists for the periodic sync.
 	batches batchSyncer
+	// limits pace the calls to each server.
+	limits map[string]*serverLimits
 }
 
 type cachedClient struct {
@@ -110,6 +112,16 @@ func (c *Connector) Connect(ctx context.Context, server pamv1.ServerObject) (pam
 	cacheKey := serverCacheKey(server)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	limits := c.limits[cacheKey]
+	if limits == nil {
+		limits = newServerLimits(spec.RateLimit.Effective())
+		if c.limits == nil {
+			c.limits = map[string]*serverLimits{}
+		}
+		c.limits[cacheKey] = limits
+	} else {
+		limits.update(spec.RateLimit.Effective())
+	}
 	if cached, ok := c.clients[cacheKey]; ok && cached.version == version {
 		return cached.client, nil
 	}
@@ -120,8 +132,9 @@ func (c *Connector) Connect(ctx context.Context, server pamv1.ServerObject) (pam
 	if c.clients == nil {
 		c.clients = map[string]cachedClient{}
 	}
-	c.clients[cacheKey] = cachedClient{version: version, client: pc}
-	return pc, nil
+	limited := &limitedClient{inner: pc, limits: limits}
+	c.clients[cacheKey] = cachedClient{version: version, client: limited}
+	return limited, nil
 }
 
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
@@ -158,6 +171,7 @@ func (c *Connector) Forget(server pamv1.ServerObject) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.clients, serverCacheKey(server))
+	delete(c.limits, serverCacheKey(server))
 	c.batches.forget(serverCacheKey(server))
 }
 

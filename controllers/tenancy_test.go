@@ -2,6 +2,8 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 )
 
 // pamCallsFor returns every call the emulator received that names the request, closes and lists.
@@ -125,4 +128,57 @@ func TestSyncIsBatchedPerServer(t *testing.T) {
 	}
 	g.Expect(single).To(BeZero(), "%d lists named one of the elevations' requests: the sync is not batched", single)
 	g.Expect(batched).To(BeNumerically(">=", 3))
+}
+
+// TestRateLimitPacesCallsToOneServer: a mass deletion reaches PAM no faster than the server's
+// rateLimit and never with more calls in flight than maxConcurrentCalls. The emulator is one of
+// its own, so other tests' calls do not count, and answers slowly, so calls would overlap.
+func TestRateLimitPacesCallsToOneServer(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	paced := emulator.New(emulator.Options{Users: map[string]string{pamUser: pamPassword}})
+	paced.InjectFault(emulator.Fault{Delay: 50 * time.Millisecond})
+	srv := httptest.NewServer(paced)
+	defer srv.Close()
+
+	ns := newNamespace(t)
+	create(t, basicSecret(ns, "pam-credentials", pamUser, pamPassword))
+	spec := basicServerSpec("pam-credentials")
+	spec.URL = srv.URL
+	const qps, burst = 20, 2
+	spec.RateLimit = &pamv1.RateLimit{QPS: qps, Burst: burst, MaxConcurrentCalls: 2}
+	create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}, Spec: spec})
+	const count = 8
+	ids := make([]string, count)
+	for i := range ids {
+		ids[i] = paced.AddRequest(emulator.Request{Owner: pamUser, RoleID: randomGUID(), RequestedTTL: time.Hour}).ID
+		create(t, elevation(ns, fmt.Sprintf("paced-%d", i), ids[i]))
+	}
+	g.Eventually(func(g Gomega) {
+		var list pamv1.PamElevationList
+		g.Expect(k8sClient.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
+		g.Expect(list.Items).To(HaveLen(count))
+		for _, el := range list.Items {
+			g.Expect(el.Status.RequestStatus).To(Equal("Active"))
+		}
+	}).WithTimeout(waitTimeout).WithPolling(pollEvery).Should(Succeed())
+
+	paced.ResetCalls()
+	g.Expect(k8sClient.DeleteAllOf(ctx, &pamv1.PamElevation{}, client.InNamespace(ns))).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		var list pamv1.PamElevationList
+		g.Expect(k8sClient.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
+		g.Expect(list.Items).To(BeEmpty())
+	}).WithTimeout(waitTimeout).WithPolling(pollEvery).Should(Succeed())
+
+	for _, id := range ids {
+		_, successes := paced.CloseCalls(id)
+		g.Expect(successes).To(Equal(1))
+	}
+	calls := paced.Calls()
+	g.Expect(paced.MaxInFlight()).To(BeNumerically("<=", 2), "more calls in flight than maxConcurrentCalls")
+	// n calls under a token bucket of rate qps and size burst take at least (n-burst)/qps.
+	span := calls[len(calls)-1].Time.Sub(calls[0].Time)
+	least := time.Duration(float64(len(calls)-burst) / qps * float64(time.Second))
+	g.Expect(span).To(BeNumerically(">=", least*9/10), "%d calls in %s: faster than %d per second", len(calls), span, qps)
 }

@@ -130,6 +130,62 @@ type PamServerSpec struct {
 	// Auth is how to authenticate: none, or exactly one method.
 	// +optional
 	Auth *PamServerAuth `json:"auth,omitempty"`
+
+	// RateLimit bounds the calls made to this server, so that thousands of elevations deleted at
+	// once reach MIM at a pace it survives. Unset means the defaults of each field.
+	// +optional
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+}
+
+// RateLimit bounds the calls made to one server, by all of its elevations together. Each Close
+// starts a MIM request and its workflow in the MIM Service, which also serves the portal and
+// synchronization: the defaults (10 per second, bursts of 20, 4 at a time) keep a mass
+// revocation to a fraction of what one MIM Service node handles, while closing 1,000
+// elevations within a few minutes.
+type RateLimit struct {
+	// QPS is the sustained number of calls per second.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +kubebuilder:default=10
+	// +optional
+	QPS int32 `json:"qps,omitempty"`
+	// Burst is how many calls may go at once above the sustained rate.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +kubebuilder:default=20
+	// +optional
+	Burst int32 `json:"burst,omitempty"`
+	// MaxConcurrentCalls caps the calls in flight at any moment.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +kubebuilder:default=4
+	// +optional
+	MaxConcurrentCalls int32 `json:"maxConcurrentCalls,omitempty"`
+}
+
+// Defaults of RateLimit, for servers that set none.
+const (
+	DefaultRateLimitQPS                = 10
+	DefaultRateLimitBurst              = 20
+	DefaultRateLimitMaxConcurrentCalls = 4
+)
+
+// Effective returns the limits with defaults filled in.
+func (l *RateLimit) Effective() RateLimit {
+	out := RateLimit{QPS: DefaultRateLimitQPS, Burst: DefaultRateLimitBurst, MaxConcurrentCalls: DefaultRateLimitMaxConcurrentCalls}
+	if l == nil {
+		return out
+	}
+	if l.QPS > 0 {
+		out.QPS = l.QPS
+	}
+	if l.Burst > 0 {
+		out.Burst = l.Burst
+	}
+	if l.MaxConcurrentCalls > 0 {
+		out.MaxConcurrentCalls = l.MaxConcurrentCalls
+	}
+	return out
 }
 
 // PamServerStatus reports whether the configuration can be used.

@@ -93,6 +93,16 @@ type Server struct {
 	approval  map[string]string // request id → approval id
 	faults    faultSet
 	calls     []Call
+	// inFlight counts the calls being served; maxInFlight is its peak since the last reset.
+	inFlight, maxInFlight int
+}
+
+// MaxInFlight is the most calls served at once since New or ResetCalls: how well a client
+// keeps to a concurrency cap.
+func (s *Server) MaxInFlight() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxInFlight
 }
 
 // New returns an empty emulator.
@@ -273,6 +283,7 @@ func (s *Server) ResetCalls() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls = nil
+	s.maxInFlight = s.inFlight
 }
 
 // CloseCalls counts the close calls for a request: every attempt that reached the emulator, and

@@ -27,6 +27,15 @@ const lengthRequiredPage = `<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01//EN""ht
 
 // ServeHTTP implements http.Handler: faults first, then the API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.inFlight++
+	s.maxInFlight = max(s.maxInFlight, s.inFlight)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.inFlight--
+		s.mu.Unlock()
+	}()
 	rt, known := resolve(r.Method, r.URL.Path)
 	call := Call{
 		Time: s.now(), Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
