@@ -15,6 +15,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -40,6 +41,8 @@ func run() error {
 		metricsSecure            bool
 		metricsCertDir           string
 		enableHTTP2              bool
+		kubeAPIQPS               float64
+		kubeAPIBurst             int
 		probeAddr                string
 		leaderElect              bool
 		clusterResourceNamespace string
@@ -69,6 +72,9 @@ func run() error {
 	flag.DurationVar(&opts.ClockSkewMargin, "clock-skew-margin", controllers.DefaultClockSkewMargin,
 		"How far past the ExpirationTime PAM reported a request counts as ended by MIM, so its deletion completes even while PAM is unreachable.")
 	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "How many PamElevations are reconciled in parallel.")
+	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", 50,
+		"Sustained requests per second to the Kubernetes API server: a mass revocation costs one write per elevation.")
+	flag.IntVar(&kubeAPIBurst, "kube-api-burst", 100, "Burst of requests to the Kubernetes API server above --kube-api-qps.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -97,9 +103,11 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
+	cfg.QPS, cfg.Burst = float32(kubeAPIQPS), kubeAPIBurst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Metrics:                       metricsOptions(metricsAddr, metricsSecure, metricsCertDir, enableHTTP2),
+		Cache:                         cache.Options{DefaultTransform: controllers.StripForCache},
 		HealthProbeBindAddress:        probeAddr,
 		LeaderElection:                leaderElect,
 		LeaderElectionID:              "pam-operator.pam.mim.dev",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 
@@ -75,4 +76,20 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}
 	return (&SecretReleaser{Client: mgr.GetClient(), LiveReader: mgr.GetAPIReader(),
 		ClusterResourceNamespace: opts.ClusterResourceNamespace}).SetupWithManager(mgr)
+}
+
+// lastAppliedAnnotation is where kubectl apply keeps a full copy of the object.
+const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
+
+// StripForCache drops what the controllers never read from cached objects: managed fields and
+// kubectl's copy of the last applied object, which together are most of an elevation's size.
+func StripForCache(obj any) (any, error) {
+	if accessor, ok := obj.(metav1.Object); ok {
+		accessor.SetManagedFields(nil)
+		if annotations := accessor.GetAnnotations(); annotations[lastAppliedAnnotation] != "" {
+			delete(annotations, lastAppliedAnnotation)
+			accessor.SetAnnotations(annotations)
+		}
+	}
+	return obj, nil
 }
