@@ -64,8 +64,16 @@ verify-generated: $(CONTROLLER_GEN) ## Fail when 'make generate manifests' chang
 		rm -rf $$tmp; echo "Generated files were stale: run 'make generate manifests' and commit the result."; exit 1; \
 	fi; rm -rf $$tmp; echo "Generated code and manifests are current."
 
+.PHONY: kdc
+kdc: ## Install MIT Kerberos from Debian (krb5-kdc, krb5-admin-server) when missing: the Kerberos tests run a real KDC.
+	@if [ ! -x /usr/sbin/krb5kdc ]; then \
+		echo ">> Installing krb5-kdc and krb5-admin-server from Debian: the Kerberos tests start a throwaway MIT KDC (krb5kdc, kdb5_util, kadmin.local)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends krb5-kdc krb5-admin-server >/dev/null || \
+		{ apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends krb5-kdc krb5-admin-server >/dev/null; }; \
+	fi
+
 .PHONY: test
-test: verify-generated verify-fmt vet $(CONTROL_PLANE) $(KUSTOMIZE) ## Check generated files, vet, and run every test on the local control plane.
+test: kdc verify-generated verify-fmt vet $(CONTROL_PLANE) $(KUSTOMIZE) ## Check generated files, vet, and run every test on the local control plane.
 	$(GO) test ./... -count=1 -timeout 30m
 
 .PHONY: reliability

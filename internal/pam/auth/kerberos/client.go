@@ -1,0 +1,259 @@
+// Package kerberos authenticates the PAM client with Kerberos through SPNEGO ("Negotiate"),
+// the Integrated Windows Authentication IIS offers, and verifies such authentication on the
+// server side for the emulator and tests.
+//
+// The client logs in once (an AS exchange with the KDC), keeps the ticket-granting ticket and
+// one service ticket per SPN in memory, and logs in again when the TGT nears its end or when
+// the KDC refuses it. It runs no goroutine of its own: tickets are renewed by the requests
+// that need them.
+package kerberos
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jcmturner/gokrb5/v8/client"
+	"github.com/jcmturner/gokrb5/v8/iana/nametype"
+	"github.com/jcmturner/gokrb5/v8/messages"
+	"github.com/jcmturner/gokrb5/v8/types"
+
+	"github.com/pam-operator/pam-operator/internal/pam/auth"
+)
+
+// maxRenewMargin caps how long before its end a ticket is replaced (a sixth of its lifetime
+// otherwise, as gokrb5 does). A server checks the end against its own clock, which may run
+// ahead of ours by up to the allowed skew (5 minutes by default): ten minutes covers that.
+const maxRenewMargin = 10 * time.Minute
+
+// loginBackoff is how long a login the KDC refused is not tried again with the same
+// credentials. Each refused password counts towards the account's lockout in Active
+// Directory (commonly a handful of attempts within 30 minutes), and the same credentials
+// fail the same way until a person acts; then the Secret changes and the caller builds a new
+// Client, or this much time passes (an administrator may unlock the account or reset its
+// password to the one configured).
+const loginBackoff = 15 * time.Minute
+
+// errClosed is returned by requests made after Close.
+var errClosed = errors.New("kerberos: the client is closed")
+
+// Client holds one account's Kerberos credentials and tickets. It is safe for concurrent
+// use. Build a new Client when the credentials change, and Close the old one.
+type Client struct {
+	s *settings
+
+	mu sync.Mutex // guards the fields below and serialises the exchanges with the KDC
+	// krb is the gokrb5 client of the current login; each login uses a fresh one (see login).
+	krb     *client.Client
+	tgt     *ticket
+	tickets map[string]*ticket // service tickets by SPN
+	// refused is the last login the KDC refused, and when.
+	refused   error
+	refusedAt time.Time
+	closed    bool
+
+	// stateMu guards what requests read without waiting for an exchange with the KDC.
+	stateMu sync.Mutex
+	// negotiate records, per scheme://host:port, that the server asked for Negotiate, and
+	// the channel binding of its TLS certificate: later requests carry a token at once.
+	negotiate map[string]*origin
+	// lastAuth is the time of the last authenticator (see authenticatorTime).
+	lastAuth time.Time
+}
+
+// ticket is a ticket with its session key, when to replace it and when it ends, on the
+// Client's clock.
+type ticket struct {
+	tkt     messages.Ticket
+	key     types.EncryptionKey
+	renewAt time.Time
+	expires time.Time
+}
+
+// origin is what the client knows of one server.
+type origin struct {
+	binding []byte // channel binding (tls-server-end-point) of its certificate; nil over http
+}
+
+// New validates cfg and returns a Client. It does not contact the KDC: the first request
+// logs in. Configuration mistakes are returned as *auth.Error saying what to fix.
+func New(cfg Config) (*Client, error) {
+	s, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	return &Client{s: s, tickets: map[string]*ticket{}, negotiate: map[string]*origin{}}, nil
+}
+
+// Close forgets the tickets and keys and ends anything gokrb5 started (it starts a renewal
+// goroutine only for the TGT of a cross-realm referral). Requests made afterwards fail.
+func (c *Client) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.closed = true
+	if c.krb != nil {
+		c.krb.Destroy()
+		c.krb = nil
+	}
+	c.tgt = nil
+	c.tickets = nil
+	c.stateMu.Lock()
+	c.negotiate = nil
+	c.stateMu.Unlock()
+}
+
+// serviceTicket returns a ticket for spn: the cached one while it is fresh, unless refresh
+// asks for a new one (the server refused the cached one).
+func (c *Client) serviceTicket(spn string, refresh bool) (*ticket, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errClosed
+	}
+	now := c.s.now()
+	cached := c.tickets[spn]
+	if cached != nil && !refresh && now.Before(cached.renewAt) {
+		return cached, nil
+	}
+	t, err := c.newServiceTicket(spn, now)
+	if err != nil {
+		var refused *auth.Error
+		if cached != nil && !refresh && now.Before(cached.expires) && !errors.As(err, &refused) {
+			// No KDC answered in the ticket's last minutes: it is still good, so use it and
+			// try again on the next request.
+			return cached, nil
+		}
+		return nil, err
+	}
+	c.tickets[spn] = t
+	return t, nil
+}
+
+// newServiceTicket gets a ticket for spn from the KDC, logging in first when the TGT is due.
+func (c *Client) newServiceTicket(spn string, now time.Time) (*ticket, error) {
+	justLoggedIn := false
+	if c.tgt == nil || !now.Before(c.tgt.renewAt) {
+		if err := c.login(); err != nil {
+			return nil, err
+		}
+		justLoggedIn = true
+	}
+	t, err := c.exchangeTGS(spn)
+	if err != nil && !justLoggedIn && !isNetworkError(err) && !isDefinitiveTGSError(err) {
+		// The KDC refused a TGT we thought valid: it ended early, or krbtgt's key was
+		// reset. One new login settles it; its own failure is then the answer.
+		if err := c.login(); err != nil {
+			return nil, err
+		}
+		t, err = c.exchangeTGS(spn)
+	}
+	if err != nil {
+		return nil, c.tgsError(spn, err)
+	}
+	return t, nil
+}
+
+// login gets a new TGT with an AS exchange. Each login uses a fresh gokrb5 client: gokrb5
+// remembers after a first login that pre-authentication is needed and then derives the key
+// with the default salt, which is wrong when Active Directory stores the name in another
+// case, and every such attempt counts towards the account's lockout. A fresh client asks
+// the KDC for the salt first.
+func (c *Client) login() error {
+	if c.refused != nil && c.s.now().Before(c.refusedAt.Add(loginBackoff)) {
+		return c.refused
+	}
+	cl := c.newKrbClient()
+	req, err := messages.NewASReqForTGT(c.s.realm, c.s.krb5, cl.Credentials.CName())
+	if err != nil {
+		cl.Destroy()
+		return fmt.Errorf("kerberos: building the login request: %w", err)
+	}
+	rep, err := cl.ASExchange(c.s.realm, req, 0)
+	if err != nil {
+		cl.Destroy()
+		err = c.loginError(err)
+		var refused *auth.Error
+		if errors.As(err, &refused) {
+			c.refused, c.refusedAt = err, c.s.now()
+		}
+		return err
+	}
+	c.refused = nil
+	if c.krb != nil {
+		c.krb.Destroy()
+	}
+	c.krb = cl
+	c.tgt = newTicket(rep.Ticket, rep.DecryptedEncPart, c.s.now())
+	return nil
+}
+
+func (c *Client) newKrbClient() *client.Client {
+	// gokrb5's FAST negotiation (PA-FX-FAST) fails against Active Directory; its
+	// documentation says to disable it there.
+	if c.s.keytab != nil {
+		return client.NewWithKeytab(c.s.username, c.s.realm, c.s.keytab, c.s.krb5, client.DisablePAFXFAST(true))
+	}
+	return client.NewWithPassword(c.s.username, c.s.realm, c.s.password, c.s.krb5, client.DisablePAFXFAST(true))
+}
+
+// exchangeTGS asks the KDC of the account's realm for a ticket to spn. A service in another
+// realm is reached through the referrals the KDC returns (Active Directory does so across
+// forest trusts); gokrb5 follows them.
+func (c *Client) exchangeTGS(spn string) (*ticket, error) {
+	princ := types.NewPrincipalName(nametype.KRB_NT_PRINCIPAL, spn)
+	_, rep, err := c.krb.TGSREQGenerateAndExchange(princ, c.s.realm, c.tgt.tkt, c.tgt.key, false)
+	if err != nil {
+		return nil, err
+	}
+	return newTicket(rep.Ticket, rep.DecryptedEncPart, c.s.now()), nil
+}
+
+// newTicket records when to replace a ticket. The remaining lifetime is measured on the
+// real clock against the KDC's end time, then laid on the Client's clock: in production they
+// are the same clock, and a test can move its clock past the renewal point.
+func newTicket(tkt messages.Ticket, part messages.EncKDCRepPart, now time.Time) *ticket {
+	remaining := part.EndTime.Sub(time.Now())
+	margin := remaining / 6
+	if margin > maxRenewMargin {
+		margin = maxRenewMargin
+	}
+	return &ticket{tkt: tkt, key: part.Key, renewAt: now.Add(remaining - margin), expires: now.Add(remaining)}
+}
+
+// authenticatorTime returns a time for a new authenticator, later than the previous one:
+// a server's replay cache refuses two authenticators of one client with the same time.
+func (c *Client) authenticatorTime() time.Time {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	t := time.Now().UTC().Truncate(time.Microsecond)
+	if !t.After(c.lastAuth) {
+		t = c.lastAuth.Add(time.Microsecond)
+	}
+	c.lastAuth = t
+	return t
+}
+
+// origin returns what is known of a server, or nil.
+func (c *Client) origin(key string) *origin {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	return c.negotiate[key]
+}
+
+// setOrigin records that a server asked for Negotiate.
+func (c *Client) setOrigin(key string, o *origin) {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	if c.negotiate != nil {
+		c.negotiate[key] = o
+	}
+}
+
+// clientName returns the account's principal name and realm for authenticators.
+func (c *Client) clientName() (types.PrincipalName, string) {
+	return types.NewPrincipalName(nametype.KRB_NT_PRINCIPAL, c.s.username), c.s.realm
+}

@@ -1,0 +1,254 @@
+package kerberos
+
+import (
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// drainLimit is how much of a refused answer is read so that its connection can be reused.
+const drainLimit = 64 << 10
+
+// Wrap returns the transport wrapper that authenticates requests with this Client; it is
+// meant for pam.Config.Auth.
+//
+// The first request to a server goes without a token. When the server answers 401 and
+// offers Negotiate (in any WWW-Authenticate value, in any position), the request is sent
+// once more with a token. From then on requests to that server carry a token at once, which
+// spares a round trip and a second upload of each body; if the server refuses such a token
+// (its service key changed, or its certificate, which the channel binding names), the
+// request is sent once more with a new service ticket. A 401 to the request with the token
+// is returned to the caller as it is: there is never a third attempt. A 401 that does not
+// offer Negotiate is returned untouched, so the caller can report what the server offers.
+//
+// Over https the token carries a channel binding to the server's certificate (RFC 5929
+// tls-server-end-point), as IIS Extended Protection expects. When the server's answer
+// carries an AP-REP (mutual authentication), it is verified: an answer that does not prove
+// the server holds the service key is an *auth.Error.
+func (c *Client) Wrap(next http.RoundTripper) http.RoundTripper {
+	return &transport{c: c, next: next}
+}
+
+type transport struct {
+	c    *Client
+	next http.RoundTripper
+}
+
+// RoundTrip implements http.RoundTripper. It never modifies req.
+func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	key := originKey(req.URL)
+	spn := t.c.spnFor(req.URL)
+	if o := t.c.origin(key); o != nil {
+		resp, proof, err := t.attempt(req, spn, o.binding, false, req.Body)
+		if err != nil {
+			return nil, err
+		}
+		if !wantsNegotiate(resp) {
+			return t.finish(req, spn, resp, proof)
+		}
+		return t.retry(req, resp, key, spn, true)
+	}
+	resp, err := t.next.RoundTrip(req)
+	if err != nil || !wantsNegotiate(resp) {
+		return resp, err
+	}
+	return t.retry(req, resp, key, spn, false)
+}
+
+// retry sends req once more with a token, after prev (a 401 offering Negotiate). refresh
+// asks for a new service ticket, because the server refused the cached one.
+func (t *transport) retry(req *http.Request, prev *http.Response, key, spn string, refresh bool) (*http.Response, error) {
+	binding := bindingOf(prev.TLS)
+	t.c.setOrigin(key, &origin{binding: binding})
+	body, err := rewind(req)
+	if err != nil {
+		// The body cannot be sent twice: the caller gets the server's 401, and the next
+		// request carries a token from the start.
+		return prev, nil
+	}
+	drain(prev)
+	resp, proof, err := t.attempt(req, spn, binding, refresh, body)
+	if err != nil {
+		return nil, err
+	}
+	return t.finish(req, spn, resp, proof)
+}
+
+// proof is what is needed to check the server's AP-REP.
+type proof struct {
+	tk       *ticket
+	authTime time.Time
+}
+
+// attempt sends a copy of req with a Negotiate token for spn and the given body.
+func (t *transport) attempt(req *http.Request, spn string, binding []byte, refresh bool, body io.ReadCloser) (*http.Response, proof, error) {
+	tk, err := t.c.serviceTicket(spn, refresh)
+	if err != nil {
+		closeBody(body)
+		return nil, proof{}, err
+	}
+	cname, crealm := t.c.clientName()
+	at := t.c.authenticatorTime()
+	token, err := initToken(tk.tkt, tk.key, cname, crealm, at, binding)
+	if err != nil {
+		closeBody(body)
+		return nil, proof{}, fmt.Errorf("kerberos: building the Negotiate token for %s: %w", spn, err)
+	}
+	out := req.Clone(req.Context())
+	out.Body = body
+	out.Header.Set("Authorization", "Negotiate "+base64.StdEncoding.EncodeToString(token))
+	resp, err := t.next.RoundTrip(out)
+	if err != nil {
+		return nil, proof{}, err
+	}
+	return resp, proof{tk: tk, authTime: at}, nil
+}
+
+// finish checks the server's proof of identity, when it sent one, on an answer to a request
+// that carried a token.
+func (t *transport) finish(req *http.Request, spn string, resp *http.Response, p proof) (*http.Response, error) {
+	if resp.StatusCode == http.StatusUnauthorized {
+		return resp, nil
+	}
+	token, ok := negotiateToken(resp.Header.Values("WWW-Authenticate"))
+	if !ok {
+		return resp, nil
+	}
+	raw, err := base64.StdEncoding.DecodeString(token)
+	if err == nil {
+		_, err = verifyAPRep(raw, p.tk.key, p.authTime)
+	}
+	if err != nil {
+		drain(resp)
+		return nil, authError(fmt.Sprintf("the server %s did not prove it is %s (%v); it may not be the PAM server, or servicePrincipalName names another service", req.URL.Host, spn, err), err)
+	}
+	return resp, nil
+}
+
+// spnFor returns the service principal name for a request's URL.
+func (c *Client) spnFor(u *url.URL) string {
+	if c.s.spn != "" {
+		return c.s.spn
+	}
+	return "HTTP/" + strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
+}
+
+// originKey identifies a server: scheme, host and port.
+func originKey(u *url.URL) string {
+	return strings.ToLower(u.Scheme + "://" + u.Host)
+}
+
+// bindingOf returns the channel binding of a TLS connection's server certificate, or nil
+// for a plain connection.
+func bindingOf(state *tls.ConnectionState) []byte {
+	if state == nil || len(state.PeerCertificates) == 0 {
+		return nil
+	}
+	return channelBinding(state.PeerCertificates[0])
+}
+
+// wantsNegotiate tells whether resp is a 401 offering Negotiate.
+func wantsNegotiate(resp *http.Response) bool {
+	if resp.StatusCode != http.StatusUnauthorized {
+		return false
+	}
+	for _, ch := range challenges(resp.Header.Values("WWW-Authenticate")) {
+		if strings.EqualFold(ch.scheme, "Negotiate") {
+			return true
+		}
+	}
+	return false
+}
+
+// negotiateToken returns the token of a "Negotiate <token>" challenge.
+func negotiateToken(values []string) (string, bool) {
+	for _, ch := range challenges(values) {
+		if strings.EqualFold(ch.scheme, "Negotiate") && ch.params != "" {
+			return ch.params, true
+		}
+	}
+	return "", false
+}
+
+// challenge is one challenge of a WWW-Authenticate header: its scheme and the rest.
+type challenge struct {
+	scheme string
+	params string
+}
+
+// challenges parses WWW-Authenticate values (RFC 9110 11.6.1): several challenges may share
+// one value, separated by commas that also separate a challenge's parameters; a part whose
+// first word holds "=" is a parameter of the challenge before it. Commas inside quoted
+// strings do not separate.
+func challenges(values []string) []challenge {
+	var out []challenge
+	for _, v := range values {
+		for _, part := range splitOutsideQuotes(v) {
+			part = strings.TrimSpace(part)
+			if part == "" {
+				continue
+			}
+			word, rest, _ := strings.Cut(part, " ")
+			if strings.Contains(word, "=") {
+				if n := len(out); n > 0 {
+					out[n-1].params = strings.TrimSpace(out[n-1].params + ", " + part)
+				}
+				continue
+			}
+			out = append(out, challenge{scheme: word, params: strings.TrimSpace(rest)})
+		}
+	}
+	return out
+}
+
+// splitOutsideQuotes splits s at commas that are not inside a quoted string.
+func splitOutsideQuotes(s string) []string {
+	var parts []string
+	start, quoted, escaped := 0, false, false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case escaped:
+			escaped = false
+		case quoted && c == '\\':
+			escaped = true
+		case c == '"':
+			quoted = !quoted
+		case c == ',' && !quoted:
+			parts = append(parts, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(parts, s[start:])
+}
+
+var errNoRewind = errors.New("the request body cannot be sent twice (no GetBody)")
+
+// rewind returns a fresh copy of req's body for a second attempt.
+func rewind(req *http.Request) (io.ReadCloser, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return req.Body, nil
+	}
+	if req.GetBody == nil {
+		return nil, errNoRewind
+	}
+	return req.GetBody()
+}
+
+// drain reads a little of an answer that is thrown away and closes it, so that its
+// connection can be reused.
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainLimit))
+	_ = resp.Body.Close()
+}
+
+func closeBody(body io.ReadCloser) {
+	if body != nil {
+		_ = body.Close()
+	}
+}
