@@ -16,6 +16,7 @@ import (
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/internal/pam"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
+	"github.com/pam-operator/pam-operator/internal/pam/auth/kerberos"
 )
 
 // Secret keys of the basic auth method.
@@ -59,6 +60,8 @@ type Connector struct {
 type cachedClient struct {
 	version string
 	client  pam.Client
+	// close releases what the auth method holds (Kerberos tickets), nil when nothing.
+	close func()
 }
 
 // GetServer fetches the server an elevation references.
@@ -95,18 +98,28 @@ func (c *Connector) Connect(ctx context.Context, server pamv1.ServerObject) (pam
 	}
 	version := fmt.Sprintf("%s/%d", server.GetUID(), server.GetGeneration())
 
+	var closeAuth func()
 	if name := spec.Auth.SecretName(); name != "" {
 		secret, err := c.secret(ctx, c.secretNamespace(server), name)
 		if err != nil {
 			return nil, err
 		}
-		username, password := string(secret.Data[SecretKeyUsername]), string(secret.Data[SecretKeyPassword])
-		if username == "" || password == "" {
-			return nil, &configError{reason: pamv1.ReasonInvalidServerConfig,
-				message: fmt.Sprintf("Secret %s/%s needs non-empty keys %q and %q", secret.Namespace, secret.Name, SecretKeyUsername, SecretKeyPassword)}
-		}
-		cfg.Auth = auth.Basic(username, password)
 		version += "/" + secret.ResourceVersion
+		switch {
+		case spec.Auth.Basic != nil:
+			username, password, err := requiredKeys(secret, SecretKeyUsername, SecretKeyPassword)
+			if err != nil {
+				return nil, err
+			}
+			cfg.Auth = auth.Basic(username, password)
+		case spec.Auth.Kerberos != nil:
+			kc, cmVersion, err := c.kerberosClient(ctx, server, spec.Auth.Kerberos, secret)
+			if err != nil {
+				return nil, err
+			}
+			version += "/" + cmVersion
+			cfg.Auth, closeAuth = kc.Wrap, kc.Close
+		}
 	}
 
 	cacheKey := serverCacheKey(server)
@@ -123,21 +136,87 @@ func (c *Connector) Connect(ctx context.Context, server pamv1.ServerObject) (pam
 		limits.update(spec.RateLimit.Effective())
 	}
 	if cached, ok := c.clients[cacheKey]; ok && cached.version == version {
+		if closeAuth != nil {
+			closeAuth() // built for nothing: the cached one is current
+		}
 		return cached.client, nil
 	}
 	pc, err := pam.NewClient(cfg)
 	if err != nil {
+		if closeAuth != nil {
+			closeAuth()
+		}
 		return nil, &configError{reason: pamv1.ReasonInvalidServerConfig, message: err.Error()}
 	}
 	if c.clients == nil {
 		c.clients = map[string]cachedClient{}
 	}
+	if old, ok := c.clients[cacheKey]; ok && old.close != nil {
+		old.close() // its tickets belong to credentials that changed
+	}
 	limited := &limitedClient{inner: pc, limits: limits}
-	c.clients[cacheKey] = cachedClient{version: version, client: limited}
+	c.clients[cacheKey] = cachedClient{version: version, client: limited, close: closeAuth}
 	return limited, nil
 }
 
+// requiredKeys returns the values of keys, which must all be present and non-empty.
+func requiredKeys(secret *corev1.Secret, keys ...string) (string, string, error) {
+	for _, key := range keys {
+		if len(secret.Data[key]) == 0 {
+			return "", "", &configError{reason: pamv1.ReasonInvalidServerConfig,
+				message: fmt.Sprintf("Secret %s/%s needs non-empty keys %q and %q", secret.Namespace, secret.Name, keys[0], keys[1])}
+		}
+	}
+	return string(secret.Data[keys[0]]), string(secret.Data[keys[1]]), nil
+}
+
+// Secret and ConfigMap keys of the Kerberos method.
+const (
+	SecretKeyKeytab  = "keytab"
+	ConfigMapKeyKrb5 = "krb5.conf"
+)
+
+// kerberosClient builds a Kerberos client from the server's Secret and krb5 configuration. It
+// returns the ConfigMap's resourceVersion ("" without one), so a changed krb5.conf builds a new
+// client. The configuration is checked offline: a bad keytab or krb5.conf stalls the server at
+// once, not at the first call.
+func (c *Connector) kerberosClient(ctx context.Context, server pamv1.ServerObject, spec *pamv1.KerberosAuth, secret *corev1.Secret) (*kerberos.Client, string, error) {
+	invalid := func(format string, args ...any) error {
+		return &configError{reason: pamv1.ReasonInvalidServerConfig, message: fmt.Sprintf(format, args...)}
+	}
+	username := string(secret.Data[SecretKeyUsername])
+	password, keytab := string(secret.Data[SecretKeyPassword]), secret.Data[SecretKeyKeytab]
+	if username == "" || (password == "") == (len(keytab) == 0) {
+		return nil, "", invalid("Secret %s/%s needs a non-empty key %q and exactly one of %q and %q",
+			secret.Namespace, secret.Name, SecretKeyUsername, SecretKeyPassword, SecretKeyKeytab)
+	}
+	cfg := kerberos.Config{Username: username, Realm: spec.Realm, Password: password, Keytab: keytab,
+		KDCs: spec.KDCs, ServicePrincipalName: spec.ServicePrincipalName}
+	cmVersion := ""
+	if ref := spec.Krb5ConfigMapRef; ref != nil {
+		namespace := c.secretNamespace(server)
+		cm := &corev1.ConfigMap{}
+		if err := c.LiveReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: ref.Name}, cm); err != nil {
+			if apierrors.IsNotFound(err) {
+				return nil, "", invalid("ConfigMap %q not found in namespace %s", ref.Name, namespace)
+			}
+			return nil, "", err
+		}
+		if cfg.Krb5Conf = cm.Data[ConfigMapKeyKrb5]; cfg.Krb5Conf == "" {
+			return nil, "", invalid("ConfigMap %s/%s needs a non-empty key %q", namespace, ref.Name, ConfigMapKeyKrb5)
+		}
+		cmVersion = cm.ResourceVersion
+	}
+	kc, err := kerberos.New(cfg)
+	if err != nil {
+		return nil, "", invalid("%s", err.Error())
+	}
+	return kc, cmVersion, nil
+}
+
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
+
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get
 
 // CheckNamespaceAllowed returns a *configError when server is a ClusterPamServer whose
 // allowedNamespaces does not select namespace. The namespace is read live: a cache of every
@@ -170,6 +249,9 @@ func (c *Connector) CheckNamespaceAllowed(ctx context.Context, server pamv1.Serv
 func (c *Connector) Forget(server pamv1.ServerObject) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if old, ok := c.clients[serverCacheKey(server)]; ok && old.close != nil {
+		old.close()
+	}
 	delete(c.clients, serverCacheKey(server))
 	delete(c.limits, serverCacheKey(server))
 	c.batches.forget(serverCacheKey(server))

@@ -45,7 +45,7 @@ func (p *pass) fail(err error) {
 	switch pam.ClassOf(err) {
 	case pam.ClassAuth:
 		p.problem = &problem{reason: pamv1.ReasonUnauthorized, stalled: true,
-			message: "PAM refused the server's credentials: " + err.Error()}
+			message: "Authentication to PAM failed: " + err.Error()}
 	case pam.ClassNotFound:
 		p.problem = &problem{reason: pamv1.ReasonRequestNotFound, stalled: true,
 			message: "PAM does not list the request for the server's account: check spec.requestID, and that the server's credentials are those of the account that created the request; to release the object without closing, set spec.deletionPolicy to Orphan"}

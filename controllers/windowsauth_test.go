@@ -1,0 +1,205 @@
+package controllers_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/pam/auth/kerberos"
+	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+	"github.com/pam-operator/pam-operator/internal/testing/kdc"
+)
+
+// kerberosCanary is the Kerberos user's password: it must appear nowhere the operator writes.
+const kerberosCanary = "krb-canary-5b0f2e7c"
+
+// kerberosPAM is an emulator that accepts only Negotiate tokens for HTTP/127.0.0.1 of a real
+// KDC, with the user jen (password kerberosCanary).
+func kerberosPAM(t *testing.T) (*kdc.KDC, *emulator.Server, string) {
+	t.Helper()
+	realm := kdc.Start(t)
+	realm.AddPrincipal("jen", kerberosCanary)
+	realm.AddRandomKeyPrincipal("HTTP/127.0.0.1")
+	verifier, err := kerberos.NewVerifier(kerberos.VerifierConfig{
+		Keytab: realm.Keytab("HTTP/127.0.0.1"), ServicePrincipalName: "HTTP/127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pam := emulator.New(emulator.Options{Authenticate: verifier.Authenticate})
+	srv := httptest.NewServer(pam)
+	t.Cleanup(srv.Close)
+	return realm, pam, srv.URL
+}
+
+// kerberosServer creates a PamServer using Kerberos with the given Secret data.
+func kerberosServer(t *testing.T, ns, name, url string, data map[string][]byte, mutate func(*pamv1.KerberosAuth)) {
+	t.Helper()
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Data: data})
+	krb := &pamv1.KerberosAuth{SecretRef: pamv1.SecretReference{Name: name}}
+	mutate(krb)
+	create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: pamv1.PamServerSpec{
+		URL: url, Timeout: &metav1.Duration{Duration: 5 * time.Second}, Auth: &pamv1.PamServerAuth{Kerberos: krb}}})
+}
+
+// TestKerberosClosesThroughRealKDC: elevations close through PamServers that authenticate with
+// Kerberos against a real MIT KDC — with a password and krb5.conf from a ConfigMap, and with a
+// keytab and realm + kdcs — and the password appears in no log, Event or status.
+func TestKerberosClosesThroughRealKDC(t *testing.T) {
+	g := NewWithT(t)
+	realm, pam, url := kerberosPAM(t)
+	owner := "jen@" + realm.Realm
+	ns := newNamespace(t)
+	create(t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "krb5"},
+		Data: map[string]string{"krb5.conf": realm.Krb5Conf()}})
+	kerberosServer(t, ns, "krb-password", url, map[string][]byte{"username": []byte("jen"), "password": []byte(kerberosCanary)},
+		func(k *pamv1.KerberosAuth) { k.Krb5ConfigMapRef = &pamv1.ConfigMapReference{Name: "krb5"} })
+	kerberosServer(t, ns, "krb-keytab", url, map[string][]byte{"username": []byte("jen"), "keytab": realm.Keytab("jen")},
+		func(k *pamv1.KerberosAuth) { k.Realm, k.KDCs = realm.Realm, []string{realm.Addr} })
+
+	for _, server := range []string{"krb-password", "krb-keytab"} {
+		id := pam.AddRequest(emulator.Request{Owner: owner, RoleID: randomGUID(), RequestedTTL: time.Hour}).ID
+		el := elevation(ns, server, id, func(el *pamv1.PamElevation) { el.Spec.ServerRef.Name = server })
+		create(t, el)
+		waitActive(t, el)
+		deleteObj(t, el)
+		waitGone(t, el)
+		_, successes := pam.CloseCalls(id)
+		g.Expect(successes).To(Equal(1), "server %s", server)
+		for _, call := range pam.Calls() {
+			if call.RequestID == id {
+				g.Expect(call.User).To(Equal(owner))
+			}
+		}
+		g.Expect(eventNotes(t, el, pamv1.ConditionClosed)).To(ContainElement(ContainSubstring("HTTP 200")))
+		assertNoSecretIn(t, ns, kerberosCanary)
+	}
+}
+
+// TestKerberosBadInput: each broken configuration or credential stalls with a message a person
+// can act on, and never reaches PAM's data.
+func TestKerberosBadInput(t *testing.T) {
+	realm, pam, url := kerberosPAM(t)
+	owner := "jen@" + realm.Realm
+	realm.AddPrincipal("expired", kerberosCanary)
+	realm.ExpirePassword("expired")
+	ns := newNamespace(t)
+	password := func(user, pw string) map[string][]byte {
+		return map[string][]byte{"username": []byte(user), "password": []byte(pw)}
+	}
+	kdcs := func(k *pamv1.KerberosAuth) { k.Realm, k.KDCs = realm.Realm, []string{realm.Addr} }
+	create(t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "broken-krb5"},
+		Data: map[string]string{"krb5.conf": "[libdefaults\n default_realm = "}})
+
+	cases := []struct {
+		name   string
+		data   map[string][]byte
+		mutate func(*pamv1.KerberosAuth)
+		// server is the reason the server reports, "" when its configuration is valid.
+		server string
+		reason string
+		text   string
+	}{
+		{"wrong-password", password("jen", "not-the-password"), kdcs, "", pamv1.ReasonUnauthorized, "password"},
+		{"wrong-spn", password("jen", kerberosCanary), func(k *pamv1.KerberosAuth) {
+			kdcs(k)
+			k.ServicePrincipalName = "HTTP/pam.wrong.example"
+		}, "", pamv1.ReasonUnauthorized, "HTTP/pam.wrong.example"},
+		{"expired-password", password("expired", kerberosCanary), kdcs, "", pamv1.ReasonUnauthorized, "expired"},
+		{"malformed-keytab", map[string][]byte{"username": []byte("jen"), "keytab": []byte("not a keytab")}, kdcs,
+			pamv1.ReasonInvalidServerConfig, pamv1.ReasonInvalidServerConfig, "keytab"},
+		{"unparseable-krb5-conf", password("jen", kerberosCanary), func(k *pamv1.KerberosAuth) {
+			k.Krb5ConfigMapRef = &pamv1.ConfigMapReference{Name: "broken-krb5"}
+		}, pamv1.ReasonInvalidServerConfig, pamv1.ReasonInvalidServerConfig, "krb5.conf"},
+		{"missing-keys", map[string][]byte{"username": []byte("jen")}, kdcs,
+			pamv1.ReasonInvalidServerConfig, pamv1.ReasonInvalidServerConfig, `"password" and "keytab"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			kerberosServer(t, ns, tc.name, url, tc.data, tc.mutate)
+			if tc.server != "" {
+				server := &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: tc.name}}
+				waitFor(t, server, func(g Gomega, s *pamv1.PamServer) {
+					cond := findCondition(s.Status.Conditions, pamv1.ConditionStalled)
+					g.Expect(cond).NotTo(BeNil())
+					g.Expect(cond.Reason).To(Equal(tc.server))
+					g.Expect(cond.Message).To(ContainSubstring(tc.text))
+				})
+			}
+			id := pam.AddRequest(emulator.Request{Owner: owner, RoleID: randomGUID(), RequestedTTL: time.Hour}).ID
+			el := elevation(ns, tc.name, id, func(el *pamv1.PamElevation) { el.Spec.ServerRef.Name = tc.name })
+			create(t, el)
+			waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
+				expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, tc.reason)
+				g.Expect(conditionMessage(el, pamv1.ConditionStalled)).To(ContainSubstring(tc.text))
+			})
+			if req, _ := pam.Request(id); req.Status != "Active" {
+				t.Fatalf("request is %s after a failed authentication, want Active", req.Status)
+			}
+		})
+	}
+	assertNoSecretIn(t, ns, kerberosCanary)
+}
+
+// assertNoSecretIn fails when secret appears in the manager's log, or in the Events or the
+// status of any elevation or server of the namespace.
+func assertNoSecretIn(t *testing.T, ns, secret string) {
+	t.Helper()
+	ctx := context.Background()
+	texts := []string{managerLog.String()}
+	var elevations pamv1.PamElevationList
+	if err := k8sClient.List(ctx, &elevations, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, el := range elevations.Items {
+		for _, c := range el.Status.Conditions {
+			texts = append(texts, c.Message)
+		}
+	}
+	var servers pamv1.PamServerList
+	if err := k8sClient.List(ctx, &servers, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range servers.Items {
+		for _, c := range s.Status.Conditions {
+			texts = append(texts, c.Message)
+		}
+	}
+	texts = append(texts, allEventNotes(t, ns)...)
+	for _, text := range texts {
+		if strings.Contains(text, secret) {
+			t.Fatalf("a credential leaked into %.200q", text)
+		}
+	}
+}
+
+func findCondition(conds []metav1.Condition, condType string) *metav1.Condition {
+	for i := range conds {
+		if conds[i].Type == condType {
+			return &conds[i]
+		}
+	}
+	return nil
+}
+
+// allEventNotes returns the notes of every Event in a namespace.
+func allEventNotes(t *testing.T, ns string) []string {
+	t.Helper()
+	var list eventsv1.EventList
+	if err := k8sClient.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	notes := make([]string, 0, len(list.Items))
+	for _, e := range list.Items {
+		notes = append(notes, e.Note)
+	}
+	return notes
+}
