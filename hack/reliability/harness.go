@@ -16,6 +16,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -143,6 +144,10 @@ func startHarness(workDir string) (*harness, error) {
 	}
 
 	if h.metrics, err = setupMetricsAccess(context.Background(), h.client, workDir); err != nil {
+		h.stop()
+		return nil, err
+	}
+	if err := createKerberosServer(context.Background(), h.client); err != nil {
 		h.stop()
 		return nil, err
 	}
@@ -425,4 +430,29 @@ func repoRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// createKerberosServer creates a PamServer whose Kerberos configuration comes from a ConfigMap.
+// No elevation uses it; the manager validates it, which reads the ConfigMap as the shipped RBAC
+// allows (configuration is checked offline, so no KDC is needed).
+func createKerberosServer(ctx context.Context, c client.Client) error {
+	const ns = "rel-kerberos"
+	objects := []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"},
+			StringData: map[string]string{"username": "reliability", "password": pamPassword}},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "krb5"}, Data: map[string]string{
+			"krb5.conf": "[libdefaults]\n default_realm = PAM.TEST\n[realms]\n PAM.TEST = {\n  kdc = 127.0.0.1:88\n }\n"}},
+		&pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}, Spec: pamv1.PamServerSpec{
+			URL: "https://pam.example.test",
+			Auth: &pamv1.PamServerAuth{Kerberos: &pamv1.KerberosAuth{SecretRef: pamv1.SecretReference{Name: "pam"},
+				Krb5ConfigMapRef: &pamv1.ConfigMapReference{Name: "krb5"}}},
+		}},
+	}
+	for _, obj := range objects {
+		if err := c.Create(ctx, obj); err != nil {
+			return fmt.Errorf("creating the Kerberos PamServer: %w", err)
+		}
+	}
+	return nil
 }
