@@ -8,6 +8,8 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pam-operator/pam-operator/internal/pam/auth/kerberos"
 	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 )
 
@@ -58,6 +61,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	tlsCert := fs.String("tls-cert", "", "PEM certificate; with --tls-key, serve https.")
 	tlsKey := fs.String("tls-key", "", "PEM private key for --tls-cert.")
 	seed := fs.Int64("seed", 1, "Seed for fraction= faults, so a run is reproducible.")
+	keytabPath := fs.String("kerberos-keytab", "",
+		"Service keytab: accept only Kerberos (Negotiate) tokens for --kerberos-spn, as IIS with Windows authentication does; callers are named user@REALM.")
+	spn := fs.String("kerberos-spn", "", "Service principal the tokens must be for, e.g. HTTP/pam.example.test (default: any in the keytab).")
+	channelBinding := fs.String("channel-binding", "allow",
+		"Extended Protection over https, as IIS tokenChecking: none, allow (check bindings that are sent) or require.")
 	fs.Var(&users, "user", "An account as name:password (repeatable). None means no authentication.")
 	fs.Var(&roles, "role", "A role as name[:ttlSeconds[:approval]] (repeatable); every --user approves an approval role.")
 	fs.Var(&seeds, "seed-request", "An Active request as roleName:ttlSeconds[:owner] (repeatable); the owner defaults to the only --user.")
@@ -71,6 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}
+	var err error
 
 	logger := log.New(stderr, "pam-emulator ", log.LstdFlags|log.Lmicroseconds)
 	opts := emulator.Options{Users: map[string]string{}, Log: func(line string) { logger.Println(line) }, Seed: *seed}
@@ -82,6 +91,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 		}
 		opts.Users[name] = pw
 		names = append(names, name)
+	}
+	if *keytabPath != "" {
+		if opts.Authenticate, err = kerberosAuthenticator(*keytabPath, *spn, *tlsCert, *channelBinding); err != nil {
+			return err
+		}
+		if len(opts.Users) > 0 {
+			return errors.New("--user and --kerberos-keytab exclude each other: Kerberos accounts come from the KDC")
+		}
 	}
 	emu := emulator.New(opts)
 
@@ -294,4 +311,43 @@ func endpointNames() string {
 		names = append(names, string(e))
 	}
 	return strings.Join(names, ", ")
+}
+
+// kerberosAuthenticator validates Negotiate tokens with a service keytab. With a TLS
+// certificate, channel bindings are checked against it as the policy says.
+func kerberosAuthenticator(keytabPath, spn, certPath, policy string) (func(http.ResponseWriter, *http.Request) (string, bool), error) {
+	keytab, err := os.ReadFile(keytabPath)
+	if err != nil {
+		return nil, fmt.Errorf("--kerberos-keytab: %w", err)
+	}
+	cfg := kerberos.VerifierConfig{Keytab: keytab, ServicePrincipalName: spn}
+	switch policy {
+	case "none", "allow", "require":
+	default:
+		return nil, fmt.Errorf("--channel-binding %q: want none, allow or require", policy)
+	}
+	if certPath != "" && policy != "none" {
+		if cfg.Certificate, err = leafCertificate(certPath); err != nil {
+			return nil, err
+		}
+		cfg.RequireChannelBinding = policy == "require"
+	}
+	verifier, err := kerberos.NewVerifier(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("--kerberos-keytab: %w", err)
+	}
+	return verifier.Authenticate, nil
+}
+
+// leafCertificate reads the first certificate of a PEM file.
+func leafCertificate(path string) (*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return x509.ParseCertificate(block.Bytes)
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -13,7 +15,10 @@ import (
 
 	. "github.com/onsi/gomega"
 
+	"github.com/pam-operator/pam-operator/internal/pam"
+	"github.com/pam-operator/pam-operator/internal/pam/auth/kerberos"
 	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+	"github.com/pam-operator/pam-operator/internal/testing/kdc"
 )
 
 func TestParseFault(t *testing.T) {
@@ -175,6 +180,7 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"a seed for an unknown role", []string{"--seed-request", "Ops:60"}, "no --role"},
 		{"a bad fault", []string{"--fault", "nowhere:503"}, "unknown endpoint"},
 		{"a stray argument", []string{"serve"}, "unexpected arguments"},
+		{"a missing keytab", []string{"--kerberos-keytab", "/nonexistent/http.keytab"}, "--kerberos-keytab"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.reason, func(t *testing.T) {
@@ -184,4 +190,57 @@ func TestRunRejectsBadFlags(t *testing.T) {
 			g.Expect(err.Error()).NotTo(ContainSubstring("s3cret"))
 		})
 	}
+}
+
+// TestRunKerberos serves Negotiate with a service keytab from a real KDC: the operator's PAM
+// client with Kerberos credentials closes a request, a caller without a token gets IIS's 401.
+func TestRunKerberos(t *testing.T) {
+	g := NewWithT(t)
+	realm := kdc.Start(t)
+	realm.AddPrincipal("jen", "krb-s3cret")
+	realm.AddRandomKeyPrincipal("HTTP/127.0.0.1")
+	keytab := filepath.Join(t.TempDir(), "http.keytab")
+	g.Expect(os.WriteFile(keytab, realm.Keytab("HTTP/127.0.0.1"), 0o600)).To(Succeed())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	addr := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{
+			"--listen", "127.0.0.1:0", "--kerberos-keytab", keytab, "--kerberos-spn", "HTTP/127.0.0.1",
+			"--role", "Ops:3600", "--seed-request", "Ops:600:jen@" + realm.Realm,
+		}, &stdout, &stderr, func(a string) { addr <- a })
+	}()
+	var base string
+	select {
+	case a := <-addr:
+		base = "http://" + a
+	case err := <-done:
+		t.Fatalf("run ended early: %v; stderr: %s", err, stderr.String())
+	}
+	m := regexp.MustCompile(`(?m)^request ([0-9a-f-]{36}) `).FindStringSubmatch(stdout.String())
+	g.Expect(m).To(HaveLen(2))
+
+	resp, err := http.Get(base + "/api/pamresources/pamrequests")
+	g.Expect(err).NotTo(HaveOccurred())
+	resp.Body.Close()
+	g.Expect(resp.StatusCode).To(Equal(http.StatusUnauthorized))
+	g.Expect(resp.Header.Values("WWW-Authenticate")).To(ContainElement("Negotiate"))
+
+	krb, err := kerberos.New(kerberos.Config{Username: "jen", Password: "krb-s3cret", Krb5Conf: realm.Krb5Conf()})
+	g.Expect(err).NotTo(HaveOccurred())
+	defer krb.Close()
+	pc, err := pam.NewClient(pam.Config{URL: base, Auth: krb.Wrap})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(pc.Close(ctx, m[1])).To(Succeed())
+	req, err := pc.Get(ctx, m[1])
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(req.Status).To(Equal(pam.StatusClosed))
+
+	cancel()
+	g.Eventually(done, 10*time.Second).Should(Receive(BeNil()))
+	g.Expect(stderr.String()).To(ContainSubstring(`user="jen@` + realm.Realm + `"`))
+	g.Expect(stderr.String()).NotTo(ContainSubstring("krb-s3cret"))
 }
