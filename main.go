@@ -89,6 +89,7 @@ func run() error {
 		clusterResourceNamespace = podNamespace()
 	}
 	opts.ClusterResourceNamespace = clusterResourceNamespace
+	opts.OperatorNamespace = podNamespace()
 	// The pod name in the User-Agent tells replicas apart in IIS logs.
 	opts.UserAgent = "pam-operator"
 	if pod := os.Getenv("POD_NAME"); pod != "" {

@@ -44,6 +44,10 @@ type Connector struct {
 	// LiveReader reads Secrets, ConfigMaps and Namespaces straight from the API server: the
 	// operator caches none of them and may not list or watch them.
 	LiveReader client.Reader
+	// Writer writes the credential escrow in OperatorNamespace.
+	Writer client.Client
+	// OperatorNamespace is where the credential escrow is kept.
+	OperatorNamespace string
 	// ClusterResourceNamespace is where ClusterPamServer Secrets live.
 	ClusterResourceNamespace string
 	// UserAgent is sent to PAM.
@@ -55,6 +59,8 @@ type Connector struct {
 	batches batchSyncer
 	// limits pace the calls to each server.
 	limits map[string]*serverLimits
+	// escrowed is the source version each server's escrow holds, "" when it has none.
+	escrowed map[string]string
 }
 
 type cachedClient struct {
@@ -99,25 +105,27 @@ func (c *Connector) Connect(ctx context.Context, server pamv1.ServerObject) (pam
 	version := fmt.Sprintf("%s/%d", server.GetUID(), server.GetGeneration())
 
 	var closeAuth func()
-	if name := spec.Auth.SecretName(); name != "" {
-		secret, err := c.secret(ctx, c.secretNamespace(server), name)
+	if spec.Auth.SecretName() != "" {
+		creds, err := c.loadCredentials(ctx, server)
 		if err != nil {
 			return nil, err
 		}
-		version += "/" + secret.ResourceVersion
+		if err := c.refreshEscrow(ctx, server, creds); err != nil {
+			return nil, err
+		}
+		version += "/" + creds.version
 		switch {
 		case spec.Auth.Basic != nil:
-			username, password, err := requiredKeys(secret, SecretKeyUsername, SecretKeyPassword)
+			username, password, err := requiredKeys(creds, SecretKeyUsername, SecretKeyPassword)
 			if err != nil {
 				return nil, err
 			}
 			cfg.Auth = auth.Basic(username, password)
 		case spec.Auth.Kerberos != nil:
-			kc, cmVersion, err := c.kerberosClient(ctx, server, spec.Auth.Kerberos, secret)
+			kc, err := kerberosClient(spec.Auth.Kerberos, creds)
 			if err != nil {
 				return nil, err
 			}
-			version += "/" + cmVersion
 			cfg.Auth, closeAuth = kc.Wrap, kc.Close
 		}
 	}
@@ -159,15 +167,15 @@ func (c *Connector) Connect(ctx context.Context, server pamv1.ServerObject) (pam
 	return limited, nil
 }
 
-// requiredKeys returns the values of keys, which must all be present and non-empty.
-func requiredKeys(secret *corev1.Secret, keys ...string) (string, string, error) {
+// requiredKeys returns the values of two keys, which must both be present and non-empty.
+func requiredKeys(creds *credentials, keys ...string) (string, string, error) {
 	for _, key := range keys {
-		if len(secret.Data[key]) == 0 {
+		if len(creds.data[key]) == 0 {
 			return "", "", &configError{reason: pamv1.ReasonInvalidServerConfig,
-				message: fmt.Sprintf("Secret %s/%s needs non-empty keys %q and %q", secret.Namespace, secret.Name, keys[0], keys[1])}
+				message: fmt.Sprintf("%s needs non-empty keys %q and %q", creds.source, keys[0], keys[1])}
 		}
 	}
-	return string(secret.Data[keys[0]]), string(secret.Data[keys[1]]), nil
+	return string(creds.data[keys[0]]), string(creds.data[keys[1]]), nil
 }
 
 // Secret and ConfigMap keys of the Kerberos method.
@@ -176,42 +184,30 @@ const (
 	ConfigMapKeyKrb5 = "krb5.conf"
 )
 
-// kerberosClient builds a Kerberos client from the server's Secret and krb5 configuration. It
-// returns the ConfigMap's resourceVersion ("" without one), so a changed krb5.conf builds a new
-// client. The configuration is checked offline: a bad keytab or krb5.conf stalls the server at
-// once, not at the first call.
-func (c *Connector) kerberosClient(ctx context.Context, server pamv1.ServerObject, spec *pamv1.KerberosAuth, secret *corev1.Secret) (*kerberos.Client, string, error) {
+// kerberosClient builds a Kerberos client from the server's credentials. The configuration is
+// checked offline: a bad keytab or krb5.conf stalls the server at once, not at the first call.
+func kerberosClient(spec *pamv1.KerberosAuth, creds *credentials) (*kerberos.Client, error) {
 	invalid := func(format string, args ...any) error {
 		return &configError{reason: pamv1.ReasonInvalidServerConfig, message: fmt.Sprintf(format, args...)}
 	}
-	username := string(secret.Data[SecretKeyUsername])
-	password, keytab := string(secret.Data[SecretKeyPassword]), secret.Data[SecretKeyKeytab]
+	username := string(creds.data[SecretKeyUsername])
+	password, keytab := string(creds.data[SecretKeyPassword]), creds.data[SecretKeyKeytab]
 	if username == "" || (password == "") == (len(keytab) == 0) {
-		return nil, "", invalid("Secret %s/%s needs a non-empty key %q and exactly one of %q and %q",
-			secret.Namespace, secret.Name, SecretKeyUsername, SecretKeyPassword, SecretKeyKeytab)
+		return nil, invalid("%s needs a non-empty key %q and exactly one of %q and %q",
+			creds.source, SecretKeyUsername, SecretKeyPassword, SecretKeyKeytab)
 	}
 	cfg := kerberos.Config{Username: username, Realm: spec.Realm, Password: password, Keytab: keytab,
 		KDCs: spec.KDCs, ServicePrincipalName: spec.ServicePrincipalName}
-	cmVersion := ""
-	if ref := spec.Krb5ConfigMapRef; ref != nil {
-		namespace := c.secretNamespace(server)
-		cm := &corev1.ConfigMap{}
-		if err := c.LiveReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: ref.Name}, cm); err != nil {
-			if apierrors.IsNotFound(err) {
-				return nil, "", invalid("ConfigMap %q not found in namespace %s", ref.Name, namespace)
-			}
-			return nil, "", err
+	if spec.Krb5ConfigMapRef != nil {
+		if cfg.Krb5Conf = creds.krb5Conf; cfg.Krb5Conf == "" {
+			return nil, invalid("ConfigMap %s needs a non-empty key %q", spec.Krb5ConfigMapRef.Name, ConfigMapKeyKrb5)
 		}
-		if cfg.Krb5Conf = cm.Data[ConfigMapKeyKrb5]; cfg.Krb5Conf == "" {
-			return nil, "", invalid("ConfigMap %s/%s needs a non-empty key %q", namespace, ref.Name, ConfigMapKeyKrb5)
-		}
-		cmVersion = cm.ResourceVersion
 	}
 	kc, err := kerberos.New(cfg)
 	if err != nil {
-		return nil, "", invalid("%s", err.Error())
+		return nil, invalid("%s", err.Error())
 	}
-	return kc, cmVersion, nil
+	return kc, nil
 }
 
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get

@@ -238,8 +238,7 @@ func TestUnauthorizedStallsAndHealsWhenSecretIsFixed(t *testing.T) {
 		g.Expect(conditionMessage(el, pamv1.ConditionStalled)).To(ContainSubstring("HTTP 401"))
 	})
 
-	// A rotation as kubectl apply does it: a patch, which the operator's in-use finalizer on the
-	// Secret does not conflict with.
+	// A rotation as kubectl apply does it: a patch.
 	patch := client.MergeFrom(secret.DeepCopy())
 	secret.StringData = map[string]string{"password": pamPassword}
 	g.Expect(k8sClient.Patch(context.Background(), secret, patch)).To(Succeed())

@@ -112,12 +112,12 @@ func TestNamespaceDeletionStillClosesEverything(t *testing.T) {
 	}
 	server := &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}}
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam-credentials"}}
-	waitFor(t, secret, func(g Gomega, s *corev1.Secret) {
-		g.Expect(s.Finalizers).To(ContainElement(controllers.InUseFinalizer))
-	})
 	waitFor(t, server, func(g Gomega, s *pamv1.PamServer) {
 		g.Expect(s.Finalizers).To(ContainElement(controllers.InUseFinalizer))
 	})
+	// The server is protected only once its credentials are in escrow.
+	escrow := escrowOf(t, "PamServer/"+ns+"/pam")
+	g.Expect(escrow.Data).To(HaveKeyWithValue("secret.password", []byte(pamPassword)))
 	for i := range ids {
 		waitActive(t, elevation(ns, fmt.Sprintf("el-%02d", i), ids[i]))
 	}
@@ -135,7 +135,25 @@ func TestNamespaceDeletionStillClosesEverything(t *testing.T) {
 		attempts, successes := pamServer.CloseCalls(id)
 		g.Expect([]int{attempts, successes}).To(Equal([]int{1, 1}), "request %s", id)
 	}
-	// Nothing needs them any more: the server and the Secret go too.
+	// Nothing needs them any more: the server and the escrowed copy go too.
 	waitGone(t, server)
-	waitGone(t, secret)
+	waitGone(t, escrow)
+}
+
+// escrowOf waits for the operator's escrow Secret of a server, named by its annotation.
+func escrowOf(t *testing.T, serverKey string) *corev1.Secret {
+	t.Helper()
+	var found *corev1.Secret
+	NewWithT(t).Eventually(func(g Gomega) {
+		var list corev1.SecretList
+		g.Expect(k8sClient.List(context.Background(), &list, client.InNamespace(clusterResourceNamespace))).To(Succeed())
+		found = nil
+		for i := range list.Items {
+			if list.Items[i].Annotations["pam.mim.dev/server"] == serverKey {
+				found = &list.Items[i]
+			}
+		}
+		g.Expect(found).NotTo(BeNil(), "no escrow for %s", serverKey)
+	}).WithTimeout(waitTimeout).WithPolling(pollEvery).Should(Succeed())
+	return found
 }

@@ -48,7 +48,7 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 
-	if err := protectServer(ctx, r.Client, r.Connector.LiveReader, server, r.Connector.secretNamespace(server)); err != nil {
+	if err := protectServer(ctx, r.Client, r.Connector, server); err != nil {
 		return ctrl.Result{}, err
 	}
 

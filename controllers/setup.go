@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"time"
 
@@ -15,6 +16,9 @@ import (
 type Options struct {
 	// ClusterResourceNamespace is where ClusterPamServer Secrets are read from.
 	ClusterResourceNamespace string
+	// OperatorNamespace is where the operator keeps its credential escrow; empty means
+	// ClusterResourceNamespace.
+	OperatorNamespace string
 	// SyncInterval is how often open requests are read from PAM.
 	SyncInterval time.Duration
 	// MaxRetryDelay caps the retry backoff.
@@ -41,6 +45,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	connector := &Connector{
 		Client:                   mgr.GetClient(),
 		LiveReader:               mgr.GetAPIReader(),
+		Writer:                   mgr.GetClient(),
+		OperatorNamespace:        cmp.Or(opts.OperatorNamespace, opts.ClusterResourceNamespace),
 		ClusterResourceNamespace: opts.ClusterResourceNamespace,
 		UserAgent:                opts.UserAgent,
 	}
@@ -74,8 +80,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}).SetupWithManager(mgr, "clusterpamserver"); err != nil {
 		return err
 	}
-	return (&SecretReleaser{Client: mgr.GetClient(), LiveReader: mgr.GetAPIReader(),
-		ClusterResourceNamespace: opts.ClusterResourceNamespace}).SetupWithManager(mgr)
+	return nil
 }
 
 // lastAppliedAnnotation is where kubectl apply keeps a full copy of the object.

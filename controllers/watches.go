@@ -10,11 +10,7 @@ import (
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 )
 
-// serverSecretIndex maps servers to the Secret their auth method reads.
-const serverSecretIndex = ".spec.auth.secretRef"
-
-// SetupIndexes registers the field indexes the watches use: elevations by server, and both
-// server kinds by Secret name.
+// SetupIndexes registers the field indexes: elevations by server and by request.
 func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &pamv1.PamElevation{}, serverRefIndex, func(o client.Object) []string {
 		return []string{o.(*pamv1.PamElevation).ServerKey()}
@@ -25,17 +21,6 @@ func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 		return []string{normalizedID(o.(*pamv1.PamElevation))}
 	}); err != nil {
 		return err
-	}
-	extract := func(o client.Object) []string {
-		if name := o.(pamv1.ServerObject).ServerSpec().Auth.SecretName(); name != "" {
-			return []string{name}
-		}
-		return nil
-	}
-	for _, obj := range []client.Object{&pamv1.PamServer{}, &pamv1.ClusterPamServer{}} {
-		if err := mgr.GetFieldIndexer().IndexField(ctx, obj, serverSecretIndex, extract); err != nil {
-			return err
-		}
 	}
 	return nil
 }
@@ -62,28 +47,4 @@ func (m *elevationMapper) elevationsOf(ctx context.Context, serverKey string) []
 		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
 	}
 	return reqs
-}
-
-// serversUsingSecret finds the PamServers in the Secret's namespace, and the ClusterPamServers
-// when it is the cluster resource namespace, whose auth method reads the Secret.
-func serversUsingSecret(ctx context.Context, c client.Client, secret client.Object, clusterResourceNamespace string) []pamv1.ServerObject {
-	var servers []pamv1.ServerObject
-	var namespaced pamv1.PamServerList
-	if err := c.List(ctx, &namespaced, client.InNamespace(secret.GetNamespace()),
-		client.MatchingFields{serverSecretIndex: secret.GetName()}); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Listing PamServers of a Secret", "secret", client.ObjectKeyFromObject(secret))
-	}
-	for i := range namespaced.Items {
-		servers = append(servers, &namespaced.Items[i])
-	}
-	if secret.GetNamespace() == clusterResourceNamespace {
-		var cluster pamv1.ClusterPamServerList
-		if err := c.List(ctx, &cluster, client.MatchingFields{serverSecretIndex: secret.GetName()}); err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Listing ClusterPamServers of a Secret", "secret", client.ObjectKeyFromObject(secret))
-		}
-		for i := range cluster.Items {
-			servers = append(servers, &cluster.Items[i])
-		}
-	}
-	return servers
 }

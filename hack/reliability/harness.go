@@ -211,8 +211,10 @@ func checkIdentity(root string, kubeconfig []byte) error {
 		args []string
 		want string
 	}{
-		{[]string{"patch", "secrets", "-n", "default"}, "yes"},
+		{[]string{"get", "secrets", "-n", "default"}, "yes"},
+		{[]string{"patch", "secrets", "-n", "default"}, "no"},
 		{[]string{"list", "secrets", "-n", "default"}, "no"},
+		{[]string{"create", "secrets", "-n", operatorNamespace}, "yes"},
 		{[]string{"create", "pods", "-n", "default"}, "no"},
 		{[]string{"delete", "pamelevations", "-n", "default"}, "no"},
 	} {

@@ -44,13 +44,17 @@ func unusedPermissions(root, auditLog string) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		var role struct {
-			Rules []rbacv1.PolicyRule `json:"rules"`
+		var rules []rbacv1.PolicyRule
+		for _, doc := range strings.Split(string(data), "\n---") {
+			var role struct {
+				Rules []rbacv1.PolicyRule `json:"rules"`
+			}
+			if err := yaml.Unmarshal([]byte(doc), &role); err != nil {
+				return nil, fmt.Errorf("%s: %w", file, err)
+			}
+			rules = append(rules, role.Rules...)
 		}
-		if err := yaml.Unmarshal(data, &role); err != nil {
-			return nil, fmt.Errorf("%s: %w", file, err)
-		}
-		for _, rule := range role.Rules {
+		for _, rule := range rules {
 			if len(rule.NonResourceURLs) > 0 {
 				unused = append(unused, fmt.Sprintf("%s: non-resource URLs %v", file, rule.NonResourceURLs))
 				continue

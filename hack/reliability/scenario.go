@@ -255,6 +255,18 @@ func (h *harness) disturb(ctx context.Context, sc scenario, ns string) error {
 		}
 		h.apiProxy.cut(sc.apiServerDown)
 	}
+	if sc.conflicts {
+		// A rotation while closes are pending: the operator refreshes its escrowed copy.
+		secret := &corev1.Secret{}
+		if err := h.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pam"}, secret); err != nil {
+			return err
+		}
+		patch := client.MergeFrom(secret.DeepCopy())
+		secret.StringData = map[string]string{"rotated-at": time.Now().UTC().Format(time.RFC3339Nano)}
+		if err := h.client.Patch(ctx, secret, patch); err != nil {
+			return err
+		}
+	}
 	for n := 0; sc.conflicts; n++ {
 		var list pamv1.PamElevationList
 		if err := h.client.List(ctx, &list, client.InNamespace(ns)); err != nil {
