@@ -76,6 +76,10 @@ kdc: ## Install MIT Kerberos from Debian (krb5-kdc, krb5-admin-server) when miss
 test: kdc verify-generated verify-fmt vet $(CONTROL_PLANE) $(KUSTOMIZE) ## Check generated files, vet, and run every test on the local control plane.
 	$(GO) test ./... -count=1 -timeout 30m
 
+.PHONY: bench
+bench: manifests $(CONTROL_PLANE) $(KUSTOMIZE) ## Run the performance benchmarks, print the table and write it to bin/bench/ (ARGS="--bench-mass 1000 ...").
+	$(GO) run ./hack/reliability --bench $(ARGS)
+
 .PHONY: reliability
 reliability: manifests $(CONTROL_PLANE) ## Run the long fault, outage, crash and failover scenarios and print the table (ARGS="--elevations 500 ...").
 	$(GO) run ./hack/reliability $(ARGS)

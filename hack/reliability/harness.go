@@ -292,7 +292,7 @@ func freeAddr() (string, error) {
 }
 
 // startManager runs the manager binary as a child process; its log goes to <name>.log.
-func (h *harness) startManager(name string, leaderElect bool) (*managerProc, error) {
+func (h *harness) startManager(name string, leaderElect bool, extraArgs ...string) (*managerProc, error) {
 	logFile, err := os.OpenFile(filepath.Join(h.workDir, name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, err
@@ -317,7 +317,7 @@ func (h *harness) startManager(name string, leaderElect bool) (*managerProc, err
 			"--leader-election-renew-deadline", "3s",
 			"--leader-election-retry-period", "500ms")
 	}
-	cmd := exec.Command(h.managerBin, args...)
+	cmd := exec.Command(h.managerBin, append(args, extraArgs...)...)
 	cmd.Env = append(os.Environ(), "POD_NAME="+name, "POD_NAMESPACE="+operatorNamespace)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {

@@ -2,6 +2,8 @@
 // manager binary, a local control plane and the PAM emulator, and prints a table of what held:
 // lost closes, duplicate successful closes, extra close calls and recovery times. `make
 // reliability` runs the long versions; `make test` runs small ones with the same invariants.
+// With --bench (`make bench`) it measures performance in the same lab instead: latency, expiry
+// precision, mass revocation, memory and economy, each against a baseline of the same run.
 package main
 
 import (
@@ -12,10 +14,14 @@ import (
 	"math/rand"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/go-logr/logr"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 )
@@ -28,6 +34,15 @@ func main() {
 	longOutage := flag.Duration("long-outage", 5*time.Minute, "Length of the long full outage scenario; 0 skips it.")
 	seed := flag.Int64("seed", 1, "Seed for the random timings.")
 	only := flag.String("scenarios", "", "Comma-separated scenario names to run; empty runs all.")
+	benchMode := flag.Bool("bench", false, "Run the performance benchmarks instead of the scenarios (make bench).")
+	var bc benchConfig
+	flag.IntVar(&bc.latencyCount, "bench-latency", 200, "Elevations deleted one by one for the delete → close latency.")
+	flag.IntVar(&bc.expiryCount, "bench-expiry", 1000, "Elevations for the expiry precision.")
+	flag.DurationVar(&bc.expirySpread, "bench-expiry-spread", 30*time.Second, "Window their expiresAt is spread over.")
+	flag.IntVar(&bc.massCount, "bench-mass", 5000, "Elevations deleted in one call for the mass revocation.")
+	memorySizes := flag.String("bench-memory", "1000,10000", "Elevation counts at which memory is measured (and idle sync at the first).")
+	flag.IntVar(&bc.kubeAPIQPS, "bench-kube-api-qps", 100, "The manager's --kube-api-qps.")
+	flag.IntVar(&bc.rateLimit, "bench-rate-limit", 300, "The PamServer's rateLimit.qps.")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -38,6 +53,19 @@ func main() {
 		os.Exit(1)
 	}
 	defer os.RemoveAll(workDir)
+
+	if *benchMode {
+		ctrl.SetLogger(logr.Discard()) // the baseline controller's logs are not the measurement
+		for _, f := range strings.Split(*memorySizes, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 || (len(bc.memorySizes) > 0 && n <= bc.memorySizes[len(bc.memorySizes)-1]) {
+				fmt.Fprintln(os.Stderr, "error: --bench-memory wants increasing positive counts")
+				os.Exit(2)
+			}
+			bc.memorySizes = append(bc.memorySizes, n)
+		}
+		os.Exit(benchMain(ctx, workDir, bc))
+	}
 
 	scs := scenarios(*elevations, *window, *kills, *outage, *longOutage)
 	if *only != "" {
@@ -69,6 +97,30 @@ func main() {
 			os.Exit(1)
 		}
 	}
+}
+
+// benchMain runs the benchmarks, prints the table and writes it as JSON under bin/bench/.
+func benchMain(ctx context.Context, workDir string, bc benchConfig) int {
+	report, err := runBench(ctx, workDir, bc, os.Stdout)
+	if report != nil {
+		printBench(os.Stdout, report)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		return 1
+	}
+	root, err := repoRoot()
+	if err == nil {
+		var path string
+		if path, err = writeBenchJSON(root, report); err == nil {
+			fmt.Println("wrote", path)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		return 1
+	}
+	return 0
 }
 
 // scenarios are the runs, sized by the flags.

@@ -1,0 +1,750 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/pam"
+	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+)
+
+// benchConfig sizes the benchmarks.
+type benchConfig struct {
+	latencyCount int
+	expiryCount  int
+	expirySpread time.Duration
+	massCount    int
+	memorySizes  []int
+	// kubeAPIQPS is the manager's client QPS, which bounds its writes.
+	kubeAPIQPS int
+	// rateLimit is the PamServer's rateLimit.qps, part of what bounds a mass revocation.
+	rateLimit int
+}
+
+// benchRow is one line of the report.
+type benchRow struct {
+	Measure string  `json:"measure"`
+	Value   float64 `json:"value"`
+	Unit    string  `json:"unit"`
+	Note    string  `json:"note,omitempty"`
+}
+
+// benchReport is what `make bench` prints and writes to bin/bench/.
+type benchReport struct {
+	Started time.Time  `json:"started"`
+	Machine string     `json:"machine"`
+	Config  string     `json:"config"`
+	Rows    []benchRow `json:"rows"`
+}
+
+func (r *benchReport) add(measure string, value float64, unit, note string) {
+	r.Rows = append(r.Rows, benchRow{Measure: measure, Value: value, Unit: unit, Note: note})
+}
+
+// runBench starts the lab once and runs every measurement in it.
+func runBench(ctx context.Context, workDir string, cfg benchConfig, progress io.Writer) (*benchReport, error) {
+	report := &benchReport{Started: time.Now().UTC(), Machine: machineSummary(),
+		Config: fmt.Sprintf("%+v", cfg)}
+	h, err := startHarness(workDir)
+	if err != nil {
+		return nil, err
+	}
+	defer h.stop()
+	b := &bench{h: h, cfg: cfg, report: report, progress: progress}
+	if err := b.setup(ctx); err != nil {
+		return report, err
+	}
+	defer b.manager.stop()
+	for _, step := range []struct {
+		name string
+		run  func(context.Context) error
+	}{
+		{"memory and idle sync", b.memory},
+		{"delete → close latency", b.latency},
+		{"expiry precision", b.expiry},
+		{"economy", b.economy},
+		{"mass revocation", b.mass},
+	} {
+		fmt.Fprintf(progress, "==> %s\n", step.name)
+		if err := step.run(ctx); err != nil {
+			return report, fmt.Errorf("%s: %w", step.name, err)
+		}
+	}
+	return report, nil
+}
+
+type bench struct {
+	h        *harness
+	cfg      benchConfig
+	report   *benchReport
+	progress io.Writer
+	manager  *managerProc
+	ns       string
+	// baseline is a minimal controller that records when it sees each deletion.
+	baseline *deletionWatcher
+	seq      int
+}
+
+const benchNamespace = "bench"
+
+func (b *bench) setup(ctx context.Context) error {
+	b.ns = benchNamespace
+	h := b.h
+	objects := []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: b.ns}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: b.ns, Name: "pam"},
+			StringData: map[string]string{"username": pamUser, "password": pamPassword}},
+		&pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: b.ns, Name: "pam"}, Spec: pamv1.PamServerSpec{
+			URL: h.pamURL, Timeout: &metav1.Duration{Duration: 5 * time.Second},
+			Auth:      &pamv1.PamServerAuth{Basic: &pamv1.BasicAuth{SecretRef: pamv1.SecretReference{Name: "pam"}}},
+			RateLimit: &pamv1.RateLimit{QPS: int32(b.cfg.rateLimit), Burst: int32(b.cfg.rateLimit), MaxConcurrentCalls: 16},
+		}},
+	}
+	for _, obj := range objects {
+		if err := h.client.Create(ctx, obj); err != nil {
+			return err
+		}
+	}
+	var err error
+	b.manager, err = h.startManager("bench", false,
+		"--kube-api-qps", strconv.Itoa(b.cfg.kubeAPIQPS), "--kube-api-burst", strconv.Itoa(2*b.cfg.kubeAPIQPS),
+		"--max-concurrent-reconciles", "16")
+	if err != nil {
+		return err
+	}
+	// The manager is up once its metrics answer.
+	if err := poll(ctx, time.Minute, 100*time.Millisecond, func() (bool, error) {
+		_, _, err := b.manager.memoryUse()
+		return err == nil, nil
+	}); err != nil {
+		return fmt.Errorf("the manager did not come up: %w", err)
+	}
+	b.baseline, err = startDeletionWatcher(ctx, h.env.Config, h.client.Scheme())
+	return err
+}
+
+// createElevations creates n elevations of the bench server with open requests; mutate may set
+// an expiry. It returns their names and request ids.
+func (b *bench) createElevations(ctx context.Context, n int, mutate func(i int, el *pamv1.PamElevation)) ([]string, []string, error) {
+	names, ids := make([]string, n), make([]string, n)
+	for i := range n {
+		b.seq++
+		names[i] = fmt.Sprintf("el-%06d", b.seq)
+		ids[i] = b.h.pam.AddRequest(emulator.Request{Owner: pamUser, RoleID: "2f5a1c3e-1111-4a2b-8c3d-4e5f6a7b8c9d", RequestedTTL: 8 * time.Hour}).ID
+	}
+	err := parallel(ctx, n, 16, func(i int) error {
+		el := &pamv1.PamElevation{ObjectMeta: metav1.ObjectMeta{Namespace: b.ns, Name: names[i]},
+			Spec: pamv1.PamElevationSpec{RequestID: ids[i], ServerRef: pamv1.ServerReference{Name: "pam"}}}
+		if mutate != nil {
+			mutate(i, el)
+		}
+		return b.h.client.Create(ctx, el)
+	})
+	return names, ids, err
+}
+
+// waitSynced waits until n elevations of the namespace have been read from PAM once.
+func (b *bench) waitSynced(ctx context.Context, n int) error {
+	return b.h.waitTracked(ctx, b.ns, n, 10*time.Minute)
+}
+
+// deleteAll deletes the namespace's elevations and waits until they are gone.
+func (b *bench) deleteAll(ctx context.Context) error {
+	if err := b.h.client.DeleteAllOf(ctx, &pamv1.PamElevation{}, client.InNamespace(b.ns)); err != nil {
+		return err
+	}
+	return poll(ctx, 10*time.Minute, 100*time.Millisecond, func() (bool, error) {
+		var list pamv1.PamElevationList
+		err := b.h.client.List(ctx, &list, client.InNamespace(b.ns))
+		return err == nil && len(list.Items) == 0, err
+	})
+}
+
+// memory measures the manager's RSS and heap with 0 and more elevations, and the PAM calls a
+// sync interval costs at the first size.
+func (b *bench) memory(ctx context.Context) error {
+	rss0, heap0, err := b.manager.memoryUse()
+	if err != nil {
+		return err
+	}
+	b.report.add("memory: RSS, 0 elevations", mib(rss0), "MiB", "")
+	b.report.add("memory: Go heap in use, 0 elevations", mib(heap0), "MiB", "")
+	total := 0
+	for i, size := range b.cfg.memorySizes {
+		if _, _, err := b.createElevations(ctx, size-total, nil); err != nil {
+			return err
+		}
+		total = size
+		if err := b.waitSynced(ctx, total); err != nil {
+			return err
+		}
+		if i == 0 {
+			// Idle: every elevation Active, nothing due but the periodic sync.
+			b.h.pam.ResetCalls()
+			start := time.Now()
+			if !sleepCtx(ctx, 5*syncInterval) {
+				return ctx.Err()
+			}
+			lists := 0
+			for _, c := range b.h.pam.Calls() {
+				if c.Endpoint == emulator.EndpointListRequests {
+					lists++
+				}
+			}
+			intervals := time.Since(start).Seconds() / syncInterval.Seconds()
+			b.report.add(fmt.Sprintf("economy: PAM calls per sync interval, %d idle elevations, 1 server", total),
+				float64(lists)/intervals, "calls", "goal: 1 (the number of servers)")
+		}
+		rss, heap, err := b.manager.memoryUse()
+		if err != nil {
+			return err
+		}
+		b.report.add(fmt.Sprintf("memory: RSS, %d elevations", total), mib(rss), "MiB", "")
+		b.report.add(fmt.Sprintf("memory: Go heap in use, %d elevations", total), mib(heap), "MiB", "")
+		b.report.add(fmt.Sprintf("memory: RSS per elevation above empty, at %d", total),
+			float64(rss-rss0)/float64(total)/1024, "KiB", "goal: ≤ 2 KiB")
+	}
+	return b.deleteAll(ctx)
+}
+
+// latency deletes elevations one by one and times the Close reaching the emulator and the
+// object going, against a minimal controller that sees the same deletion plus a raw Close.
+func (b *bench) latency(ctx context.Context) error {
+	n := b.cfg.latencyCount
+	names, ids, err := b.createElevations(ctx, n, nil)
+	if err != nil {
+		return err
+	}
+	if err := b.waitSynced(ctx, n); err != nil {
+		return err
+	}
+	rawRTT, err := b.rawCloseRoundTrips(ctx, n)
+	if err != nil {
+		return err
+	}
+	var toClose, toGone, baseline []time.Duration
+	for i := range n {
+		el := &pamv1.PamElevation{ObjectMeta: metav1.ObjectMeta{Namespace: b.ns, Name: names[i]}}
+		if err := b.h.client.Delete(ctx, el); err != nil {
+			return err
+		}
+		deleted := time.Now()
+		var closedAt time.Time
+		if err := poll(ctx, time.Minute, 2*time.Millisecond, func() (bool, error) {
+			closedAt = b.closeTime(ids[i])
+			return !closedAt.IsZero(), nil
+		}); err != nil {
+			return err
+		}
+		if err := poll(ctx, time.Minute, 2*time.Millisecond, func() (bool, error) {
+			err := b.h.client.Get(ctx, client.ObjectKeyFromObject(el), el)
+			return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+		}); err != nil {
+			return err
+		}
+		gone := time.Now()
+		seen, ok := b.baseline.seenAt(names[i])
+		if !ok {
+			return fmt.Errorf("the baseline controller never saw %s deleted", names[i])
+		}
+		toClose = append(toClose, closedAt.Sub(deleted))
+		toGone = append(toGone, gone.Sub(deleted))
+		baseline = append(baseline, seen.Sub(deleted)+rawRTT[i])
+	}
+	for _, q := range []float64{0.5, 0.9, 0.99} {
+		label := fmt.Sprintf("p%d", int(q*100))
+		b.report.add("delete → Close at PAM, "+label, ms(quantile(toClose, q)), "ms", "")
+		b.report.add("delete → object gone, "+label, ms(quantile(toGone, q)), "ms", "")
+		b.report.add("baseline (event seen + raw Close), "+label, ms(quantile(baseline, q)), "ms", "")
+	}
+	b.report.add("delete → Close p99 / baseline p99", ratio(quantile(toClose, 0.99), quantile(baseline, 0.99)), "×", "goal: ≤ 1.5")
+	return nil
+}
+
+// closeTime is when the first successful Close of a request reached the emulator.
+func (b *bench) closeTime(id string) time.Time {
+	for _, c := range b.h.pam.Calls() {
+		if c.Endpoint == emulator.EndpointCloseRequest && c.RequestID == id && c.Status == http.StatusOK {
+			return c.Time
+		}
+	}
+	return time.Time{}
+}
+
+// rawCloseRoundTrips closes n requests of their own from a plain client, one at a time.
+func (b *bench) rawCloseRoundTrips(ctx context.Context, n int) ([]time.Duration, error) {
+	pc, err := pam.NewClient(pam.Config{URL: b.h.pamURL, Auth: basicAuth()})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]time.Duration, n)
+	for i := range n {
+		id := b.h.pam.AddRequest(emulator.Request{Owner: pamUser, RoleID: "2f5a1c3e-1111-4a2b-8c3d-4e5f6a7b8c9d", RequestedTTL: time.Hour}).ID
+		start := time.Now()
+		if err := pc.Close(ctx, id); err != nil {
+			return nil, err
+		}
+		out[i] = time.Since(start)
+	}
+	return out, nil
+}
+
+// expiry creates elevations whose expiresAt is spread over a window and measures how late (or
+// early) each Close reached the emulator.
+func (b *bench) expiry(ctx context.Context) error {
+	n := b.cfg.expiryCount
+	rng := rand.New(rand.NewSource(1))
+	start := time.Now().Add(30 * time.Second)
+	expires := make([]time.Time, n)
+	for i := range expires {
+		// metav1.Time keeps whole seconds.
+		expires[i] = start.Add(time.Duration(rng.Int63n(int64(b.cfg.expirySpread)))).Truncate(time.Second)
+	}
+	_, ids, err := b.createElevations(ctx, n, func(i int, el *pamv1.PamElevation) {
+		at := metav1.NewTime(expires[i])
+		el.Spec.ExpiresAt = &at
+	})
+	if err != nil {
+		return err
+	}
+	var lags []time.Duration
+	early := 0
+	if err := poll(ctx, b.cfg.expirySpread+5*time.Minute, 250*time.Millisecond, func() (bool, error) {
+		return b.closedCount(ids) == n, nil
+	}); err != nil {
+		return err
+	}
+	for i, id := range ids {
+		lag := b.closeTime(id).Sub(expires[i])
+		if lag < 0 {
+			early++
+		}
+		lags = append(lags, lag)
+	}
+	b.report.add("expiry → Close at PAM, p50", ms(quantile(lags, 0.5)), "ms", "")
+	b.report.add("expiry → Close at PAM, p99", ms(quantile(lags, 0.99)), "ms", "goal: < 100")
+	b.report.add("expiry → Close at PAM, max", ms(quantile(lags, 1)), "ms", "")
+	b.report.add("closes before expiresAt", float64(early), "closes", "goal: 0")
+	return b.deleteAll(ctx)
+}
+
+func (b *bench) closedCount(ids []string) int {
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	done := map[string]bool{}
+	for _, c := range b.h.pam.Calls() {
+		if c.Endpoint == emulator.EndpointCloseRequest && c.Status == http.StatusOK && want[c.RequestID] {
+			done[c.RequestID] = true
+		}
+	}
+	return len(done)
+}
+
+// economy counts the PAM calls and Kubernetes writes of one elevation's life: created, Active,
+// deleted, gone.
+func (b *bench) economy(ctx context.Context) error {
+	b.h.pam.ResetCalls()
+	auditBefore, err := b.auditLines()
+	if err != nil {
+		return err
+	}
+	names, ids, err := b.createElevations(ctx, 1, nil)
+	if err != nil {
+		return err
+	}
+	if err := b.waitSynced(ctx, 1); err != nil {
+		return err
+	}
+	if err := b.deleteAll(ctx); err != nil {
+		return err
+	}
+	calls, closes := 0, 0
+	for _, c := range b.h.pam.Calls() {
+		calls++
+		if c.Endpoint == emulator.EndpointCloseRequest && c.RequestID == ids[0] {
+			closes++
+		}
+	}
+	writes, err := b.managerWrites(auditBefore, names[0])
+	if err != nil {
+		return err
+	}
+	b.report.add("economy: PAM calls per lifecycle (create → Active → delete)", float64(calls), "calls", "first read, live read before the close, Close, confirming read")
+	b.report.add("economy: Close calls per closed elevation", float64(closes), "calls", "goal: 1")
+	b.report.add("economy: Kubernetes writes per lifecycle", float64(writes.objects), "writes", "finalizer added, status, finalizer removed")
+	b.report.add("economy: Events per lifecycle", float64(writes.events), "writes", "")
+	return nil
+}
+
+type writeCounts struct{ objects, events int }
+
+// auditLines counts the lines of the API server's audit log so far.
+func (b *bench) auditLines() (int, error) {
+	f, err := os.Open(filepath.Join(b.h.workDir, auditLogName))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n := 0
+	scanner := bufio.NewScanner(f)
+	scanner.Buffer(make([]byte, 0, 1<<20), 16<<20)
+	for scanner.Scan() {
+		n++
+	}
+	return n, scanner.Err()
+}
+
+// managerWrites counts the manager's writes to one elevation, and its Events, after line skip
+// of the audit log.
+func (b *bench) managerWrites(skip int, name string) (writeCounts, error) {
+	var counts writeCounts
+	f, err := os.Open(filepath.Join(b.h.workDir, auditLogName))
+	if err != nil {
+		return counts, err
+	}
+	defer f.Close()
+	scanner := bufio.NewScanner(f)
+	scanner.Buffer(make([]byte, 0, 1<<20), 16<<20)
+	for line := 0; scanner.Scan(); line++ {
+		if line < skip {
+			continue
+		}
+		var ev struct {
+			Verb             string `json:"verb"`
+			Stage            string `json:"stage"`
+			ImpersonatedUser *struct {
+				Username string `json:"username"`
+			} `json:"impersonatedUser"`
+			ObjectRef *struct {
+				Resource string `json:"resource"`
+				Name     string `json:"name"`
+			} `json:"objectRef"`
+		}
+		if json.Unmarshal(scanner.Bytes(), &ev) != nil || ev.ImpersonatedUser == nil ||
+			ev.ImpersonatedUser.Username != managerServiceAccount || ev.ObjectRef == nil || ev.Stage != "ResponseComplete" {
+			continue
+		}
+		if !slices.Contains([]string{"create", "update", "patch", "delete"}, ev.Verb) {
+			continue
+		}
+		switch {
+		case ev.ObjectRef.Resource == "pamelevations" && ev.ObjectRef.Name == name:
+			counts.objects++
+		case ev.ObjectRef.Resource == "events" && ev.Verb == "create":
+			counts.events++
+		}
+	}
+	return counts, scanner.Err()
+}
+
+// mass deletes many elevations in one call and times until every Close succeeded and every
+// object is gone, against the ceilings of the same run.
+func (b *bench) mass(ctx context.Context) error {
+	n := b.cfg.massCount
+	_, ids, err := b.createElevations(ctx, n, nil)
+	if err != nil {
+		return err
+	}
+	if err := b.waitSynced(ctx, n); err != nil {
+		return err
+	}
+	b.h.pam.ResetCalls()
+	start := time.Now()
+	if err := b.deleteAll(ctx); err != nil {
+		return err
+	}
+	took := time.Since(start)
+	if got := b.closedCount(ids); got != n {
+		return fmt.Errorf("%d of %d requests closed", got, n)
+	}
+	rate := float64(n) / took.Seconds()
+	b.report.add(fmt.Sprintf("mass revocation: %d elevations, delete-collection → all closed and gone", n), took.Seconds(), "s", "")
+	b.report.add("mass revocation: closes per second", rate, "closes/s", "")
+
+	emuRate, err := b.rawCloseThroughput(ctx, 2000, 16)
+	if err != nil {
+		return err
+	}
+	apiRate, err := b.apiWriteCeiling(ctx, 1000)
+	if err != nil {
+		return err
+	}
+	// A close costs a live read, the Close and a confirming read: three calls under the limit.
+	pamRate := float64(b.cfg.rateLimit) / 3
+	b.report.add("ceiling: emulator raw Close throughput (16 plain clients)", emuRate, "closes/s", "")
+	b.report.add(fmt.Sprintf("ceiling: API server writes at the manager's QPS %d", b.cfg.kubeAPIQPS), apiRate, "writes/s", "one write per close")
+	b.report.add(fmt.Sprintf("ceiling: PAM rateLimit %d calls/s ÷ 3 calls per close", b.cfg.rateLimit), pamRate, "closes/s", "")
+	lowest := min(emuRate, apiRate, pamRate)
+	b.report.add("mass revocation / lowest ceiling", rate/lowest, "×", "goal: ≥ 0.9")
+	return nil
+}
+
+// rawCloseThroughput closes n requests from workers plain clients and returns closes per second.
+func (b *bench) rawCloseThroughput(ctx context.Context, n, workers int) (float64, error) {
+	pc, err := pam.NewClient(pam.Config{URL: b.h.pamURL, Auth: basicAuth()})
+	if err != nil {
+		return 0, err
+	}
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = b.h.pam.AddRequest(emulator.Request{Owner: pamUser, RoleID: "2f5a1c3e-1111-4a2b-8c3d-4e5f6a7b8c9d", RequestedTTL: time.Hour}).ID
+	}
+	start := time.Now()
+	err = parallel(ctx, n, workers, func(i int) error { return pc.Close(ctx, ids[i]) })
+	return float64(n) / time.Since(start).Seconds(), err
+}
+
+// apiWriteCeiling patches n ConfigMaps from a client limited like the manager's and returns
+// writes per second: what the manager's finalizer removals can reach at best.
+func (b *bench) apiWriteCeiling(ctx context.Context, n int) (float64, error) {
+	cfg := rest.CopyConfig(b.h.env.Config)
+	cfg.QPS, cfg.Burst = float32(b.cfg.kubeAPIQPS), 2*b.cfg.kubeAPIQPS
+	c, err := client.New(cfg, client.Options{Scheme: b.h.client.Scheme()})
+	if err != nil {
+		return 0, err
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: b.ns, Name: "write-ceiling"}}
+	if err := c.Create(ctx, cm); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	err = parallel(ctx, n, 16, func(i int) error {
+		patch := client.RawPatch("application/merge-patch+json", []byte(fmt.Sprintf(`{"data":{"k%d":"v"}}`, i%64)))
+		return c.Patch(ctx, cm.DeepCopy(), patch)
+	})
+	return float64(n) / time.Since(start).Seconds(), err
+}
+
+// deletionWatcher is the latency baseline: the least a controller-runtime controller can do,
+// note when it sees an elevation's deletion.
+type deletionWatcher struct {
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+func startDeletionWatcher(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme) (*deletionWatcher, error) {
+	w := &deletionWatcher{seen: map[string]time.Time{}}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0"})
+	if err != nil {
+		return nil, err
+	}
+	err = ctrl.NewControllerManagedBy(mgr).Named("baseline").For(&pamv1.PamElevation{}).
+		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+			el := &pamv1.PamElevation{}
+			if err := mgr.GetClient().Get(ctx, req.NamespacedName, el); err != nil || el.DeletionTimestamp.IsZero() {
+				return reconcile.Result{}, client.IgnoreNotFound(err)
+			}
+			w.mu.Lock()
+			if _, ok := w.seen[req.Name]; !ok {
+				w.seen[req.Name] = time.Now()
+			}
+			w.mu.Unlock()
+			return reconcile.Result{}, nil
+		}))
+	if err != nil {
+		return nil, err
+	}
+	go func() { _ = mgr.Start(ctx) }()
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		return nil, fmt.Errorf("the baseline controller's cache did not sync")
+	}
+	return w, nil
+}
+
+func (w *deletionWatcher) seenAt(name string) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t, ok := w.seen[name]
+	return t, ok
+}
+
+// memoryUse returns the manager's resident set and the Go heap in use, in bytes.
+func (m *managerProc) memoryUse() (rss, heap int64, err error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.cmd.Process.Pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			rss = kb * 1024
+		}
+	}
+	for _, line := range strings.Split(m.metrics(), "\n") {
+		if v, ok := strings.CutPrefix(line, "go_memstats_heap_inuse_bytes "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			heap = int64(f)
+		}
+	}
+	if rss == 0 || heap == 0 {
+		return rss, heap, fmt.Errorf("could not read the manager's memory (rss %d, heap %d)", rss, heap)
+	}
+	return rss, heap, nil
+}
+
+func printBench(w io.Writer, r *benchReport) {
+	fmt.Fprintf(w, "\n%s — %s\n", r.Started.Format(time.RFC3339), r.Machine)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "measure\tvalue\tunit\tnote")
+	for _, row := range r.Rows {
+		fmt.Fprintf(tw, "%s\t%.2f\t%s\t%s\n", row.Measure, row.Value, row.Unit, row.Note)
+	}
+	_ = tw.Flush()
+}
+
+func writeBenchJSON(root string, r *benchReport) (string, error) {
+	dir := filepath.Join(root, "bin", "bench")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, r.Started.Format("20060102T150405Z")+".json")
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	return path, os.WriteFile(path, data, 0o644)
+}
+
+func machineSummary() string {
+	cpus := 0
+	model := ""
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(line, "processor") {
+				cpus++
+			}
+			if v, ok := strings.CutPrefix(line, "model name\t: "); ok && model == "" {
+				model = v
+			}
+		}
+	}
+	mem := ""
+	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if line, _, ok := strings.Cut(string(data), "\n"); ok {
+			fields := strings.Fields(line)
+			if len(fields) >= 2 {
+				kb, _ := strconv.ParseFloat(fields[1], 64)
+				mem = fmt.Sprintf("%.0f GiB", kb/1024/1024)
+			}
+		}
+	}
+	return fmt.Sprintf("%d CPUs (%s), %s RAM", cpus, model, mem)
+}
+
+func basicAuth() func(http.RoundTripper) http.RoundTripper {
+	return func(next http.RoundTripper) http.RoundTripper {
+		return roundTripper(func(req *http.Request) (*http.Response, error) {
+			req = req.Clone(req.Context())
+			req.SetBasicAuth(pamUser, pamPassword)
+			return next.RoundTrip(req)
+		})
+	}
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// parallel runs fn for 0..n-1 on workers goroutines and returns the first error.
+func parallel(ctx context.Context, n, workers int, fn func(i int) error) error {
+	next := make(chan int)
+	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				if err := fn(i); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	var err error
+feed:
+	for i := range n {
+		select {
+		case next <- i:
+		case err = <-errs:
+			break feed
+		case <-ctx.Done():
+			err = ctx.Err()
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-errs:
+		default:
+		}
+	}
+	return err
+}
+
+// poll checks cond until it holds or timeout passes. Benchmarks poll: the quantity measured is
+// when something happened, read from timestamps, not when the poll noticed.
+func poll(ctx context.Context, timeout, every time.Duration, cond func() (bool, error)) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := cond()
+		if err != nil || ok {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not done within %s", timeout)
+		}
+		if !sleepCtx(ctx, every) {
+			return ctx.Err()
+		}
+	}
+}
+
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(q*float64(len(s))+0.5) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+func ratio(a, b time.Duration) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
