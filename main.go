@@ -35,7 +35,19 @@ func main() {
 	}
 }
 
+// watchListEnv is client-go's switch for streaming the initial list of an informer over a watch
+// (WatchListClient, on by default since 1.35).
+const watchListEnv = "KUBE_FEATURE_WatchListClient"
+
 func run() error {
+	// Informers list and then watch, unless told otherwise. Under API server throttling (429 on
+	// the first watch) the streaming list was seen to lose elevations created during startup in
+	// the benchmarks: never reconciled, they would get no finalizer and could be deleted without
+	// a close. A plain list is the long-proven path. It must be set before client-go reads it.
+	if _, set := os.LookupEnv(watchListEnv); !set {
+		_ = os.Setenv(watchListEnv, "false")
+	}
+
 	var (
 		metricsAddr              string
 		metricsSecure            bool
