@@ -211,8 +211,8 @@ func (r *PamElevationReconciler) syncBatched(ctx context.Context, el *pamv1.PamE
 	// Both times are stored with a resolution of one second: a batch counts as newer than the
 	// last sync only a second after it, else the same batch would be taken again and again.
 	notBefore := el.CreationTimestamp.Add(-time.Second)
-	if el.Status.LastSyncTime != nil && el.Status.LastSyncTime.Add(time.Second).After(notBefore) {
-		notBefore = el.Status.LastSyncTime.Add(time.Second)
+	if last := r.lastSync(el); !last.IsZero() && last.Add(time.Second).After(notBefore) {
+		notBefore = last.Add(time.Second)
 	}
 	since := p.now.Add(-batchLookback).Truncate(time.Hour)
 	req, at, found, err := r.Connector.batches.lookup(ctx, serverCacheKey(server), pc, normalizedID(el), notBefore, since, r.Clock.Now)
@@ -229,15 +229,21 @@ func (r *PamElevationReconciler) syncBatched(ctx context.Context, el *pamv1.PamE
 // applySync records the request as PAM showed it at the time at.
 func (r *PamElevationReconciler) applySync(ctx context.Context, el *pamv1.PamElevation, req *pam.Request, at time.Time, live bool, p *pass) bool {
 	p.synced, p.syncedLive = req, live
-	syncedAt := metav1.NewTime(at)
-	el.Status.RequestStatus = string(req.Status)
-	el.Status.LastSyncTime = &syncedAt
-	if req.ExpirationTime.IsZero() {
-		el.Status.RequestExpirationTime = nil
-	} else {
-		exp := metav1.NewTime(req.ExpirationTime)
-		el.Status.RequestExpirationTime = &exp
+	r.lastSynced.Store(el.UID, at)
+	var expiration *metav1.Time
+	if !req.ExpirationTime.IsZero() {
+		// The status keeps whole seconds: compare in what it can hold.
+		expiration = &metav1.Time{Time: req.ExpirationTime.Truncate(time.Second)}
 	}
+	// A sync that learned nothing new is not written: at thousands of elevations, a status
+	// write per elevation and interval would use up the API budget. The time is kept in
+	// memory for scheduling, and written with any change, or once it is statusSyncRefresh old.
+	changed := el.Status.RequestStatus != string(req.Status) || !expiration.Equal(el.Status.RequestExpirationTime)
+	if changed || el.Status.LastSyncTime == nil || at.Sub(el.Status.LastSyncTime.Time) >= statusSyncRefresh {
+		el.Status.LastSyncTime = &metav1.Time{Time: at}
+	}
+	el.Status.RequestStatus = string(req.Status)
+	el.Status.RequestExpirationTime = expiration
 	if req.Status.Ended() && !isClosed(el) {
 		// The cache may not show the close this operator just recorded: the live object decides
 		// whether PAM ended the request by itself.
@@ -310,6 +316,7 @@ func (r *PamElevationReconciler) removeFinalizer(ctx context.Context, req reconc
 		return client.IgnoreNotFound(err)
 	}
 	r.retries.Forget(req)
+	r.lastSynced.Delete(el.UID)
 	return nil
 }
 

@@ -6,6 +6,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -59,6 +60,10 @@ type PamElevationReconciler struct {
 	SyncInterval time.Duration
 	// MaxRetryDelay caps the retry backoff.
 	MaxRetryDelay time.Duration
+
+	// lastSynced holds, by UID, when each request was last read from PAM, which the status
+	// records only when something changed.
+	lastSynced sync.Map
 	// MaxConcurrentReconciles bounds parallel reconciles.
 	MaxConcurrentReconciles int
 	// ClockSkewMargin is how far past PAM's own ExpirationTime a request counts as ended.
@@ -174,10 +179,27 @@ func (r *PamElevationReconciler) schedule(req reconcile.Request, p *pass, next t
 
 // nextSync is when the request should next be read from PAM.
 func (r *PamElevationReconciler) nextSync(el *pamv1.PamElevation) time.Time {
-	if el.Status.LastSyncTime == nil {
+	last := r.lastSync(el)
+	if last.IsZero() {
 		return time.Time{}
 	}
-	return el.Status.LastSyncTime.Add(r.SyncInterval)
+	return last.Add(r.SyncInterval)
+}
+
+// statusSyncRefresh is how old status.lastSyncTime may grow while syncs learn nothing new.
+const statusSyncRefresh = time.Hour
+
+// lastSync is when the request was last read from PAM: in memory since this process started,
+// else from the status.
+func (r *PamElevationReconciler) lastSync(el *pamv1.PamElevation) time.Time {
+	var last time.Time
+	if el.Status.LastSyncTime != nil {
+		last = el.Status.LastSyncTime.Time
+	}
+	if v, ok := r.lastSynced.Load(el.UID); ok && v.(time.Time).After(last) {
+		last = v.(time.Time)
+	}
+	return last
 }
 
 // patchStatus derives the conditions from what the pass learned and writes the status once,

@@ -203,3 +203,24 @@ func allEventNotes(t *testing.T, ns string) []string {
 	}
 	return notes
 }
+
+// TestAuthMethodMismatchSaysWhatTheServerOffers: a PamServer configured for Kerberos against a
+// server that offers only Basic stalls, and the message names what the server offered.
+func TestAuthMethodMismatchSaysWhatTheServerOffers(t *testing.T) {
+	realm := kdc.Start(t)
+	realm.AddPrincipal("jen", kerberosCanary)
+	ns := newNamespace(t)
+	kerberosServer(t, ns, "mismatch", pamURL, map[string][]byte{"username": []byte("jen"), "password": []byte(kerberosCanary)},
+		func(k *pamv1.KerberosAuth) { k.Realm, k.KDCs = realm.Realm, []string{realm.Addr} })
+	id := seedRequest(pamUser, time.Hour)
+	el := elevation(ns, "mismatch", id, func(el *pamv1.PamElevation) { el.Spec.ServerRef.Name = "mismatch" })
+	create(t, el)
+	waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
+		expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonUnauthorized)
+		g.Expect(conditionMessage(el, pamv1.ConditionStalled)).To(ContainSubstring("server offers Basic"))
+	})
+	if len(realm.Requests()) != 0 {
+		t.Errorf("the KDC was asked for tickets although the server offers no Negotiate: %v", realm.Requests())
+	}
+	assertNoSecretIn(t, ns, kerberosCanary)
+}
