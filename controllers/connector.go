@@ -17,6 +17,7 @@ import (
 	"github.com/pam-operator/pam-operator/internal/pam"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
 	"github.com/pam-operator/pam-operator/internal/pam/auth/kerberos"
+	"github.com/pam-operator/pam-operator/internal/pam/auth/ntlm"
 )
 
 // Secret keys of the basic auth method.
@@ -121,6 +122,13 @@ func (c *Connector) Connect(ctx context.Context, server pamv1.ServerObject) (pam
 				return nil, err
 			}
 			cfg.Auth = auth.Basic(username, password)
+		case spec.Auth.NTLM != nil:
+			nc, err := ntlm.NewCredentials(string(creds.data[SecretKeyUsername]), string(creds.data[SecretKeyDomain]),
+				string(creds.data[SecretKeyPassword]))
+			if err != nil {
+				return nil, &configError{reason: pamv1.ReasonInvalidServerConfig, message: creds.source + ": " + err.Error()}
+			}
+			cfg.Auth = ntlm.Wrap(nc)
 		case spec.Auth.Kerberos != nil:
 			kc, err := kerberosClient(spec.Auth.Kerberos, creds)
 			if err != nil {
@@ -178,8 +186,9 @@ func requiredKeys(creds *credentials, keys ...string) (string, string, error) {
 	return string(creds.data[keys[0]]), string(creds.data[keys[1]]), nil
 }
 
-// Secret and ConfigMap keys of the Kerberos method.
+// Secret and ConfigMap keys of the Kerberos method, and the NTLM domain.
 const (
+	SecretKeyDomain  = "domain"
 	SecretKeyKeytab  = "keytab"
 	ConfigMapKeyKrb5 = "krb5.conf"
 )

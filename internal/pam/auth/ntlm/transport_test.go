@@ -1,0 +1,532 @@
+package ntlm
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	. "github.com/onsi/gomega"
+
+	"github.com/pam-operator/pam-operator/internal/pam/auth"
+)
+
+// testServer is an httptest server behind an NTLM Server. Its handler answers the account,
+// the method and the body it received.
+type testServer struct {
+	*httptest.Server
+	ntlm      atomic.Pointer[Server]
+	hits      atomic.Int32
+	mu        sync.Mutex
+	schemes   []string // scheme of each request's Authorization header ("" for none)
+	rejection string   // the last reason a handshake was refused
+}
+
+func newTestServer(t *testing.T, useTLS bool, opts ServerOptions) *testServer {
+	t.Helper()
+	ts := &testServer{}
+	ts.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ts.hits.Add(1)
+		scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		ts.mu.Lock()
+		ts.schemes = append(ts.schemes, scheme)
+		ts.mu.Unlock()
+		account, ok := ts.ntlm.Load().Authenticate(w, r)
+		if !ok {
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %s", account, r.Method, body)
+	}))
+	// The Server is made after the listener starts (it needs the certificate); the
+	// connection hook finds it then.
+	ts.Config.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		return ts.ntlm.Load().ConnContext(ctx, c)
+	}
+	if useTLS {
+		ts.StartTLS()
+		if opts.Certificate == nil {
+			opts.Certificate = ts.Certificate()
+		}
+	} else {
+		ts.Start()
+	}
+	t.Cleanup(ts.Close)
+	if opts.Users == nil {
+		opts.Users = map[string]Credentials{"jen": jen}
+	}
+	opts.Rejected = func(_ *http.Request, err error) {
+		ts.mu.Lock()
+		ts.rejection = err.Error()
+		ts.mu.Unlock()
+	}
+	s, err := NewServer(opts)
+	if err != nil {
+		t.Fatalf("NewServer: %v", err)
+	}
+	ts.ntlm.Store(s)
+	return ts
+}
+
+func (ts *testServer) stats() ServerStats { return ts.ntlm.Load().Stats() }
+
+func (ts *testServer) lastRejection() string {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return ts.rejection
+}
+
+func (ts *testServer) authSchemes() []string {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return append([]string(nil), ts.schemes...)
+}
+
+// baseTransport is the transport the PAM client builds: HTTP/1.1, TLS 1.2+, its own roots.
+func baseTransport(ts *httptest.Server) *http.Transport {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if ts.TLS != nil {
+		roots := x509.NewCertPool()
+		roots.AddCert(ts.Certificate())
+		cfg.RootCAs = roots
+	}
+	return &http.Transport{
+		TLSClientConfig:     cfg,
+		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
+		MaxIdleConnsPerHost: 16,
+	}
+}
+
+func newClient(t *testing.T, ts *httptest.Server, creds Credentials, opts Options) (*http.Client, *Transport) {
+	t.Helper()
+	rt, ok := WrapWithOptions(creds, opts)(baseTransport(ts)).(*Transport)
+	if !ok {
+		t.Fatal("Wrap did not return a *Transport")
+	}
+	t.Cleanup(rt.CloseIdleConnections)
+	return &http.Client{Transport: rt}, rt
+}
+
+// call sends a request (a POST when body is not empty) and returns the status and body.
+func call(t *testing.T, c *http.Client, url, method, body string) (int, string) {
+	t.Helper()
+	var rd io.Reader = http.NoBody
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(data)
+}
+
+func TestRoundTrip(t *testing.T) {
+	for _, useTLS := range []bool{true, false} {
+		name := map[bool]string{true: "https", false: "http"}[useTLS]
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			// Over https the server requires our channel binding.
+			ts := newTestServer(t, useTLS, ServerOptions{ChannelBinding: ChannelBindingRequire})
+			c, _ := newClient(t, ts.Server, Credentials{Username: `PRIV\jen`, Password: jen.Password}, Options{})
+
+			status, body := call(t, c, ts.URL+"/api/pamresources/pamrequests", http.MethodGet, "")
+			g.Expect(status).To(Equal(http.StatusOK), ts.lastRejection())
+			g.Expect(body).To(Equal("jen GET "))
+			// Probe, NEGOTIATE, AUTHENTICATE.
+			g.Expect(ts.hits.Load()).To(Equal(int32(3)))
+			g.Expect(ts.authSchemes()).To(Equal([]string{"", "NTLM", "NTLM"}))
+
+			status, body = call(t, c, ts.URL+"/api/pamresources/pamrequests", http.MethodPost, `{"RoleId":"x"}`)
+			g.Expect(status).To(Equal(http.StatusOK))
+			g.Expect(body).To(Equal(`jen POST {"RoleId":"x"}`))
+			status, _ = call(t, c, ts.URL+"/api/pamresources/pamrequests(guid'1')/Close", http.MethodPost, "")
+			g.Expect(status).To(Equal(http.StatusOK))
+
+			// Later calls reuse the authenticated connection, without a header.
+			g.Expect(ts.hits.Load()).To(Equal(int32(5)))
+			g.Expect(ts.stats()).To(Equal(ServerStats{Connections: 1, Challenges: 1, Authenticated: 1}))
+		})
+	}
+}
+
+// TestRoundTripUPN: a user principal name authenticates with an empty domain.
+func TestRoundTripUPN(t *testing.T) {
+	g := NewWithT(t)
+	upn := Credentials{Username: "jen@priv.example.test", Password: "pw"}
+	ts := newTestServer(t, true, ServerOptions{Users: map[string]Credentials{"jen@priv.example.test": upn}})
+	c, _ := newClient(t, ts.Server, upn, Options{})
+	status, body := call(t, c, ts.URL, http.MethodGet, "")
+	g.Expect(status).To(Equal(http.StatusOK), ts.lastRejection())
+	g.Expect(body).To(HavePrefix("jen@priv.example.test GET"))
+}
+
+func TestRequestIsNotModified(t *testing.T) {
+	g := NewWithT(t)
+	ts := newTestServer(t, false, ServerOptions{})
+	c, _ := newClient(t, ts.Server, jen, Options{})
+	req, err := http.NewRequest(http.MethodPost, ts.URL, strings.NewReader("{}"))
+	g.Expect(err).NotTo(HaveOccurred())
+	resp, err := c.Do(req)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer resp.Body.Close()
+	g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
+	g.Expect(req.Header).NotTo(HaveKey("Authorization"))
+	g.Expect(resp.Request).To(BeIdenticalTo(req), "the answer names the caller's request, not the copy with the token")
+}
+
+func TestConcurrentCalls(t *testing.T) {
+	g := NewWithT(t)
+	ts := newTestServer(t, true, ServerOptions{ChannelBinding: ChannelBindingRequire})
+	c, _ := newClient(t, ts.Server, jen, Options{MaxConns: 4})
+
+	const calls = 20
+	var wg sync.WaitGroup
+	errs := make(chan error, calls)
+	for i := range calls {
+		wg.Go(func() {
+			req, _ := http.NewRequest(http.MethodPost, ts.URL, strings.NewReader(fmt.Sprintf(`{"n":%d}`, i)))
+			resp, err := c.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if want := fmt.Sprintf(`jen POST {"n":%d}`, i); resp.StatusCode != http.StatusOK || string(body) != want {
+				errs <- fmt.Errorf("call %d: %d %q", i, resp.StatusCode, body)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	st := ts.stats()
+	g.Expect(st.Refused).To(BeZero(), ts.lastRejection())
+	g.Expect(st.Connections).To(BeNumerically("<=", 4), "the pool is bounded")
+	g.Expect(st.Authenticated).To(Equal(st.Connections), "each connection is authenticated once")
+}
+
+func TestWrongPassword(t *testing.T) {
+	g := NewWithT(t)
+	ts := newTestServer(t, true, ServerOptions{})
+	const wrong = "Tr0ub4dor&3"
+	c, _ := newClient(t, ts.Server, Credentials{Domain: "PRIV", Username: "jen", Password: wrong}, Options{})
+
+	// The first call probes, then NEGOTIATE and AUTHENTICATE; the second knows the scheme.
+	// Neither loops.
+	for i, hits := range []int32{3, 5} {
+		status, body := call(t, c, ts.URL, http.MethodGet, "")
+		g.Expect(status).To(Equal(http.StatusUnauthorized), "call %d", i)
+		g.Expect(body).To(ContainSubstring("401 - Unauthorized"), "the caller can read the server's page")
+		g.Expect(ts.hits.Load()).To(Equal(hits), "call %d", i)
+	}
+	g.Expect(ts.stats().Authenticated).To(BeZero())
+	g.Expect(ts.lastRejection()).To(ContainSubstring(`NTLMv2 response of PRIV\jen does not verify: wrong password`))
+	g.Expect(ts.lastRejection()).NotTo(ContainSubstring(wrong))
+}
+
+// TestAuthenticateOnAnotherConnection: the server ties the AUTHENTICATE to the connection
+// that got the CHALLENGE.
+func TestAuthenticateOnAnotherConnection(t *testing.T) {
+	g := NewWithT(t)
+	ts := newTestServer(t, false, ServerOptions{})
+	base := baseTransport(ts.Server)
+	base.DisableKeepAlives = true
+	c := &http.Client{Transport: base}
+	t.Cleanup(base.CloseIdleConnections)
+
+	negotiate := encodeNegotiate(clientFlags)
+	resp := send(t, c, ts.URL, "NTLM "+base64.StdEncoding.EncodeToString(negotiate))
+	g.Expect(resp.StatusCode).To(Equal(http.StatusUnauthorized))
+	token, ok := challengeToken(resp.Header, SchemeNTLM)
+	g.Expect(ok).To(BeTrue())
+	challenge, _ := base64.StdEncoding.DecodeString(token)
+	msg, err := buildAuthenticate(clientInput{creds: jen, negotiate: negotiate, challenge: challenge, binding: noBinding, now: testNow, rand: seededRand(5)})
+	g.Expect(err).NotTo(HaveOccurred())
+
+	resp = send(t, c, ts.URL, "NTLM "+base64.StdEncoding.EncodeToString(msg))
+	g.Expect(resp.StatusCode).To(Equal(http.StatusUnauthorized))
+	g.Expect(ts.lastRejection()).To(ContainSubstring("sent no CHALLENGE"))
+	g.Expect(ts.stats().Connections).To(Equal(int64(2)))
+}
+
+func send(t *testing.T, c *http.Client, url, authorization string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", authorization)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// TestServerClosesConnectionDuringHandshake: a server or proxy that drops the connection
+// after the challenge makes a clear error, not a 401 blamed on the password.
+func TestServerClosesConnectionDuringHandshake(t *testing.T) {
+	g := NewWithT(t)
+	ts := newTestServer(t, false, ServerOptions{})
+	inner := ts.Config.Handler
+	ts.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.Header.Get("Authorization"), "NTLM ") {
+			w.Header().Set("Connection", "close")
+		}
+		inner.ServeHTTP(w, r)
+	})
+	c, _ := newClient(t, ts.Server, jen, Options{})
+	_, err := c.Get(ts.URL)
+	var authErr *auth.Error
+	g.Expect(errors.As(err, &authErr)).To(BeTrue(), "an *auth.Error: %v", err)
+	g.Expect(authErr.Message).To(ContainSubstring("closed the connection during the NTLM handshake"))
+}
+
+func TestChannelBindingPolicies(t *testing.T) {
+	other := selfSigned(t, elliptic256(), x509.ECDSAWithSHA256)
+	cases := []struct {
+		name   string
+		policy ChannelBindingPolicy
+		opts   Options
+		ok     bool
+		reason string
+	}{
+		{name: "require: ours is accepted", policy: ChannelBindingRequire, ok: true},
+		{name: "require: none is refused", policy: ChannelBindingRequire, opts: Options{noBinding: true}, reason: "sent no channel binding"},
+		{name: "require: another certificate's is refused", policy: ChannelBindingRequire, opts: Options{bindingCert: other}, reason: "does not match this server's certificate"},
+		{name: "allow: none is accepted", policy: ChannelBindingAllow, opts: Options{noBinding: true}, ok: true},
+		{name: "allow: ours is accepted", policy: ChannelBindingAllow, ok: true},
+		{name: "allow: another certificate's is refused", policy: ChannelBindingAllow, opts: Options{bindingCert: other}, reason: "does not match"},
+		{name: "none: another certificate's is ignored", policy: ChannelBindingNone, opts: Options{bindingCert: other}, ok: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			ts := newTestServer(t, true, ServerOptions{ChannelBinding: tc.policy})
+			c, _ := newClient(t, ts.Server, jen, tc.opts)
+			status, _ := call(t, c, ts.URL, http.MethodGet, "")
+			if tc.ok {
+				g.Expect(status).To(Equal(http.StatusOK), ts.lastRejection())
+				return
+			}
+			g.Expect(status).To(Equal(http.StatusUnauthorized))
+			g.Expect(ts.lastRejection()).To(ContainSubstring(tc.reason))
+		})
+	}
+}
+
+// TestNegotiateOnly: a server that offers only Negotiate gets raw NTLM tokens under it.
+func TestNegotiateOnly(t *testing.T) {
+	g := NewWithT(t)
+	ts := newTestServer(t, true, ServerOptions{Schemes: []string{SchemeNegotiate}})
+	c, _ := newClient(t, ts.Server, jen, Options{})
+	status, body := call(t, c, ts.URL, http.MethodPost, `{"a":1}`)
+	g.Expect(status).To(Equal(http.StatusOK), ts.lastRejection())
+	g.Expect(body).To(Equal(`jen POST {"a":1}`))
+	g.Expect(ts.authSchemes()).To(Equal([]string{"", "Negotiate", "Negotiate"}))
+}
+
+// TestBasicOnly: a 401 that offers no scheme of ours reaches the caller untouched.
+func TestBasicOnly(t *testing.T) {
+	g := NewWithT(t)
+	var hits atomic.Int32
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hits.Add(1)
+		w.Header().Set("WWW-Authenticate", `Basic realm="PAM, the proxy"`)
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = io.WriteString(w, "basic only")
+	}))
+	t.Cleanup(ts.Close)
+	c, _ := newClient(t, ts, jen, Options{})
+	resp, err := c.Get(ts.URL)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	g.Expect(resp.StatusCode).To(Equal(http.StatusUnauthorized))
+	g.Expect(resp.Header.Values("WWW-Authenticate")).To(Equal([]string{`Basic realm="PAM, the proxy"`}))
+	g.Expect(string(body)).To(Equal("basic only"))
+	g.Expect(hits.Load()).To(Equal(int32(1)))
+}
+
+// TestReauthenticates: when the server drops an authenticated connection, the next call
+// authenticates a new one, once.
+func TestReauthenticates(t *testing.T) {
+	g := NewWithT(t)
+	ts := newTestServer(t, true, ServerOptions{})
+	c, rt := newClient(t, ts.Server, jen, Options{MaxConns: 1})
+	status, _ := call(t, c, ts.URL, http.MethodGet, "")
+	g.Expect(status).To(Equal(http.StatusOK))
+
+	// The server drops the connection: the slot learns it from a 401. (A GET, which
+	// http.Transport retries should it still try the dead connection.)
+	ts.CloseClientConnections()
+	status, body := call(t, c, ts.URL, http.MethodGet, "")
+	g.Expect(status).To(Equal(http.StatusOK), ts.lastRejection())
+	g.Expect(body).To(Equal("jen GET "))
+	g.Expect(ts.stats().Authenticated).To(Equal(int64(2)))
+
+	// The client closes its idle connections: the next call starts with a NEGOTIATE.
+	hits := ts.hits.Load()
+	rt.CloseIdleConnections()
+	status, _ = call(t, c, ts.URL, http.MethodGet, "")
+	g.Expect(status).To(Equal(http.StatusOK))
+	g.Expect(ts.hits.Load() - hits).To(Equal(int32(2)))
+	g.Expect(ts.stats()).To(Equal(ServerStats{Connections: 3, Challenges: 3, Authenticated: 3}))
+}
+
+// TestWaitsForFreeSlot: with every slot busy, a call waits, and gives up with its context.
+func TestWaitsForFreeSlot(t *testing.T) {
+	g := NewWithT(t)
+	ts := newTestServer(t, false, ServerOptions{})
+	c, _ := newClient(t, ts.Server, jen, Options{MaxConns: 1})
+	held, err := c.Get(ts.URL)
+	g.Expect(err).NotTo(HaveOccurred())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ts.URL, nil)
+	_, err = c.Do(req)
+	g.Expect(err).To(MatchError(context.Canceled))
+
+	// Reading the held answer to its end frees the slot.
+	_, _ = io.ReadAll(held.Body)
+	status, _ := call(t, c, ts.URL, http.MethodGet, "")
+	g.Expect(status).To(Equal(http.StatusOK))
+	held.Body.Close()
+	g.Expect(ts.stats().Connections).To(Equal(int64(1)))
+}
+
+// TestBodyThatCannotRewind: a handshake needs the body twice.
+func TestBodyThatCannotRewind(t *testing.T) {
+	g := NewWithT(t)
+	ts := newTestServer(t, false, ServerOptions{})
+	c, rt := newClient(t, ts.Server, jen, Options{})
+	status, _ := call(t, c, ts.URL, http.MethodGet, "")
+	g.Expect(status).To(Equal(http.StatusOK))
+	rt.CloseIdleConnections()
+
+	req, _ := http.NewRequest(http.MethodPost, ts.URL, io.NopCloser(strings.NewReader("{}")))
+	req.ContentLength = 2
+	_, err := c.Do(req)
+	g.Expect(err).To(MatchError(ContainSubstring("cannot be sent again")))
+}
+
+func TestMisconfiguredClient(t *testing.T) {
+	cases := []struct {
+		name  string
+		creds Credentials
+		next  http.RoundTripper
+		want  string
+	}{
+		{name: "empty password", creds: Credentials{Username: "jen"}, next: &http.Transport{}, want: "password of jen is empty"},
+		{name: "not an *http.Transport", creds: jen, next: http.NewFileTransport(http.Dir(".")), want: "needs an *http.Transport"},
+		{name: "keep-alive disabled", creds: jen, next: &http.Transport{DisableKeepAlives: true}, want: "disables keep-alive"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			rt := Wrap(tc.creds)(tc.next)
+			req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:1/", nil)
+			_, err := rt.RoundTrip(req)
+			var authErr *auth.Error
+			g.Expect(errors.As(err, &authErr)).To(BeTrue(), "an *auth.Error: %v", err)
+			g.Expect(authErr.Message).To(ContainSubstring(tc.want))
+		})
+	}
+}
+
+// TestConnContextMissing: without per-connection state the server fails closed, saying why.
+func TestConnContextMissing(t *testing.T) {
+	g := NewWithT(t)
+	s, err := NewServer(ServerOptions{Users: map[string]Credentials{"jen": jen}})
+	g.Expect(err).NotTo(HaveOccurred())
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if account, ok := s.Authenticate(w, r); ok {
+			_, _ = io.WriteString(w, account)
+		}
+	}))
+	t.Cleanup(ts.Close)
+	c, _ := newClient(t, ts, jen, Options{})
+	status, body := call(t, c, ts.URL, http.MethodGet, "")
+	g.Expect(status).To(Equal(http.StatusInternalServerError))
+	g.Expect(body).To(ContainSubstring("ConnContext"))
+}
+
+func TestServerOptions(t *testing.T) {
+	cases := []struct {
+		name string
+		opts ServerOptions
+		want string
+	}{
+		{name: "no users", opts: ServerOptions{}, want: "no users"},
+		{name: "user without password", opts: ServerOptions{Users: map[string]Credentials{"jen": {Username: "jen"}}}, want: "user jen"},
+		{name: "unknown scheme", opts: ServerOptions{Users: map[string]Credentials{"jen": jen}, Schemes: []string{"Basic"}}, want: `scheme "Basic"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := NewServer(tc.opts)
+			NewWithT(t).Expect(err).To(MatchError(ContainSubstring(tc.want)))
+		})
+	}
+	g := NewWithT(t)
+	for _, p := range []ChannelBindingPolicy{ChannelBindingNone, ChannelBindingAllow, ChannelBindingRequire} {
+		parsed, err := ParseChannelBindingPolicy(p.String())
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(parsed).To(Equal(p))
+	}
+	_, err := ParseChannelBindingPolicy("sometimes")
+	g.Expect(err).To(HaveOccurred())
+}
+
+// TestNoLeakedConnections: CloseIdleConnections ends every connection of every slot.
+func TestNoLeakedConnections(t *testing.T) {
+	g := NewWithT(t)
+	ts := newTestServer(t, true, ServerOptions{})
+	c, rt := newClient(t, ts.Server, jen, Options{MaxConns: 3})
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(func() {
+			resp, err := c.Get(ts.URL)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		})
+	}
+	wg.Wait()
+	g.Expect(ts.stats().Connections).To(BeNumerically(">", 0))
+
+	rt.CloseIdleConnections()
+	g.Eventually(func() string {
+		buf := make([]byte, 1<<20)
+		return string(buf[:runtime.Stack(buf, true)])
+	}).ShouldNot(ContainSubstring("persistConn"), "no client connection goroutine survives")
+}
