@@ -2,6 +2,9 @@ package controllers_test
 
 import (
 	"context"
+	"encoding/pem"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -15,6 +18,7 @@ import (
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/internal/pam/auth/kerberos"
+	"github.com/pam-operator/pam-operator/internal/pam/auth/ntlm"
 	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 	"github.com/pam-operator/pam-operator/internal/testing/kdc"
 )
@@ -223,4 +227,75 @@ func TestAuthMethodMismatchSaysWhatTheServerOffers(t *testing.T) {
 		t.Errorf("the KDC was asked for tickets although the server offers no Negotiate: %v", realm.Requests())
 	}
 	assertNoSecretIn(t, ns, kerberosCanary)
+}
+
+// ntlmCanary is the NTLM user's password: it must appear nowhere the operator writes.
+const ntlmCanary = "ntlm-canary-9c1d44aa"
+
+// ntlmPAM is an emulator that accepts only NTLM from PRIV\jen, over https with Extended
+// Protection required when withTLS is set. It returns the emulator, its URL and the CA bundle.
+func ntlmPAM(t *testing.T, withTLS bool) (*emulator.Server, string, string) {
+	t.Helper()
+	var verifier *ntlm.Server
+	pam := emulator.New(emulator.Options{Authenticate: func(w http.ResponseWriter, r *http.Request) (string, bool) {
+		return verifier.Authenticate(w, r)
+	}})
+	srv := httptest.NewUnstartedServer(pam)
+	srv.EnableHTTP2 = false
+	// NTLM state lives with each connection; the verifier exists before any client connects.
+	srv.Config.ConnContext = func(ctx context.Context, c net.Conn) context.Context { return verifier.ConnContext(ctx, c) }
+	opts := ntlm.ServerOptions{Users: map[string]ntlm.Credentials{"jen": {Domain: "PRIV", Username: "jen", Password: ntlmCanary}},
+		Domain: "PRIV"}
+	caBundle := ""
+	if withTLS {
+		srv.StartTLS()
+		opts.Certificate = srv.Certificate()
+		opts.ChannelBinding = ntlm.ChannelBindingRequire
+		caBundle = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
+	} else {
+		srv.Start()
+	}
+	var err error
+	if verifier, err = ntlm.NewServer(opts); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return pam, srv.URL, caBundle
+}
+
+// TestNTLMClosesAndHealsAfterRotation: elevations close through PamServers that authenticate
+// with NTLMv2 — over http, and over https where the server requires channel binding; a wrong
+// password stalls with 401, and fixing the Secret heals it without a restart.
+func TestNTLMClosesAndHealsAfterRotation(t *testing.T) {
+	for _, withTLS := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http", true: "https with channel binding required"}[withTLS], func(t *testing.T) {
+			g := NewWithT(t)
+			pam, url, caBundle := ntlmPAM(t, withTLS)
+			ns := newNamespace(t)
+			secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "jen-ntlm"},
+				StringData: map[string]string{"username": `PRIV\jen`, "password": "not-the-password"}}
+			create(t, secret)
+			create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}, Spec: pamv1.PamServerSpec{
+				URL: url, CABundle: caBundle, Timeout: &metav1.Duration{Duration: 5 * time.Second},
+				Auth: &pamv1.PamServerAuth{NTLM: &pamv1.NTLMAuth{SecretRef: pamv1.SecretReference{Name: "jen-ntlm"}}}}})
+			id := pam.AddRequest(emulator.Request{Owner: "jen", RoleID: randomGUID(), RequestedTTL: time.Hour}).ID
+			el := elevation(ns, "ntlm", id)
+			create(t, el)
+			waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
+				expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonUnauthorized)
+				g.Expect(conditionMessage(el, pamv1.ConditionStalled)).To(ContainSubstring("HTTP 401"))
+			})
+
+			patch := client.MergeFrom(secret.DeepCopy())
+			secret.StringData = map[string]string{"password": ntlmCanary}
+			g.Expect(k8sClient.Patch(context.Background(), secret, patch)).To(Succeed())
+			waitActive(t, el)
+			deleteObj(t, el)
+			waitGone(t, el)
+			_, successes := pam.CloseCalls(id)
+			g.Expect(successes).To(Equal(1))
+			assertNoSecretIn(t, ns, ntlmCanary)
+			assertNoSecretIn(t, ns, "not-the-password")
+		})
+	}
 }
