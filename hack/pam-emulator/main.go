@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -26,6 +27,7 @@ import (
 	"time"
 
 	"github.com/pam-operator/pam-operator/internal/pam/auth/kerberos"
+	"github.com/pam-operator/pam-operator/internal/pam/auth/ntlm"
 	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 )
 
@@ -64,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	keytabPath := fs.String("kerberos-keytab", "",
 		"Service keytab: accept only Kerberos (Negotiate) tokens for --kerberos-spn, as IIS with Windows authentication does; callers are named user@REALM.")
 	spn := fs.String("kerberos-spn", "", "Service principal the tokens must be for, e.g. HTTP/pam.example.test (default: any in the keytab).")
+	useNTLM := fs.Bool("ntlm", false,
+		"Authenticate the --user accounts with NTLMv2 (connection-bound, as IIS does) instead of basic; names may be DOMAIN\\user.")
 	channelBinding := fs.String("channel-binding", "allow",
 		"Extended Protection over https, as IIS tokenChecking: none, allow (check bindings that are sent) or require.")
 	fs.Var(&users, "user", "An account as name:password (repeatable). None means no authentication.")
@@ -100,6 +104,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 			return errors.New("--user and --kerberos-keytab exclude each other: Kerberos accounts come from the KDC")
 		}
 	}
+	var connContext func(context.Context, net.Conn) context.Context
+	if *useNTLM {
+		if *keytabPath != "" || len(opts.Users) == 0 {
+			return errors.New("--ntlm needs --user accounts and excludes --kerberos-keytab")
+		}
+		verifier, err := ntlmVerifier(opts.Users, *tlsCert, *channelBinding)
+		if err != nil {
+			return err
+		}
+		opts.Authenticate, connContext = verifier.Authenticate, verifier.ConnContext
+	}
 	emu := emulator.New(opts)
 
 	roleIDs := map[string]string{}
@@ -133,7 +148,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	if err != nil {
 		return err
 	}
-	server := &http.Server{Handler: emu, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logger}
+	server := &http.Server{Handler: emu, ReadHeaderTimeout: 10 * time.Second, ErrorLog: logger, ConnContext: connContext}
+	// IIS does not do Windows authentication over HTTP/2; neither does the emulator.
+	server.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
@@ -350,4 +367,30 @@ func leafCertificate(path string) (*x509.Certificate, error) {
 		return nil, fmt.Errorf("%s holds no PEM certificate", path)
 	}
 	return x509.ParseCertificate(block.Bytes)
+}
+
+// ntlmVerifier accepts NTLMv2 from the accounts; with a TLS certificate, channel bindings are
+// checked against it as the policy says.
+func ntlmVerifier(users map[string]string, certPath, policy string) (*ntlm.Server, error) {
+	opts := ntlm.ServerOptions{Users: map[string]ntlm.Credentials{}}
+	for name, password := range users {
+		creds, err := ntlm.NewCredentials(name, "", password)
+		if err != nil {
+			return nil, fmt.Errorf("--user %s: %w", name, err)
+		}
+		opts.Users[name] = creds
+		if opts.Domain == "" {
+			opts.Domain = creds.Domain
+		}
+	}
+	var err error
+	if opts.ChannelBinding, err = ntlm.ParseChannelBindingPolicy(policy); err != nil {
+		return nil, fmt.Errorf("--channel-binding: %w", err)
+	}
+	if certPath != "" {
+		if opts.Certificate, err = leafCertificate(certPath); err != nil {
+			return nil, err
+		}
+	}
+	return ntlm.NewServer(opts)
 }

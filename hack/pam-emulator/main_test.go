@@ -17,6 +17,7 @@ import (
 
 	"github.com/pam-operator/pam-operator/internal/pam"
 	"github.com/pam-operator/pam-operator/internal/pam/auth/kerberos"
+	"github.com/pam-operator/pam-operator/internal/pam/auth/ntlm"
 	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 	"github.com/pam-operator/pam-operator/internal/testing/kdc"
 )
@@ -243,4 +244,47 @@ func TestRunKerberos(t *testing.T) {
 	g.Eventually(done, 10*time.Second).Should(Receive(BeNil()))
 	g.Expect(stderr.String()).To(ContainSubstring(`user="jen@` + realm.Realm + `"`))
 	g.Expect(stderr.String()).NotTo(ContainSubstring("krb-s3cret"))
+}
+
+// TestRunNTLM serves NTLM for the --user accounts: the operator's PAM client with NTLM
+// credentials closes a request; a basic-auth caller is refused with IIS's NTLM challenge.
+func TestRunNTLM(t *testing.T) {
+	g := NewWithT(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	addr := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--ntlm", "--user", `PRIV\jen:ntlm-s3cret`,
+			"--role", "Ops:3600", "--seed-request", "Ops:600"}, &stdout, &stderr, func(a string) { addr <- a })
+	}()
+	var base string
+	select {
+	case a := <-addr:
+		base = "http://" + a
+	case err := <-done:
+		t.Fatalf("run ended early: %v; stderr: %s", err, stderr.String())
+	}
+	m := regexp.MustCompile(`(?m)^request ([0-9a-f-]{36}) `).FindStringSubmatch(stdout.String())
+	g.Expect(m).To(HaveLen(2))
+
+	req, err := http.NewRequest(http.MethodGet, base+"/api/pamresources/pamrequests", nil)
+	g.Expect(err).NotTo(HaveOccurred())
+	req.SetBasicAuth(`PRIV\jen`, "ntlm-s3cret")
+	resp, err := http.DefaultClient.Do(req)
+	g.Expect(err).NotTo(HaveOccurred())
+	resp.Body.Close()
+	g.Expect(resp.StatusCode).To(Equal(http.StatusUnauthorized))
+	g.Expect(resp.Header.Values("WWW-Authenticate")).To(ContainElement("NTLM"))
+
+	creds, err := ntlm.NewCredentials(`PRIV\jen`, "", "ntlm-s3cret")
+	g.Expect(err).NotTo(HaveOccurred())
+	pc, err := pam.NewClient(pam.Config{URL: base, Auth: ntlm.Wrap(creds)})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(pc.Close(ctx, m[1])).To(Succeed())
+
+	cancel()
+	g.Eventually(done, 10*time.Second).Should(Receive(BeNil()))
+	g.Expect(stderr.String()).NotTo(ContainSubstring("ntlm-s3cret"))
 }
