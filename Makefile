@@ -102,8 +102,9 @@ local-env: manifests $(CONTROL_PLANE) ## Start the local control plane and the P
 	$(GO) run ./hack/local env
 
 .PHONY: demo
-demo: manifests build $(CONTROL_PLANE) ## Walk through apply, delete and expiry on the local control plane.
-	$(GO) run ./hack/local demo
+DEMO_AUTH ?= basic
+demo: manifests build $(CONTROL_PLANE) ## Walk through apply, delete and expiry on the local control plane (DEMO_AUTH=ntlm for NTLM).
+	DEMO_AUTH=$(DEMO_AUTH) $(GO) run ./hack/local demo
 
 .PHONY: docker-build
 docker-build: ## Build the image IMG.

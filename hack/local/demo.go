@@ -11,6 +11,7 @@ import (
 
 	"github.com/pam-operator/pam-operator/internal/pam"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
+	"github.com/pam-operator/pam-operator/internal/pam/auth/ntlm"
 	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 )
 
@@ -30,7 +31,15 @@ func runDemo(env *localEnv) error {
 
 	step("Jen asks MIM PAM for two elevations into the role Domain Admins (through the PAM REST API)")
 	role := env.pam.AddRole(emulator.Role{DisplayName: "Domain Admins", TTL: 8 * time.Hour})
-	pc, err := pam.NewClient(pam.Config{URL: env.pamURL, Auth: auth.Basic(demoUser, demoPassword)})
+	clientAuth := auth.Basic(demoUser, demoPassword)
+	if env.auth == "ntlm" {
+		creds, err := ntlm.NewCredentials(demoUser, "", demoPassword)
+		if err != nil {
+			return err
+		}
+		clientAuth = ntlm.Wrap(creds)
+	}
+	pc, err := pam.NewClient(pam.Config{URL: env.pamURL, Auth: clientAuth})
 	if err != nil {
 		return err
 	}
@@ -68,7 +77,7 @@ func runDemo(env *localEnv) error {
 	if _, err := run("", "create", "namespace", demoNamespace); err != nil {
 		return err
 	}
-	if _, err := run(fmt.Sprintf(serverManifest, demoNamespace, demoUser, demoPassword, demoNamespace, env.pamURL), "apply", "-f", "-"); err != nil {
+	if _, err := run(fmt.Sprintf(serverManifest, demoNamespace, demoUser, demoPassword, demoNamespace, env.pamURL, env.auth), "apply", "-f", "-"); err != nil {
 		return err
 	}
 
@@ -164,7 +173,7 @@ spec:
   url: %s
   version: "1"
   auth:
-    basic:
+    %s:
       secretRef:
         name: jen-pam-credentials
 `

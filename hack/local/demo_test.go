@@ -23,7 +23,13 @@ func TestDemo(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the manager: %v\n%s", err, out)
 	}
-	if err := withEnv(context.Background(), runDemo); err != nil {
-		t.Fatalf("demo failed: %v", err)
+	// The demo as `make demo` runs it, and as `make demo DEMO_AUTH=ntlm` does.
+	for _, auth := range []string{"basic", "ntlm"} {
+		t.Run(auth, func(t *testing.T) {
+			t.Setenv("DEMO_AUTH", auth)
+			if err := withEnv(context.Background(), runDemo); err != nil {
+				t.Fatalf("demo failed: %v", err)
+			}
+		})
 	}
 }

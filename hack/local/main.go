@@ -8,6 +8,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/pam-operator/pam-operator/internal/pam/auth/ntlm"
 	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 )
 
@@ -73,6 +75,8 @@ var (
 
 // localEnv is a running control plane and emulator.
 type localEnv struct {
+	// auth is how the emulator authenticates Jen: "basic" or "ntlm" (DEMO_AUTH).
+	auth       string
 	root       string
 	stateDir   string
 	manager    string
@@ -131,19 +135,38 @@ func withEnv(ctx context.Context, fn func(*localEnv) error) error {
 	}
 	fmt.Printf("    kubeconfig: %s\n", env.kubeconfig)
 
-	env.pam = emulator.New(emulator.Options{
+	env.auth = cmp.Or(os.Getenv("DEMO_AUTH"), "basic")
+	emuOpts := emulator.Options{
 		Users: map[string]string{demoUser: demoPassword},
 		Log:   func(line string) { fmt.Println("    pam-emulator | " + line) },
-	})
+	}
+	server := &http.Server{ReadHeaderTimeout: 10 * time.Second}
+	switch env.auth {
+	case "basic":
+	case "ntlm":
+		// As IIS with Windows authentication: NTLMv2, bound to each connection.
+		creds, err := ntlm.NewCredentials(demoUser, "", demoPassword)
+		if err != nil {
+			return err
+		}
+		verifier, err := ntlm.NewServer(ntlm.ServerOptions{Users: map[string]ntlm.Credentials{demoUser: creds}, Domain: creds.Domain})
+		if err != nil {
+			return err
+		}
+		emuOpts.Authenticate, server.ConnContext = verifier.Authenticate, verifier.ConnContext
+	default:
+		return fmt.Errorf("DEMO_AUTH=%q: want basic or ntlm", env.auth)
+	}
+	env.pam = emulator.New(emuOpts)
+	server.Handler = env.pam
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	server := &http.Server{Handler: env.pam, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = server.Serve(listener) }()
 	defer server.Close()
 	env.pamURL = "http://" + listener.Addr().String()
-	fmt.Printf("==> PAM emulator listening at %s (account %q, password %q)\n", env.pamURL, demoUser, demoPassword)
+	fmt.Printf("==> PAM emulator listening at %s (%s, account %q, password %q)\n", env.pamURL, env.auth, demoUser, demoPassword)
 
 	if _, err := env.kubectl(ctx, "", "create", "namespace", operatorNamespace); err != nil {
 		return err
