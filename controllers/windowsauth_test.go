@@ -15,6 +15,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/internal/pam/auth/kerberos"
@@ -153,8 +154,8 @@ func TestKerberosBadInput(t *testing.T) {
 	assertNoSecretIn(t, ns, kerberosCanary)
 }
 
-// assertNoSecretIn fails when secret appears in the manager's log, or in the Events or the
-// status of any elevation or server of the namespace.
+// assertNoSecretIn fails when secret appears in the manager's log, in the Events or the status
+// of any elevation or server of the namespace, or in the metrics.
 func assertNoSecretIn(t *testing.T, ns, secret string) {
 	t.Helper()
 	ctx := context.Background()
@@ -178,6 +179,18 @@ func assertNoSecretIn(t *testing.T, ns, secret string) {
 		}
 	}
 	texts = append(texts, allEventNotes(t, ns)...)
+	// And the metrics the manager serves: every label value of every family.
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				texts = append(texts, l.GetValue())
+			}
+		}
+	}
 	for _, text := range texts {
 		if strings.Contains(text, secret) {
 			t.Fatalf("a credential leaked into %.200q", text)
