@@ -318,14 +318,8 @@ func (c *httpClient) query(filter string) string {
 // parameters (which may carry challenge tokens).
 func offeredSchemes(values []string) string {
 	var schemes []string
-	for _, v := range values {
-		for _, part := range strings.Split(v, ",") {
-			part = strings.TrimSpace(part)
-			if part == "" || strings.Contains(strings.SplitN(part, " ", 2)[0], "=") {
-				continue
-			}
-			schemes = append(schemes, strings.SplitN(part, " ", 2)[0])
-		}
+	for _, c := range auth.ParseChallenges(values) {
+		schemes = append(schemes, c.Scheme)
 	}
 	return strings.Join(schemes, ", ")
 }

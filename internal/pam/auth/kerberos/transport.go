@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/pam-operator/pam-operator/internal/pam/auth"
 )
 
 // drainLimit is how much of a refused answer is read so that its connection can be reused.
@@ -158,8 +160,8 @@ func wantsNegotiate(resp *http.Response) bool {
 	if resp.StatusCode != http.StatusUnauthorized {
 		return false
 	}
-	for _, ch := range challenges(resp.Header.Values("WWW-Authenticate")) {
-		if strings.EqualFold(ch.scheme, "Negotiate") {
+	for _, ch := range auth.ParseChallenges(resp.Header.Values("WWW-Authenticate")) {
+		if strings.EqualFold(ch.Scheme, "Negotiate") {
 			return true
 		}
 	}
@@ -168,63 +170,12 @@ func wantsNegotiate(resp *http.Response) bool {
 
 // negotiateToken returns the token of a "Negotiate <token>" challenge.
 func negotiateToken(values []string) (string, bool) {
-	for _, ch := range challenges(values) {
-		if strings.EqualFold(ch.scheme, "Negotiate") && ch.params != "" {
-			return ch.params, true
+	for _, ch := range auth.ParseChallenges(values) {
+		if strings.EqualFold(ch.Scheme, "Negotiate") && ch.Params != "" {
+			return ch.Params, true
 		}
 	}
 	return "", false
-}
-
-// challenge is one challenge of a WWW-Authenticate header: its scheme and the rest.
-type challenge struct {
-	scheme string
-	params string
-}
-
-// challenges parses WWW-Authenticate values (RFC 9110 11.6.1): several challenges may share
-// one value, separated by commas that also separate a challenge's parameters; a part whose
-// first word holds "=" is a parameter of the challenge before it. Commas inside quoted
-// strings do not separate.
-func challenges(values []string) []challenge {
-	var out []challenge
-	for _, v := range values {
-		for _, part := range splitOutsideQuotes(v) {
-			part = strings.TrimSpace(part)
-			if part == "" {
-				continue
-			}
-			word, rest, _ := strings.Cut(part, " ")
-			if strings.Contains(word, "=") {
-				if n := len(out); n > 0 {
-					out[n-1].params = strings.TrimSpace(out[n-1].params + ", " + part)
-				}
-				continue
-			}
-			out = append(out, challenge{scheme: word, params: strings.TrimSpace(rest)})
-		}
-	}
-	return out
-}
-
-// splitOutsideQuotes splits s at commas that are not inside a quoted string.
-func splitOutsideQuotes(s string) []string {
-	var parts []string
-	start, quoted, escaped := 0, false, false
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case escaped:
-			escaped = false
-		case quoted && c == '\\':
-			escaped = true
-		case c == '"':
-			quoted = !quoted
-		case c == ',' && !quoted:
-			parts = append(parts, s[start:i])
-			start = i + 1
-		}
-	}
-	return append(parts, s[start:])
 }
 
 var errNoRewind = errors.New("the request body cannot be sent twice (no GetBody)")
