@@ -1,15 +1,11 @@
 package kerberos
 
 import (
-	"crypto/md5" //nolint:gosec // RFC 4121 fixes MD5 for the channel-binding hash.
+	//nolint:gosec // RFC 4121 fixes MD5 for the channel-binding hash.
 	crand "crypto/rand"
-	"crypto/sha256"
-	"crypto/sha512"
-	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"time"
 
 	"github.com/jcmturner/gofork/encoding/asn1"
@@ -41,41 +37,6 @@ var (
 	tokenAPReq = []byte{0x01, 0x00}
 	tokenAPRep = []byte{0x02, 0x00}
 )
-
-// bindingPrefix starts the application data of a tls-server-end-point channel binding.
-const bindingPrefix = "tls-server-end-point:"
-
-// channelBinding returns the 16-byte Bnd field of RFC 4121 4.1.1.2 for the TLS
-// certificate a server presented: MD5 of a gss_channel_bindings_struct with empty addresses
-// and, as application data, "tls-server-end-point:" and the certificate's hash (RFC 5929),
-// which is what Windows clients send and IIS Extended Protection checks.
-func channelBinding(cert *x509.Certificate) []byte {
-	app := append([]byte(bindingPrefix), endpointHash(cert)...)
-	var buf []byte
-	// initiator_addrtype, initiator_address length, acceptor_addrtype, acceptor_address
-	// length: all zero.
-	buf = append(buf, make([]byte, 16)...)
-	buf = binary.LittleEndian.AppendUint32(buf, uint32(len(app)))
-	buf = append(buf, app...)
-	sum := md5.Sum(buf) //nolint:gosec // See the import.
-	return sum[:]
-}
-
-// endpointHash is the RFC 5929 tls-server-end-point hash: the certificate's signature hash,
-// with MD5 and SHA-1 (and algorithms without a hash of their own) replaced by SHA-256.
-func endpointHash(cert *x509.Certificate) []byte {
-	var h hash.Hash
-	switch cert.SignatureAlgorithm {
-	case x509.SHA384WithRSA, x509.ECDSAWithSHA384, x509.SHA384WithRSAPSS:
-		h = sha512.New384()
-	case x509.SHA512WithRSA, x509.ECDSAWithSHA512, x509.SHA512WithRSAPSS:
-		h = sha512.New()
-	default:
-		h = sha256.New()
-	}
-	h.Write(cert.Raw)
-	return h.Sum(nil)
-}
 
 // gssChecksum builds the authenticator checksum of RFC 4121 4.1.1: length of Bnd (16),
 // Bnd, and the context flags. A nil binding is sent as zeros ("no channel binding").

@@ -152,7 +152,7 @@ func bindingOf(state *tls.ConnectionState) []byte {
 	if state == nil || len(state.PeerCertificates) == 0 {
 		return nil
 	}
-	return channelBinding(state.PeerCertificates[0])
+	return auth.ChannelBinding(state.PeerCertificates[0])
 }
 
 // wantsNegotiate tells whether resp is a 401 offering Negotiate.

@@ -16,6 +16,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/keytab"
 	"github.com/jcmturner/gokrb5/v8/spnego"
 	"github.com/jcmturner/gokrb5/v8/types"
+	"github.com/pam-operator/pam-operator/internal/pam/auth"
 )
 
 // defaultMaxClockSkew is how far a client's clock may be from the server's, as in Windows.
@@ -218,7 +219,7 @@ func (v *Verifier) checkBinding(r *http.Request, ck types.Checksum) error {
 	}
 	var want []byte
 	if r.TLS != nil {
-		want = channelBinding(v.cfg.Certificate)
+		want = auth.ChannelBinding(v.cfg.Certificate)
 	}
 	switch {
 	case isZero(bnd) && r.TLS != nil && v.cfg.RequireChannelBinding:

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pam-operator/pam-operator/internal/pam/auth"
 )
 
 // defaultMaxConns bounds the authenticated connections to one server when neither Options
@@ -281,9 +283,9 @@ func (t *Transport) binding(challenge *http.Response) []byte {
 	case t.opts.noBinding:
 		return nil
 	case t.opts.bindingCert != nil:
-		return channelBinding(t.opts.bindingCert)
+		return auth.ChannelBinding(t.opts.bindingCert)
 	case challenge.TLS != nil && len(challenge.TLS.PeerCertificates) > 0:
-		return channelBinding(challenge.TLS.PeerCertificates[0])
+		return auth.ChannelBinding(challenge.TLS.PeerCertificates[0])
 	}
 	return noBinding
 }

@@ -3,14 +3,10 @@ package ntlm
 import (
 	"bytes"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/md5" //nolint:gosec // The channel binding is MD5 by definition.
+	"crypto/elliptic" //nolint:gosec // The channel binding is MD5 by definition.
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/sha512"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/binary"
 	"encoding/hex"
 	"math/big"
 	"testing"
@@ -72,42 +68,6 @@ func TestSpecVectors(t *testing.T) {
 	enc, err := rc4Apply(base, specRandomKey)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(hex.EncodeToString(enc)).To(Equal("c5dad2544fc9799094ce1ce90bc9d03e"), "encrypted session key (4.2.4.2.3)")
-}
-
-// TestChannelBinding checks the gss_channel_bindings_struct layout and RFC 5929's choice of
-// hash.
-func TestChannelBinding(t *testing.T) {
-	cases := []struct {
-		name string
-		alg  x509.SignatureAlgorithm
-		hash func([]byte) []byte
-	}{
-		{"SHA-256 signature hashes with SHA-256", x509.ECDSAWithSHA256, func(b []byte) []byte { s := sha256.Sum256(b); return s[:] }},
-		{"SHA-384 signature hashes with SHA-384", x509.ECDSAWithSHA384, func(b []byte) []byte { s := sha512.Sum384(b); return s[:] }},
-		{"SHA-512 signature hashes with SHA-512", x509.ECDSAWithSHA512, func(b []byte) []byte { s := sha512.Sum512(b); return s[:] }},
-		{"SHA-1 signature is upgraded to SHA-256", x509.SHA1WithRSA, func(b []byte) []byte { s := sha256.Sum256(b); return s[:] }},
-		{"MD5 signature is upgraded to SHA-256", x509.MD5WithRSA, func(b []byte) []byte { s := sha256.Sum256(b); return s[:] }},
-	}
-	raw := []byte("certificate bytes")
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			g := NewWithT(t)
-			cert := &x509.Certificate{Raw: raw, SignatureAlgorithm: tc.alg}
-			app := append([]byte("tls-server-end-point:"), tc.hash(raw)...)
-			var want bytes.Buffer
-			want.Write(make([]byte, 16)) // both address types and lengths: zero
-			_ = binary.Write(&want, binary.LittleEndian, uint32(len(app)))
-			want.Write(app)
-			sum := md5.Sum(want.Bytes()) //nolint:gosec // See the import.
-			g.Expect(channelBinding(cert)).To(Equal(sum[:]))
-		})
-	}
-
-	// A real certificate signed with ECDSA-SHA384 binds with SHA-384.
-	g := NewWithT(t)
-	cert := selfSigned(t, elliptic.P384(), x509.ECDSAWithSHA384)
-	h := sha512.Sum384(cert.Raw)
-	g.Expect(endpointHash(cert)).To(Equal(h[:]))
 }
 
 func selfSigned(t *testing.T, curve elliptic.Curve, alg x509.SignatureAlgorithm) *x509.Certificate {

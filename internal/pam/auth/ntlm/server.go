@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode"
+
+	"github.com/pam-operator/pam-operator/internal/pam/auth"
 )
 
 // ChannelBindingPolicy is how the server treats channel bindings over https, as IIS's
@@ -171,7 +173,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		return nil, fmt.Errorf("ntlm: unknown channel binding policy %d", int(opts.ChannelBinding))
 	}
 	if opts.Certificate != nil {
-		s.binding = channelBinding(opts.Certificate)
+		s.binding = auth.ChannelBinding(opts.Certificate)
 	}
 	return s, nil
 }
