@@ -98,6 +98,14 @@ func (c *Connector) GetServer(ctx context.Context, el *pamv1.PamElevation) (pamv
 // Connect returns a client for the server, or a *configError when its configuration or Secret
 // cannot be used. Other errors come from the API server and are transient.
 func (c *Connector) Connect(ctx context.Context, server pamv1.ServerObject) (pam.Client, error) {
+	pc, _, err := c.connect(ctx, server)
+	return pc, err
+}
+
+// connect is Connect that also returns the credentials it read (nil when the server has none,
+// or they could not be read), so the server's reconciler keeps its escrow without reading them
+// again.
+func (c *Connector) connect(ctx context.Context, server pamv1.ServerObject) (pam.Client, *credentials, error) {
 	spec := server.ServerSpec()
 	cfg := pam.Config{URL: spec.URL, Version: spec.Version, CABundle: []byte(spec.CABundle), UserAgent: c.UserAgent, Observe: observePAMCall}
 	if spec.Timeout != nil {
@@ -106,33 +114,34 @@ func (c *Connector) Connect(ctx context.Context, server pamv1.ServerObject) (pam
 	version := fmt.Sprintf("%s/%d", server.GetUID(), server.GetGeneration())
 
 	var closeAuth func()
+	var creds *credentials
 	if spec.Auth.SecretName() != "" {
-		creds, err := c.loadCredentials(ctx, server)
-		if err != nil {
-			return nil, err
+		var err error
+		if creds, err = c.loadCredentials(ctx, server); err != nil {
+			return nil, nil, err
 		}
 		if err := c.refreshEscrow(ctx, server, creds); err != nil {
-			return nil, err
+			return nil, creds, err
 		}
 		version += "/" + creds.version
 		switch {
 		case spec.Auth.Basic != nil:
 			username, password, err := requiredKeys(creds, SecretKeyUsername, SecretKeyPassword)
 			if err != nil {
-				return nil, err
+				return nil, creds, err
 			}
 			cfg.Auth = auth.Basic(username, password)
 		case spec.Auth.NTLM != nil:
 			nc, err := ntlm.NewCredentials(string(creds.data[SecretKeyUsername]), string(creds.data[SecretKeyDomain]),
 				string(creds.data[SecretKeyPassword]))
 			if err != nil {
-				return nil, &configError{reason: pamv1.ReasonInvalidServerConfig, message: creds.source + ": " + err.Error()}
+				return nil, creds, &configError{reason: pamv1.ReasonInvalidServerConfig, message: creds.source + ": " + err.Error()}
 			}
 			cfg.Auth = ntlm.Wrap(nc)
 		case spec.Auth.Kerberos != nil:
 			kc, err := kerberosClient(spec.Auth.Kerberos, creds)
 			if err != nil {
-				return nil, err
+				return nil, creds, err
 			}
 			cfg.Auth, closeAuth = kc.Wrap, kc.Close
 		}
@@ -155,14 +164,14 @@ func (c *Connector) Connect(ctx context.Context, server pamv1.ServerObject) (pam
 		if closeAuth != nil {
 			closeAuth() // built for nothing: the cached one is current
 		}
-		return cached.client, nil
+		return cached.client, creds, nil
 	}
 	pc, err := pam.NewClient(cfg)
 	if err != nil {
 		if closeAuth != nil {
 			closeAuth()
 		}
-		return nil, &configError{reason: pamv1.ReasonInvalidServerConfig, message: err.Error()}
+		return nil, creds, &configError{reason: pamv1.ReasonInvalidServerConfig, message: err.Error()}
 	}
 	if c.clients == nil {
 		c.clients = map[string]cachedClient{}
@@ -172,7 +181,7 @@ func (c *Connector) Connect(ctx context.Context, server pamv1.ServerObject) (pam
 	}
 	limited := &limitedClient{inner: pc, limits: limits}
 	c.clients[cacheKey] = cachedClient{version: version, client: limited, close: closeAuth}
-	return limited, nil
+	return limited, creds, nil
 }
 
 // requiredKeys returns the values of two keys, which must both be present and non-empty.

@@ -103,18 +103,11 @@ func (c *Connector) readSource(ctx context.Context, server pamv1.ServerObject) (
 	return creds, nil
 }
 
-// keepEscrow makes the server's escrow hold its current credentials. Originals that are gone
-// leave the copy as it is.
-func (c *Connector) keepEscrow(ctx context.Context, server pamv1.ServerObject) error {
-	if server.ServerSpec().Auth.SecretName() == "" {
+// keepEscrow makes the server's escrow hold creds, the credentials just read for it. Nothing
+// read (no auth method, or originals gone) or the escrow itself read leaves the copy as it is.
+func (c *Connector) keepEscrow(ctx context.Context, server pamv1.ServerObject, creds *credentials) error {
+	if creds == nil || creds.escrowed {
 		return nil
-	}
-	creds, err := c.readSource(ctx, server)
-	if _, missing := asConfigError(err); missing {
-		return nil
-	}
-	if err != nil {
-		return err
 	}
 	return c.writeEscrow(ctx, server, creds)
 }

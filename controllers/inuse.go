@@ -41,8 +41,8 @@ func serverInUse(ctx context.Context, c client.Client, server pamv1.ServerObject
 }
 
 // protectServer adds or removes the in-use finalizer of a server, and keeps or drops the
-// escrow of its credentials (escrow.go) to match.
-func protectServer(ctx context.Context, c client.Client, connector *Connector, server pamv1.ServerObject) error {
+// escrow of its credentials (escrow.go) to match; creds are the credentials just read for it.
+func protectServer(ctx context.Context, c client.Client, connector *Connector, server pamv1.ServerObject, creds *credentials) error {
 	inUse, err := serverInUse(ctx, c, server)
 	if err != nil {
 		return err
@@ -50,7 +50,7 @@ func protectServer(ctx context.Context, c client.Client, connector *Connector, s
 	// The escrow exists before the finalizer says the server is protected, and goes only after
 	// nothing needs it.
 	if inUse {
-		if err := connector.keepEscrow(ctx, server); err != nil {
+		if err := connector.keepEscrow(ctx, server, creds); err != nil {
 			return err
 		}
 	} else if err := connector.dropEscrow(ctx, server); err != nil {

@@ -48,7 +48,12 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 
-	if err := protectServer(ctx, r.Client, r.Connector, server); err != nil {
+	// One read of the credentials serves both the validity check and the escrow.
+	_, creds, err := r.Connector.connect(ctx, server)
+	if _, invalid := asConfigError(err); err != nil && !invalid {
+		return ctrl.Result{}, err
+	}
+	if err := protectServer(ctx, r.Client, r.Connector, server, creds); err != nil {
 		return ctrl.Result{}, err
 	}
 
@@ -64,13 +69,10 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	// Secrets are not watched (that needs the right to list them all), so a server that reads
 	// one is checked again on a timer: soon while it is broken, at the sync interval after.
 	var result ctrl.Result
-	_, err := r.Connector.Connect(ctx, server)
 	if ce, ok := asConfigError(err); ok {
 		set(pamv1.ConditionReady, metav1.ConditionFalse, ce.reason, ce.message)
 		set(pamv1.ConditionStalled, metav1.ConditionTrue, ce.reason, ce.message)
 		result.RequeueAfter = r.RetryInterval
-	} else if err != nil {
-		return ctrl.Result{}, err
 	} else {
 		set(pamv1.ConditionReady, metav1.ConditionTrue, pamv1.ReasonConfigured, "The configuration is valid")
 		meta.RemoveStatusCondition(&status.Conditions, pamv1.ConditionStalled)

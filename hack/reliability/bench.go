@@ -29,6 +29,7 @@ import (
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/internal/pam"
+	"github.com/pam-operator/pam-operator/internal/pam/auth"
 	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 )
 
@@ -305,7 +306,7 @@ func (b *bench) closeTime(id string) time.Time {
 
 // rawCloseRoundTrips closes n requests of their own from a plain client, one at a time.
 func (b *bench) rawCloseRoundTrips(ctx context.Context, n int) ([]time.Duration, error) {
-	pc, err := pam.NewClient(pam.Config{URL: b.h.pamURL, Auth: basicAuth()})
+	pc, err := pam.NewClient(pam.Config{URL: b.h.pamURL, Auth: auth.Basic(pamUser, pamPassword)})
 	if err != nil {
 		return nil, err
 	}
@@ -515,7 +516,7 @@ func (b *bench) mass(ctx context.Context) error {
 
 // rawCloseThroughput closes n requests from workers plain clients and returns closes per second.
 func (b *bench) rawCloseThroughput(ctx context.Context, n, workers int) (float64, error) {
-	pc, err := pam.NewClient(pam.Config{URL: b.h.pamURL, Auth: basicAuth()})
+	pc, err := pam.NewClient(pam.Config{URL: b.h.pamURL, Auth: auth.Basic(pamUser, pamPassword)})
 	if err != nil {
 		return 0, err
 	}
@@ -665,20 +666,6 @@ func machineSummary() string {
 	}
 	return fmt.Sprintf("%d CPUs (%s), %s RAM", cpus, model, mem)
 }
-
-func basicAuth() func(http.RoundTripper) http.RoundTripper {
-	return func(next http.RoundTripper) http.RoundTripper {
-		return roundTripper(func(req *http.Request) (*http.Response, error) {
-			req = req.Clone(req.Context())
-			req.SetBasicAuth(pamUser, pamPassword)
-			return next.RoundTrip(req)
-		})
-	}
-}
-
-type roundTripper func(*http.Request) (*http.Response, error)
-
-func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
 // parallel runs fn for 0..n-1 on workers goroutines and returns the first error.
 func parallel(ctx context.Context, n, workers int, fn func(i int) error) error {
