@@ -53,6 +53,10 @@ func TestAllowedNamespaces(t *testing.T) {
 	waitFor(t, refused, func(g Gomega, el *pamv1.PamElevation) {
 		expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonNamespaceNotAllowed)
 		g.Expect(conditionMessage(el, pamv1.ConditionStalled)).To(ContainSubstring("does not allow namespace " + ns))
+		// Nothing was read from PAM, not even through the server's shared batch, whose calls
+		// do not name the request.
+		g.Expect(el.Status.LastSyncTime).To(BeNil())
+		g.Expect(el.Status.RequestStatus).To(BeEmpty())
 	})
 	g.Expect(pamCallsFor(refusedID)).To(BeZero(), "a refused elevation called PAM")
 
