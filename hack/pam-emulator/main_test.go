@@ -123,28 +123,12 @@ func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return 
 
 func TestRunServesUntilCancelled(t *testing.T) {
 	g := NewWithT(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stdout, stderr syncBuffer
-	addr := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{
-			"--listen", "127.0.0.1:0", "--user", `PRIV\jen:s3cret`, "--role", "Ops:3600",
-			"--seed-request", "Ops:600", "--fault", "close-request:503:9:1",
-		}, &stdout, &stderr, func(a string) { addr <- a })
-	}()
-	var base string
-	select {
-	case a := <-addr:
-		base = "http://" + a
-	case err := <-done:
-		t.Fatalf("run ended early: %v; stderr: %s", err, stderr.String())
-	}
+	emu := startRun(t, "--user", `PRIV\jen:s3cret`, "--role", "Ops:3600", "--seed-request", "Ops:600", "--fault", "close-request:503:9:1")
+	base := emu.base
 
-	m := regexp.MustCompile(`(?m)^request ([0-9a-f-]{36}) owner="PRIV\\\\jen" status=Active`).FindStringSubmatch(stdout.String())
-	g.Expect(m).To(HaveLen(2), "the seeded request's id is printed: %s", stdout.String())
-	g.Expect(stdout.String()).To(MatchRegexp(`(?m)^role [0-9a-f-]{36} "Ops" ttl=1h0m0s approval=false$`))
+	m := regexp.MustCompile(`(?m)^request ([0-9a-f-]{36}) owner="PRIV\\\\jen" status=Active`).FindStringSubmatch(emu.stdout.String())
+	g.Expect(m).To(HaveLen(2), "the seeded request's id is printed: %s", emu.stdout.String())
+	g.Expect(emu.stdout.String()).To(MatchRegexp(`(?m)^role [0-9a-f-]{36} "Ops" ttl=1h0m0s approval=false$`))
 
 	closeOnce := func() *http.Response {
 		req, err := http.NewRequest(http.MethodPost, base+"/api/pamresources/pamrequests(guid'"+m[1]+"')/Close?v=1", http.NoBody)
@@ -161,9 +145,8 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	g.Expect(resp.Header.Get("Retry-After")).To(Equal("9"))
 	g.Expect(closeOnce().StatusCode).To(Equal(200))
 
-	cancel()
-	g.Eventually(done, 10*time.Second).Should(Receive(BeNil()), "a graceful stop")
-	log := stderr.String()
+	emu.stop(t)
+	log := emu.stderr.String()
 	g.Expect(log).To(ContainSubstring(`fault="status 503 retry-after 9"`))
 	g.Expect(strings.Count(log, "/Close?v=1")).To(Equal(2), "one line per call")
 	g.Expect(log).NotTo(ContainSubstring("s3cret"))
@@ -203,25 +186,9 @@ func TestRunKerberos(t *testing.T) {
 	keytab := filepath.Join(t.TempDir(), "http.keytab")
 	g.Expect(os.WriteFile(keytab, realm.Keytab("HTTP/127.0.0.1"), 0o600)).To(Succeed())
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stdout, stderr syncBuffer
-	addr := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{
-			"--listen", "127.0.0.1:0", "--kerberos-keytab", keytab, "--kerberos-spn", "HTTP/127.0.0.1",
-			"--role", "Ops:3600", "--seed-request", "Ops:600:jen@" + realm.Realm,
-		}, &stdout, &stderr, func(a string) { addr <- a })
-	}()
-	var base string
-	select {
-	case a := <-addr:
-		base = "http://" + a
-	case err := <-done:
-		t.Fatalf("run ended early: %v; stderr: %s", err, stderr.String())
-	}
-	m := regexp.MustCompile(`(?m)^request ([0-9a-f-]{36}) `).FindStringSubmatch(stdout.String())
+	emu := startRun(t, "--kerberos-keytab", keytab, "--kerberos-spn", "HTTP/127.0.0.1", "--role", "Ops:3600", "--seed-request", "Ops:600:jen@"+realm.Realm)
+	ctx, base := context.Background(), emu.base
+	m := regexp.MustCompile(`(?m)^request ([0-9a-f-]{36}) `).FindStringSubmatch(emu.stdout.String())
 	g.Expect(m).To(HaveLen(2))
 
 	resp, err := http.Get(base + "/api/pamresources/pamrequests")
@@ -240,33 +207,18 @@ func TestRunKerberos(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(req.Status).To(Equal(pam.StatusClosed))
 
-	cancel()
-	g.Eventually(done, 10*time.Second).Should(Receive(BeNil()))
-	g.Expect(stderr.String()).To(ContainSubstring(`user="jen@` + realm.Realm + `"`))
-	g.Expect(stderr.String()).NotTo(ContainSubstring("krb-s3cret"))
+	emu.stop(t)
+	g.Expect(emu.stderr.String()).To(ContainSubstring(`user="jen@` + realm.Realm + `"`))
+	g.Expect(emu.stderr.String()).NotTo(ContainSubstring("krb-s3cret"))
 }
 
 // TestRunNTLM serves NTLM for the --user accounts: the operator's PAM client with NTLM
 // credentials closes a request; a basic-auth caller is refused with IIS's NTLM challenge.
 func TestRunNTLM(t *testing.T) {
 	g := NewWithT(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stdout, stderr syncBuffer
-	addr := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--ntlm", "--user", `PRIV\jen:ntlm-s3cret`,
-			"--role", "Ops:3600", "--seed-request", "Ops:600"}, &stdout, &stderr, func(a string) { addr <- a })
-	}()
-	var base string
-	select {
-	case a := <-addr:
-		base = "http://" + a
-	case err := <-done:
-		t.Fatalf("run ended early: %v; stderr: %s", err, stderr.String())
-	}
-	m := regexp.MustCompile(`(?m)^request ([0-9a-f-]{36}) `).FindStringSubmatch(stdout.String())
+	emu := startRun(t, "--ntlm", "--user", `PRIV\jen:ntlm-s3cret`, "--role", "Ops:3600", "--seed-request", "Ops:600")
+	ctx, base := context.Background(), emu.base
+	m := regexp.MustCompile(`(?m)^request ([0-9a-f-]{36}) `).FindStringSubmatch(emu.stdout.String())
 	g.Expect(m).To(HaveLen(2))
 
 	req, err := http.NewRequest(http.MethodGet, base+"/api/pamresources/pamrequests", nil)
@@ -284,7 +236,40 @@ func TestRunNTLM(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(pc.Close(ctx, m[1])).To(Succeed())
 
-	cancel()
-	g.Eventually(done, 10*time.Second).Should(Receive(BeNil()))
-	g.Expect(stderr.String()).NotTo(ContainSubstring("ntlm-s3cret"))
+	emu.stop(t)
+	g.Expect(emu.stderr.String()).NotTo(ContainSubstring("ntlm-s3cret"))
+}
+
+// runningEmulator is the program as startRun started it.
+type runningEmulator struct {
+	base           string
+	stdout, stderr *syncBuffer
+	done           chan error
+	cancel         context.CancelFunc
+}
+
+// startRun runs the program with args on a free loopback port and returns once it listens.
+func startRun(t *testing.T, args ...string) *runningEmulator {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	emu := &runningEmulator{stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1), cancel: cancel}
+	addr := make(chan string, 1)
+	go func() {
+		emu.done <- run(ctx, append([]string{"--listen", "127.0.0.1:0"}, args...), emu.stdout, emu.stderr, func(a string) { addr <- a })
+	}()
+	select {
+	case a := <-addr:
+		emu.base = "http://" + a
+	case err := <-emu.done:
+		t.Fatalf("run ended early: %v; stderr: %s", err, emu.stderr.String())
+	}
+	return emu
+}
+
+// stop cancels the program and expects a graceful stop.
+func (e *runningEmulator) stop(t *testing.T) {
+	t.Helper()
+	e.cancel()
+	NewWithT(t).Eventually(e.done, 10*time.Second).Should(Receive(BeNil()), "a graceful stop")
 }
