@@ -2,17 +2,15 @@ package auth
 
 import (
 	"bytes"
-	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/md5" //nolint:gosec // See channelbinding.go.
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/x509"
 	"encoding/binary"
-	"math/big"
 	"testing"
-	"time"
+
+	"github.com/pam-operator/pam-operator/internal/testing/testcert"
 )
 
 // TestChannelBinding recomputes RFC 4121 4.1.1.2 and RFC 5929 by hand: MD5 over four zero
@@ -65,22 +63,5 @@ func rawCert(alg x509.SignatureAlgorithm) func(*testing.T) *x509.Certificate {
 
 // realCert is a self-signed certificate made with the algorithm.
 func realCert(curve elliptic.Curve, alg x509.SignatureAlgorithm) func(*testing.T) *x509.Certificate {
-	return func(t *testing.T) *x509.Certificate {
-		t.Helper()
-		key, err := ecdsa.GenerateKey(curve, rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour),
-			NotAfter: time.Now().Add(time.Hour), SignatureAlgorithm: alg}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cert
-	}
+	return func(t *testing.T) *x509.Certificate { return testcert.SelfSigned(t, curve, alg) }
 }

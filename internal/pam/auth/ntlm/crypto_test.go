@@ -1,14 +1,8 @@
 package ntlm
 
 import (
-	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic" //nolint:gosec // The channel binding is MD5 by definition.
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
+	"bytes" //nolint:gosec // The channel binding is MD5 by definition.
 	"encoding/hex"
-	"math/big"
 	"testing"
 	"time"
 
@@ -70,30 +64,6 @@ func TestSpecVectors(t *testing.T) {
 	g.Expect(hex.EncodeToString(enc)).To(Equal("c5dad2544fc9799094ce1ce90bc9d03e"), "encrypted session key (4.2.4.2.3)")
 }
 
-func selfSigned(t *testing.T, curve elliptic.Curve, alg x509.SignatureAlgorithm) *x509.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(curve, rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:       big.NewInt(1),
-		Subject:            pkix.Name{CommonName: "pam.example.test"},
-		NotBefore:          time.Now().Add(-time.Hour),
-		NotAfter:           time.Now().Add(time.Hour),
-		SignatureAlgorithm: alg,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
-}
-
 func TestFiletime(t *testing.T) {
 	g := NewWithT(t)
 	now := time.Date(2026, 5, 4, 3, 2, 1, 123456700, time.UTC)
@@ -102,5 +72,3 @@ func TestFiletime(t *testing.T) {
 	g.Expect(fromFiletime(0).Unix()).To(Equal(int64(0)))
 	g.Expect(fromFiletime(^uint64(0)).After(now)).To(BeTrue())
 }
-
-func elliptic256() elliptic.Curve { return elliptic.P256() }

@@ -2,6 +2,7 @@ package ntlm
 
 import (
 	"context"
+	"crypto/elliptic"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -20,6 +21,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
+	"github.com/pam-operator/pam-operator/internal/testing/testcert"
 )
 
 // testServer is an httptest server behind an NTLM Server. Its handler answers the account,
@@ -309,7 +311,7 @@ func TestServerClosesConnectionDuringHandshake(t *testing.T) {
 }
 
 func TestChannelBindingPolicies(t *testing.T) {
-	other := selfSigned(t, elliptic256(), x509.ECDSAWithSHA256)
+	other := testcert.SelfSigned(t, elliptic.P256(), x509.ECDSAWithSHA256)
 	cases := []struct {
 		name   string
 		policy ChannelBindingPolicy
