@@ -19,7 +19,6 @@ var grantedRoles = []string{"role.yaml", "leader_election_role.yaml"}
 // auditEvent is the part of an audit.k8s.io/v1 Event that says who did what to which resource.
 type auditEvent struct {
 	Verb             string `json:"verb"`
-	RequestURI       string `json:"requestURI"`
 	ImpersonatedUser *struct {
 		Username string `json:"username"`
 	} `json:"impersonatedUser"`
@@ -97,11 +96,6 @@ func usedPermissions(auditLog string) (map[string]bool, error) {
 			resource += "/" + ev.ObjectRef.Subresource
 		}
 		used[permission(ev.ObjectRef.APIGroup, resource, ev.Verb)] = true
-		// An informer lists through a watch that streams the initial state (WatchList); against
-		// an API server without it, it falls back to list, so such a watch shows list is needed.
-		if ev.Verb == "watch" && strings.Contains(ev.RequestURI, "sendInitialEvents=true") {
-			used[permission(ev.ObjectRef.APIGroup, resource, "list")] = true
-		}
 	}
 	return used, scanner.Err()
 }
