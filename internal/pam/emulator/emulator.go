@@ -77,6 +77,9 @@ type Options struct {
 	Log func(line string)
 	// Seed seeds the random source of fractional faults, so runs are reproducible.
 	Seed int64
+	// Observe, when set, receives every call once it is recorded, so that a caller can wait for
+	// calls instead of polling Calls.
+	Observe func(Call)
 }
 
 // Server is the emulated API; it implements http.Handler and is safe for concurrent use.

@@ -49,6 +49,29 @@ func (f Filter) Properties() []string {
 	return out
 }
 
+// Equals returns the value the filter requires of a property, when a top-level `property eq
+// value` comparison (alone or in the conjunction) pins it to a string or GUID, so that a server
+// can look the object up instead of scanning everything.
+func (f Filter) Equals(property string) (string, bool) {
+	property = strings.ToLower(property)
+	pinned := func(n node) (string, bool) {
+		c, ok := n.(compareNode)
+		if ok && c.property == property && c.op == "eq" && (c.value.kind == litString || c.value.kind == litGUID) {
+			return c.value.str, true
+		}
+		return "", false
+	}
+	if and, ok := f.root.(andNode); ok {
+		for _, c := range and {
+			if v, ok := pinned(c); ok {
+				return v, true
+			}
+		}
+		return "", false
+	}
+	return pinned(f.root)
+}
+
 type node interface {
 	eval(props map[string]any) bool
 }

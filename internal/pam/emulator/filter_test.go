@@ -151,3 +151,29 @@ func FuzzParseFilter(f *testing.F) {
 		_ = filter.Properties()
 	})
 }
+
+// Equals finds the id a filter pins, so the emulator can look it up as an index would; anything
+// else is left to a scan.
+func TestFilterEquals(t *testing.T) {
+	const id = "5ec10e61-cdd1-404e-a18e-740467d87dbf"
+	for _, tc := range []struct {
+		filter string
+		want   string
+		pinned bool
+	}{
+		{"ID eq guid'" + id + "'", id, true},
+		{"CreationTime ge datetime'2026-01-01T00:00:00' and id eq '" + id + "'", id, true},
+		{"ID ne guid'" + id + "'", "", false},
+		{"CreationTime ge datetime'2026-01-01T00:00:00'", "", false},
+		{"", "", false},
+	} {
+		f, err := emulator.ParseFilter(tc.filter)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.filter, err)
+		}
+		got, ok := f.Equals("ID")
+		if got != tc.want || ok != tc.pinned {
+			t.Errorf("%q: Equals(ID) = %q, %v; want %q, %v", tc.filter, got, ok, tc.want, tc.pinned)
+		}
+	}
+}

@@ -86,6 +86,9 @@ func (s *Server) record(call Call) {
 	s.mu.Lock()
 	s.calls = append(s.calls, call)
 	s.mu.Unlock()
+	if s.opts.Observe != nil {
+		s.opts.Observe(call)
+	}
 	if s.opts.Log == nil {
 		return
 	}
@@ -217,7 +220,15 @@ func (s *Server) listRequests(w http.ResponseWriter, r *http.Request, query url.
 	}
 	out := []any{}
 	s.mu.Lock()
-	for _, id := range s.order {
+	ids := s.order
+	if id, ok := filter.Equals("ID"); ok {
+		// A lookup by id, as a database index serves it: the answer is the same as a scan's.
+		ids = nil
+		if _, ok := s.requests[strings.ToLower(id)]; ok {
+			ids = []string{strings.ToLower(id)}
+		}
+	}
+	for _, id := range ids {
 		req := s.requests[id]
 		if req.Owner != user {
 			continue
