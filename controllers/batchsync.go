@@ -23,7 +23,14 @@ type requestBatch struct {
 	at time.Time
 	// since is the CreationTime bound of the list.
 	since time.Time
-	byID  map[string]pam.Request
+	byID  map[string]batchEntry
+}
+
+// batchEntry is what a sync takes from a listed request; the rest is not kept, as a batch may
+// hold thousands.
+type batchEntry struct {
+	status     pam.RequestStatus
+	expiration time.Time
 }
 
 // batchSyncer keeps the newest batch of each server. The documented $filter has no `or`, so
@@ -50,8 +57,8 @@ func (b *batchSyncer) lookup(ctx context.Context, serverKey string, pc pam.Clien
 		}
 		// A fetch shared with a caller that started it earlier may predate what this one needs.
 		if batch.at.After(notBefore) && !batch.since.After(since) {
-			req, found = batch.byID[strings.ToLower(id)]
-			return req, batch.at, found, nil
+			entry, found := batch.byID[strings.ToLower(id)]
+			return pam.Request{ID: id, Status: entry.status, ExpirationTime: entry.expiration}, batch.at, found, nil
 		}
 	}
 	return pam.Request{}, time.Time{}, false, nil
@@ -74,9 +81,9 @@ func (b *batchSyncer) fetch(ctx context.Context, serverKey string, pc pam.Client
 		if err != nil {
 			return nil, err
 		}
-		batch.byID = make(map[string]pam.Request, len(reqs))
+		batch.byID = make(map[string]batchEntry, len(reqs))
 		for _, r := range reqs {
-			batch.byID[strings.ToLower(r.ID)] = r
+			batch.byID[strings.ToLower(r.ID)] = batchEntry{status: r.Status, expiration: r.ExpirationTime}
 		}
 		b.mu.Lock()
 		defer b.mu.Unlock()

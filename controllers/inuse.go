@@ -26,24 +26,20 @@ func needsServer(el *pamv1.PamElevation) bool {
 		el.Spec.DeletionPolicy != pamv1.DeletionPolicyOrphan && !isClosed(el)
 }
 
-// serverInUse reports whether any elevation still needs the server.
-func serverInUse(ctx context.Context, c client.Client, server pamv1.ServerObject) (bool, error) {
+// serverInUse reports whether any elevation still needs the server, from the in-use index: the
+// question is asked on elevation events, and must not cost a scan of every elevation.
+func serverInUse(ctx context.Context, c client.Reader, serverKey string) (bool, error) {
 	var list pamv1.PamElevationList
-	if err := c.List(ctx, &list, client.MatchingFields{serverRefIndex: serverCacheKey(server)}); err != nil {
+	if err := c.List(ctx, &list, client.MatchingFields{inUseIndex: serverKey}, client.UnsafeDisableDeepCopy); err != nil {
 		return false, err
 	}
-	for i := range list.Items {
-		if needsServer(&list.Items[i]) {
-			return true, nil
-		}
-	}
-	return false, nil
+	return len(list.Items) > 0, nil
 }
 
 // protectServer adds or removes the in-use finalizer of a server, and keeps or drops the
 // escrow of its credentials (escrow.go) to match; creds are the credentials just read for it.
 func protectServer(ctx context.Context, c client.Client, connector *Connector, server pamv1.ServerObject, creds *credentials) error {
-	inUse, err := serverInUse(ctx, c, server)
+	inUse, err := serverInUse(ctx, c, serverCacheKey(server))
 	if err != nil {
 		return err
 	}

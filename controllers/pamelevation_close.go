@@ -47,7 +47,7 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 	}
 
 	original := el.DeepCopy()
-	p := &pass{now: r.Clock.Now()}
+	p := &pass{now: r.Clock.Now(), closing: true}
 	pc, _, err := r.connect(ctx, el)
 	if ce, ok := asConfigError(err); ok && ce.reason == pamv1.ReasonNamespaceNotAllowed && el.Status.LastSyncTime == nil {
 		// Refused from the start, it never tracked the request, so there is nothing it could
@@ -77,10 +77,11 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 
 // closeRequest ends the request in PAM and reports whether it is confirmed ended.
 //
-// Before the close it reads the request from PAM (after a crash, a lost answer or a stale cache
-// it may already be closed, and a close is never sent for a request PAM lists as ended) and the
-// object from the API server, not the cache (another pass may have closed it already). After a
-// 200 it reads the request again, so that a server that answers 200 without closing is caught.
+// Before the close it reads the request from PAM: after a crash, a lost answer or a stale cache
+// it may already be closed, and a close is never sent for a request PAM lists as ended. That read
+// is the authority; the object is not read again from the API server, since a close this or
+// another pass made shows in PAM first. After a 200 it reads the request again, so that a server
+// that answers 200 without closing is caught.
 func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.PamElevation, pc pam.Client, p *pass, reason string) bool {
 	// A batched read may be a sync interval old: the decision to send a close needs a live one.
 	if p.synced == nil || !p.syncedLive {
@@ -88,7 +89,9 @@ func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.Pam
 			return false
 		}
 	}
-	if isClosed(el) {
+	// PAM lists it as ended: nothing is left to close, whether or not the object records it
+	// (another pass may have closed it and released the object already).
+	if isClosed(el) || p.synced.Status.Ended() {
 		return true
 	}
 	if p.synced.Status == pam.StatusClosing {
@@ -96,11 +99,6 @@ func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.Pam
 		p.problem = &problem{reason: pamv1.ReasonClosing, message: "PAM is closing the request; waiting for it to report Closed"}
 		return false
 	}
-	if done, err := r.closedElsewhere(ctx, el); err != nil || done {
-		p.apiErr = err
-		return done
-	}
-
 	log := ctrl.LoggerFrom(ctx).WithValues("requestID", el.Spec.RequestID, "reason", reason)
 	log.Info("Closing PAM request")
 	start := time.Now()
@@ -118,7 +116,7 @@ func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.Pam
 	// definite answer other than 401/403 is confirmed by reading the request again.
 	if class := pam.ClassOf(err); class == pam.ClassOther || class == pam.ClassNotFound {
 		p.synced = nil
-		if r.sync(ctx, el, pc, p) && isClosed(el) {
+		if r.sync(ctx, el, pc, p) && (isClosed(el) || p.synced.Status.Ended()) {
 			return true
 		}
 		if p.problem != nil {
@@ -229,7 +227,7 @@ func (r *PamElevationReconciler) syncBatched(ctx context.Context, el *pamv1.PamE
 // applySync records the request as PAM showed it at the time at.
 func (r *PamElevationReconciler) applySync(ctx context.Context, el *pamv1.PamElevation, req *pam.Request, at time.Time, live bool, p *pass) bool {
 	p.synced, p.syncedLive = req, live
-	r.lastSynced.Store(el.UID, at)
+	r.lastSynced.store(el.UID, at)
 	var expiration *metav1.Time
 	if !req.ExpirationTime.IsZero() {
 		// The status keeps whole seconds: compare in what it can hold.
@@ -264,13 +262,18 @@ func (r *PamElevationReconciler) applySync(ctx context.Context, el *pamv1.PamEle
 // between two that both have or have not, the older, then the first by name. An owner that has
 // synced is never displaced by a newcomer, whatever the timestamps' one-second resolution says.
 func (r *PamElevationReconciler) trackedElsewhere(ctx context.Context, el *pamv1.PamElevation) (string, error) {
+	id := normalizedID(el)
 	var list pamv1.PamElevationList
-	if err := r.List(ctx, &list, client.MatchingFields{requestIDIndex: normalizedID(el)}); err != nil {
+	// Read only: the cached objects are not copied.
+	if err := r.List(ctx, &list, client.MatchingFields{requestIDIndex: requestBucket(id)}, client.UnsafeDisableDeepCopy); err != nil {
 		return "", err
 	}
 	self := client.ObjectKeyFromObject(el).String()
 	for i := range list.Items {
 		other := &list.Items[i]
+		if normalizedID(other) != id {
+			continue
+		}
 		key := client.ObjectKeyFromObject(other).String()
 		if other.UID == el.UID || key == self {
 			continue
@@ -316,7 +319,7 @@ func (r *PamElevationReconciler) removeFinalizer(ctx context.Context, req reconc
 		return client.IgnoreNotFound(err)
 	}
 	r.retries.Forget(req)
-	r.lastSynced.Delete(el.UID)
+	r.lastSynced.delete(el.UID)
 	return nil
 }
 

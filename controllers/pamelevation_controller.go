@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -17,6 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -36,8 +39,11 @@ const (
 
 	// serverRefIndex maps elevations to the server they use (see PamElevation.ServerKey).
 	serverRefIndex = ".spec.serverRef"
-	// requestIDIndex maps elevations to their request id in lower case, to find duplicates.
+	// requestIDIndex maps elevations to a bucket of their request id (see requestBucket), to
+	// find duplicates.
 	requestIDIndex = ".spec.requestID"
+	// inUseIndex maps the elevations that may still call PAM to their server (see needsServer).
+	inUseIndex = ".inUse.serverRef"
 
 	// DefaultClockSkewMargin is how far past PAM's own ExpirationTime a request counts as ended
 	// without confirmation.
@@ -61,9 +67,9 @@ type PamElevationReconciler struct {
 	// MaxRetryDelay caps the retry backoff.
 	MaxRetryDelay time.Duration
 
-	// lastSynced holds, by UID, when each request was last read from PAM, which the status
-	// records only when something changed.
-	lastSynced sync.Map
+	// lastSynced holds when each request was last read from PAM, which the status records only
+	// when something changed.
+	lastSynced syncTimes
 	// MaxConcurrentReconciles bounds parallel reconciles.
 	MaxConcurrentReconciles int
 	// ClockSkewMargin is how far past PAM's own ExpirationTime a request counts as ended.
@@ -153,6 +159,7 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 	}
 
 	if hasExpiry && !p.now.Before(expiry.Time) {
+		p.closing = true
 		if !r.closeRequest(ctx, el, pc, p, pamv1.ReasonExpired) {
 			r.endedByPAMExpiry(ctx, el, p)
 		}
@@ -160,21 +167,65 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 	}
 
 	next := r.nextSync(el).Sub(p.now)
-	if hasExpiry {
-		next = min(next, expiry.Sub(p.now))
+	if hasExpiry && expiry.Sub(p.now) <= next {
+		next, p.closing = expiry.Sub(p.now), true
 	}
 	return max(next, time.Millisecond)
 }
 
+// Queue priorities: a pass that closes goes before the periodic syncs, whatever else is waiting.
+const (
+	closePriority = 100
+	syncPriority  = handler.LowPriority
+)
+
+// deletionStarting passes the events that show an elevation's deletion begun: the update that
+// sets its deletionTimestamp, or its creation in the cache already deleting, after a restart.
+var deletionStarting = predicate.Funcs{
+	CreateFunc: func(e event.CreateEvent) bool { return e.Object.GetDeletionTimestamp() != nil },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		return e.ObjectOld.GetDeletionTimestamp() == nil && e.ObjectNew.GetDeletionTimestamp() != nil
+	},
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+}
+
+// deletionsFirst queues an elevation whose deletion has begun ahead of everything else.
+var deletionsFirst = handler.Funcs{
+	CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		if deletionStarting.Create(e) {
+			addFirst(q, e.Object)
+		}
+	},
+	UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		if deletionStarting.Update(e) {
+			addFirst(q, e.ObjectNew)
+		}
+	},
+}
+
+func addFirst(q workqueue.TypedRateLimitingInterface[reconcile.Request], obj client.Object) {
+	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)}
+	if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
+		pq.AddWithOpts(priorityqueue.AddOpts{Priority: new(int(closePriority))}, req)
+		return
+	}
+	q.Add(req)
+}
+
 // schedule turns the outcome of a pass into a requeue: the backoff after a problem, honouring
-// the server's Retry-After and the cap, else the next timer.
+// the server's Retry-After and the cap, else the next timer; a close comes before syncs.
 func (r *PamElevationReconciler) schedule(req reconcile.Request, p *pass, next time.Duration) (ctrl.Result, error) {
+	priority := syncPriority
+	if p.closing {
+		priority = closePriority
+	}
 	if p.problem == nil {
 		r.retries.Forget(req)
-		return ctrl.Result{RequeueAfter: next}, nil
+		return ctrl.Result{RequeueAfter: next, Priority: &priority}, nil
 	}
 	delay := max(r.retries.When(req), p.problem.retryAfter)
-	return ctrl.Result{RequeueAfter: min(delay, r.MaxRetryDelay)}, nil
+	return ctrl.Result{RequeueAfter: min(delay, r.MaxRetryDelay), Priority: &priority}, nil
 }
 
 // nextSync is when the request should next be read from PAM.
@@ -196,10 +247,42 @@ func (r *PamElevationReconciler) lastSync(el *pamv1.PamElevation) time.Time {
 	if el.Status.LastSyncTime != nil {
 		last = el.Status.LastSyncTime.Time
 	}
-	if v, ok := r.lastSynced.Load(el.UID); ok && v.(time.Time).After(last) {
-		last = v.(time.Time)
+	if t, ok := r.lastSynced.load(el.UID); ok && t.After(last) {
+		last = t
 	}
 	return last
+}
+
+// syncTimes holds a time by object UID, as Unix nanoseconds in a plain map: a third of a
+// sync.Map's size per entry, which counts at thousands of elevations.
+type syncTimes struct {
+	mu sync.Mutex
+	m  map[types.UID]int64
+}
+
+func (s *syncTimes) load(uid types.UID) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, ok := s.m[uid]
+	if !ok {
+		return time.Time{}, false
+	}
+	return time.Unix(0, n), true
+}
+
+func (s *syncTimes) store(uid types.UID, t time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[types.UID]int64{}
+	}
+	s.m[uid] = t.UnixNano()
+}
+
+func (s *syncTimes) delete(uid types.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, uid)
 }
 
 // patchStatus derives the conditions from what the pass learned and writes the status once,
@@ -217,6 +300,27 @@ func (r *PamElevationReconciler) patchStatus(ctx context.Context, original, el *
 // Secret a server uses, re-queues every elevation of that server. The field indexes it relies on
 // are registered by SetupIndexes.
 func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.setDefaults()
+	mapper := &elevationMapper{Client: mgr.GetClient()}
+	return ctrl.NewControllerManagedBy(mgr).
+		// The operator's own status patches must not wake it: that would cut every backoff short.
+		// Deletion bumps the generation, so it still comes through.
+		// A deletion starting is queued once, by deletionsFirst: queued twice, it could run twice
+		// in a row and cut a Retry-After short.
+		For(&pamv1.PamElevation{}, builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}),
+			predicate.Not(deletionStarting))).
+		Watches(&pamv1.PamElevation{}, deletionsFirst).
+		Watches(&pamv1.PamServer{}, handler.EnqueueRequestsFromMapFunc(mapper.forServer),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&pamv1.ClusterPamServer{}, handler.EnqueueRequestsFromMapFunc(mapper.forServer),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
+		Complete(r)
+}
+
+// setDefaults fills in what was left unset.
+func (r *PamElevationReconciler) setDefaults() {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
@@ -230,17 +334,4 @@ func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.ClockSkewMargin = DefaultClockSkewMargin
 	}
 	r.retries = workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](initialRetryDelay, r.MaxRetryDelay)
-
-	mapper := &elevationMapper{Client: mgr.GetClient()}
-	return ctrl.NewControllerManagedBy(mgr).
-		// The operator's own status patches must not wake it: that would cut every backoff short.
-		// Deletion bumps the generation, so it still comes through.
-		For(&pamv1.PamElevation{}, builder.WithPredicates(predicate.Or(
-			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
-		Watches(&pamv1.PamServer{}, handler.EnqueueRequestsFromMapFunc(mapper.forServer),
-			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&pamv1.ClusterPamServer{}, handler.EnqueueRequestsFromMapFunc(mapper.forServer),
-			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
-		Complete(r)
 }

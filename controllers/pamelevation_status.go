@@ -23,6 +23,8 @@ type pass struct {
 	problem *problem
 	// apiErr is a failure of the Kubernetes API; it is returned so controller-runtime backs off.
 	apiErr error
+	// closing is true when the next pass is due to close: at the expiry, or to retry a close.
+	closing bool
 }
 
 // problem is a reason the desired state was not reached.

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -11,6 +12,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -92,14 +95,22 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 func (r *ServerReconciler) SetupWithManager(mgr ctrl.Manager, name string) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named(name).
-		For(r.NewObject(), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// A finalizer change comes back here: the in-use decision it carried may be stale by now.
+		For(r.NewObject(), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, finalizersChanged))).
 		Watches(&pamv1.PamElevation{}, handler.EnqueueRequestsFromMapFunc(r.forElevation)).
 		Complete(r)
 }
 
-// forElevation maps an elevation to its server, so the server's in-use protection follows the
-// elevations that need it.
-func (r *ServerReconciler) forElevation(_ context.Context, o client.Object) []reconcile.Request {
+// finalizersChanged passes updates that add or remove a finalizer.
+var finalizersChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	return !slices.Equal(e.ObjectOld.GetFinalizers(), e.ObjectNew.GetFinalizers())
+}}
+
+// forElevation maps an elevation to its server when the server's in-use protection no longer
+// matches whether elevations need it. Most elevation events (status changes, and all but the
+// first and the last of a thousand elevations coming and going) leave the protection right, and
+// cost no server pass: a pass reads the server's Secret.
+func (r *ServerReconciler) forElevation(ctx context.Context, o client.Object) []reconcile.Request {
 	el := o.(*pamv1.PamElevation)
 	if (el.Spec.ServerRef.Kind == pamv1.ServerKindClusterPamServer) != r.isCluster() {
 		return nil
@@ -107,6 +118,15 @@ func (r *ServerReconciler) forElevation(_ context.Context, o client.Object) []re
 	key := types.NamespacedName{Name: el.Spec.ServerRef.Name}
 	if !r.isCluster() {
 		key.Namespace = el.Namespace
+	}
+	server := r.NewObject()
+	if err := r.Get(ctx, key, server); err != nil {
+		// A server that does not exist has nothing to protect; its creation brings it here.
+		return nil
+	}
+	inUse, err := serverInUse(ctx, r.Client, el.ServerKey())
+	if err == nil && inUse == controllerutil.ContainsFinalizer(server, InUseFinalizer) {
+		return nil
 	}
 	return []reconcile.Request{{NamespacedName: key}}
 }

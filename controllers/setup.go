@@ -44,7 +44,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}
 	connector := &Connector{
 		Client:                   mgr.GetClient(),
-		LiveReader:               mgr.GetAPIReader(),
+		LiveReader:               &coalescingReader{Reader: mgr.GetAPIReader()},
 		Writer:                   mgr.GetClient(),
 		OperatorNamespace:        cmp.Or(opts.OperatorNamespace, opts.ClusterResourceNamespace),
 		ClusterResourceNamespace: opts.ClusterResourceNamespace,

@@ -48,9 +48,11 @@ var (
 	// kubeconfigPath lets tests run the real kubectl against the control plane.
 	kubeconfigPath string
 	k8sClient      client.Client
-	pamServer      *emulator.Server
-	pamURL         string
-	managerLog     = &syncBuffer{}
+	// managerClient is the manager's own client: reads from its cache, writes to the API server.
+	managerClient client.Client
+	pamServer     *emulator.Server
+	pamURL        string
+	managerLog    = &syncBuffer{}
 )
 
 // TestMain starts the real kube-apiserver and etcd (built into ./bin from pinned modules, see
@@ -139,6 +141,7 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "setup:", err)
 		return 1
 	}
+	managerClient = mgr.GetClient()
 	mgrDone := make(chan error, 1)
 	go func() { mgrDone <- mgr.Start(ctx) }()
 

@@ -10,7 +10,8 @@ import (
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 )
 
-// SetupIndexes registers the field indexes: elevations by server and by request.
+// SetupIndexes registers the field indexes: elevations by server, by request, and by the server
+// they still need.
 func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &pamv1.PamElevation{}, serverRefIndex, func(o client.Object) []string {
 		return []string{o.(*pamv1.PamElevation).ServerKey()}
@@ -18,11 +19,26 @@ func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
 		return err
 	}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &pamv1.PamElevation{}, requestIDIndex, func(o client.Object) []string {
-		return []string{normalizedID(o.(*pamv1.PamElevation))}
+		return []string{requestBucket(normalizedID(o.(*pamv1.PamElevation)))}
 	}); err != nil {
 		return err
 	}
-	return nil
+	return mgr.GetFieldIndexer().IndexField(ctx, &pamv1.PamElevation{}, inUseIndex, func(o client.Object) []string {
+		if el := o.(*pamv1.PamElevation); needsServer(el) {
+			return []string{el.ServerKey()}
+		}
+		return nil
+	})
+}
+
+// requestBucket is the requestIDIndex value of a request id: its first two hex digits. A value
+// per request would cost the index a set per elevation; 256 buckets hold a few dozen each at ten
+// thousand elevations, which the lookup filters by the exact id.
+func requestBucket(id string) string {
+	if len(id) < 2 {
+		return id
+	}
+	return id[:2]
 }
 
 // elevationMapper turns changes of servers into requests for the elevations that

@@ -1,0 +1,25 @@
+package controllers
+
+import (
+	"reflect"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// NewCoalescingReader lets the tests drive the live reader directly.
+func NewCoalescingReader(r client.Reader) *coalescingReader { return &coalescingReader{Reader: r} }
+
+// Queued is how many callers wait for the read queued behind the one in flight for obj's type
+// and key.
+func (r *coalescingReader) Queued(obj client.Object, key client.ObjectKey) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pair := r.flights[reflect.TypeOf(obj).Elem().String()+"/"+key.String()]
+	if pair == nil || pair.next == nil {
+		return 0
+	}
+	return pair.next.callers
+}
+
+// SetDefaults prepares a reconciler the tests drive by hand, without a manager.
+func (r *PamElevationReconciler) SetDefaults() { r.setDefaults() }

@@ -1,0 +1,90 @@
+package controllers_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/pam-operator/pam-operator/controllers"
+)
+
+// gatedReader holds every read, once the API server has answered it, until the test lets it
+// return: the test changes the object while an answer is on its way.
+type gatedReader struct {
+	client.Reader
+	reads   atomic.Int32
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	g.reads.Add(1)
+	err := g.Reader.Get(ctx, key, obj, opts...)
+	g.entered <- struct{}{}
+	<-g.release
+	return err
+}
+
+// Callers that arrive while a Secret read is in flight share one later read, and see a change
+// made before they called: sharing never serves an answer older than the call.
+func TestLiveReadsAreSharedAndNeverOlderThanTheCall(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	secret := basicSecret(ns, "pam", pamUser, "old-password")
+	create(t, secret)
+	key := client.ObjectKeyFromObject(secret)
+
+	gate := &gatedReader{Reader: k8sClient, entered: make(chan struct{}), release: make(chan struct{})}
+	reader := controllers.NewCoalescingReader(gate)
+
+	type result struct {
+		secret *corev1.Secret
+		err    error
+	}
+	get := func(out chan<- result) {
+		s := &corev1.Secret{}
+		err := reader.Get(ctx, key, s)
+		out <- result{s, err}
+	}
+	first := make(chan result, 1)
+	go get(first)
+	<-gate.entered // the first read has its answer, not yet returned
+
+	secret.StringData = map[string]string{"password": "new-password"}
+	g.Expect(k8sClient.Update(ctx, secret)).To(Succeed())
+	changedVersion := secret.ResourceVersion
+
+	const later = 10
+	results := make(chan result, later)
+	var wg sync.WaitGroup
+	for range later {
+		wg.Go(func() { get(results) })
+	}
+	g.Eventually(func() int { return reader.Queued(&corev1.Secret{}, key) }).Should(Equal(later))
+
+	gate.release <- struct{}{} // the first read completes
+	r := <-first
+	g.Expect(r.err).NotTo(HaveOccurred())
+	g.Expect(r.secret.Data["password"]).To(Equal([]byte("old-password")))
+	<-gate.entered // the shared read, made after the change
+	gate.release <- struct{}{}
+	wg.Wait()
+	close(results)
+
+	seen := map[*corev1.Secret]bool{}
+	for r := range results {
+		g.Expect(r.err).NotTo(HaveOccurred())
+		s := r.secret
+		g.Expect(s.ResourceVersion).To(Equal(changedVersion))
+		g.Expect(s.Data["password"]).To(Equal([]byte("new-password")))
+		g.Expect(seen[s]).To(BeFalse(), "callers must get copies of their own")
+		seen[s] = true
+	}
+	g.Expect(gate.reads.Load()).To(Equal(int32(2)), "eleven callers, two reads")
+}
