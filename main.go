@@ -56,6 +56,7 @@ func run() error {
 		kubeAPIQPS               float64
 		kubeAPIBurst             int
 		probeAddr                string
+		pprofAddr                string
 		leaderElect              bool
 		clusterResourceNamespace string
 		leaseDuration            time.Duration
@@ -71,6 +72,8 @@ func run() error {
 	flag.BoolVar(&enableHTTP2, "enable-http2", false,
 		"Offer HTTP/2 on the metrics endpoint. Off by default because of the HTTP/2 Stream Cancellation and Rapid Reset CVEs.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "0",
+		"Address Go's pprof profiles are served on, without authentication (keep it on loopback); 0 disables them.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so that only one replica calls PAM at a time.")
 	flag.DurationVar(&leaseDuration, "leader-election-lease-duration", 15*time.Second,
 		"How long a lost leader's lease blocks the others: the longest failover after a crash.")
@@ -122,6 +125,7 @@ func run() error {
 		Metrics:                       metricsOptions(metricsAddr, metricsSecure, metricsCertDir, enableHTTP2),
 		Cache:                         cache.Options{DefaultTransform: controllers.StripForCache},
 		HealthProbeBindAddress:        probeAddr,
+		PprofBindAddress:              pprofAddr,
 		LeaderElection:                leaderElect,
 		LeaderElectionID:              "pam-operator.pam.mim.dev",
 		LeaderElectionNamespace:       podNamespace(),

@@ -46,6 +46,8 @@ type harness struct {
 	kubeconfig string
 	client     client.Client
 	pam        *emulator.Server
+	// closes records when each request's first successful Close reached the emulator.
+	closes *timeLog
 	pamURL     string
 	httpServer *http.Server
 	managerBin string
@@ -152,7 +154,8 @@ func startHarness(workDir string) (*harness, error) {
 		return nil, err
 	}
 
-	h.pam = emulator.New(emulator.Options{Users: map[string]string{pamUser: pamPassword}, Seed: 1})
+	h.closes = newTimeLog()
+	h.pam = emulator.New(emulator.Options{Users: map[string]string{pamUser: pamPassword}, Seed: 1, Observe: observeCloses(h.closes)})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		h.stop()
