@@ -30,7 +30,7 @@ func needsServer(el *pamv1.PamElevation) bool {
 // question is asked on elevation events, and must not cost a scan of every elevation.
 func serverInUse(ctx context.Context, c client.Reader, serverKey string) (bool, error) {
 	var list pamv1.PamElevationList
-	if err := c.List(ctx, &list, client.MatchingFields{inUseIndex: serverKey}, client.UnsafeDisableDeepCopy); err != nil {
+	if err := c.List(ctx, &list, client.MatchingFields{inUseIndex: serverKey}, client.Limit(1), client.UnsafeDisableDeepCopy); err != nil {
 		return false, err
 	}
 	return len(list.Items) > 0, nil

@@ -203,8 +203,14 @@ func (r *PamElevationReconciler) sync(ctx context.Context, el *pamv1.PamElevatio
 }
 
 // syncBatched is sync through the server's shared batch: the periodic sync of many elevations
-// costs one list per server and interval. A request the batch does not hold is read alone.
+// costs one list per server and interval. A request the batch does not hold, or one never read
+// before, is read alone.
 func (r *PamElevationReconciler) syncBatched(ctx context.Context, el *pamv1.PamElevation, server pamv1.ServerObject, pc pam.Client, p *pass) bool {
+	// A first read goes alone: a burst of new elevations would otherwise ask for a new list of
+	// every request of the account for each of them, as each needs one newer than itself.
+	if r.lastSync(el).IsZero() {
+		return r.sync(ctx, el, pc, p)
+	}
 	// The batch must be newer than what the object already knows, and not older than the object.
 	// Both times are stored with a resolution of one second: a batch counts as newer than the
 	// last sync only a second after it, else the same batch would be taken again and again.

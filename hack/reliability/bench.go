@@ -493,6 +493,7 @@ func (b *bench) mass(ctx context.Context) error {
 	}
 	b.h.pam.ResetCalls()
 	before := b.reconcileStats()
+	fmt.Fprintf(b.progress, "    deleting %d elevations in one call\n", n)
 	profiled := make(chan error, 1)
 	go func() { profiled <- b.saveProfile(ctx, "cpu-mass.pb.gz", "profile?seconds=20") }()
 	start := time.Now()
@@ -533,6 +534,10 @@ func (b *bench) mass(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	markRate, err := b.deletionMarkCeiling(ctx, n)
+	if err != nil {
+		return err
+	}
 	// A close costs a live read, the Close and a confirming read: three calls under the limit.
 	pamRate := float64(b.cfg.rateLimit) / 3
 	b.report.add("ceiling: emulator raw Close throughput (16 plain clients)", emuRate, "closes/s", "")
@@ -540,7 +545,40 @@ func (b *bench) mass(ctx context.Context) error {
 	b.report.add(fmt.Sprintf("ceiling: PAM rateLimit %d calls/s ÷ 3 calls per close", b.cfg.rateLimit), pamRate, "closes/s", "")
 	lowest := min(emuRate, apiRate, pamRate)
 	b.report.add("mass revocation / lowest ceiling", rate/lowest, "×", "goal: ≥ 0.9")
+	b.report.add(fmt.Sprintf("limit: API server marks a delete-collection of %d finalized objects, nothing else running", n),
+		markRate, "deletions/s", "a deletion cannot be closed before it is marked")
+	b.report.add("mass revocation / deletion marking", rate/markRate, "×", "")
 	return nil
+}
+
+// deletionMarkCeiling deletes n ConfigMaps that each hold a finalizer in one delete-collection,
+// with nothing else running, and returns how many deletions per second the API server marked:
+// the pace at which a mass revocation's deletions can reach any controller. ConfigMaps, which the
+// manager does not watch, are cheaper for the API server than custom resources, so this is an
+// upper bound.
+func (b *bench) deletionMarkCeiling(ctx context.Context, n int) (float64, error) {
+	const ns, finalizer = "bench-ceiling", "bench.pam.mim.dev/hold"
+	if err := b.h.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return 0, err
+	}
+	if err := parallel(ctx, n, 16, func(i int) error {
+		return b.h.client.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns,
+			Name: fmt.Sprintf("held-%06d", i), Finalizers: []string{finalizer}}})
+	}); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	if err := b.h.client.DeleteAllOf(ctx, &corev1.ConfigMap{}, client.InNamespace(ns)); err != nil {
+		return 0, err
+	}
+	rate := float64(n) / time.Since(start).Seconds()
+	// Release them, so nothing is left holding the API server.
+	err := parallel(ctx, n, 16, func(i int) error {
+		patch := client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"finalizers":null}}`))
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("held-%06d", i)}}
+		return client.IgnoreNotFound(b.h.client.Patch(ctx, cm, patch))
+	})
+	return rate, err
 }
 
 // reconcileStats are the sums and counts of the manager's PamElevation reconcile and queue-wait

@@ -47,7 +47,7 @@ type harness struct {
 	client     client.Client
 	pam        *emulator.Server
 	// closes records when each request's first successful Close reached the emulator.
-	closes *timeLog
+	closes     *timeLog
 	pamURL     string
 	httpServer *http.Server
 	managerBin string

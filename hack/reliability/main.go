@@ -12,6 +12,9 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -102,6 +105,15 @@ func main() {
 
 // benchMain runs the benchmarks, prints the table and writes it as JSON under bin/bench/.
 func benchMain(ctx context.Context, workDir string, bc benchConfig) int {
+	// The benchmark's own process (emulator, baseline controller, load) shares the 2 cores with
+	// what it measures: its profiles show what it costs.
+	if ln, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		fmt.Printf("benchmark profiles: http://%s/debug/pprof/\n", ln.Addr())
+		go func() { _ = http.Serve(ln, mux) }()
+	}
 	report, err := runBench(ctx, workDir, bc, os.Stdout)
 	if report != nil {
 		printBench(os.Stdout, report)

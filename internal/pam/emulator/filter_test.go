@@ -161,9 +161,9 @@ func TestFilterEquals(t *testing.T) {
 		want   string
 		pinned bool
 	}{
-		{"ID eq guid'" + id + "'", id, true},
-		{"CreationTime ge datetime'2026-01-01T00:00:00' and id eq '" + id + "'", id, true},
-		{"ID ne guid'" + id + "'", "", false},
+		{"RequestId eq guid'" + id + "'", id, true},
+		{"CreationTime ge datetime'2026-01-01T00:00:00' and requestid eq '" + id + "'", id, true},
+		{"RequestId ne guid'" + id + "'", "", false},
 		{"CreationTime ge datetime'2026-01-01T00:00:00'", "", false},
 		{"", "", false},
 	} {
@@ -171,9 +171,9 @@ func TestFilterEquals(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", tc.filter, err)
 		}
-		got, ok := f.Equals("ID")
+		got, ok := f.Equals("RequestId")
 		if got != tc.want || ok != tc.pinned {
-			t.Errorf("%q: Equals(ID) = %q, %v; want %q, %v", tc.filter, got, ok, tc.want, tc.pinned)
+			t.Errorf("%q: Equals(RequestId) = %q, %v; want %q, %v", tc.filter, got, ok, tc.want, tc.pinned)
 		}
 	}
 }

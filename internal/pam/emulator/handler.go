@@ -221,7 +221,7 @@ func (s *Server) listRequests(w http.ResponseWriter, r *http.Request, query url.
 	out := []any{}
 	s.mu.Lock()
 	ids := s.order
-	if id, ok := filter.Equals("ID"); ok {
+	if id, ok := filter.Equals("RequestId"); ok {
 		// A lookup by id, as a database index serves it: the answer is the same as a scan's.
 		ids = nil
 		if _, ok := s.requests[strings.ToLower(id)]; ok {
