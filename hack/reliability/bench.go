@@ -201,11 +201,18 @@ func (b *bench) waitSynced(ctx context.Context, n int) error {
 
 // deleteAll deletes the namespace's elevations and waits until they are gone.
 func (b *bench) deleteAll(ctx context.Context) error {
-	// Deleting thousands of objects with finalizers can outlast the API server's request
-	// timeout; it goes on regardless, so a timeout only means "keep waiting".
-	if err := b.h.client.DeleteAllOf(ctx, &pamv1.PamElevation{}, client.InNamespace(b.ns)); err != nil &&
-		!apierrors.IsServerTimeout(err) && !apierrors.IsTimeout(err) {
-		return err
+	// Deleting thousands of objects with finalizers can outlast the API server's request timeout
+	// (which surfaces as a timeout or a reset stream); what it has not reached is deleted by
+	// asking again, as a user would.
+	for attempt := 1; ; attempt++ {
+		err := b.h.client.DeleteAllOf(ctx, &pamv1.PamElevation{}, client.InNamespace(b.ns))
+		if err == nil {
+			break
+		}
+		if attempt == 10 || ctx.Err() != nil {
+			return err
+		}
+		fmt.Fprintf(b.progress, "    delete-collection ended early (%v); asking again\n", err)
 	}
 	return poll(ctx, 10*time.Minute, 100*time.Millisecond, func() (bool, error) {
 		total, _, err := b.baseline.count(ctx, b.ns)
@@ -568,8 +575,14 @@ func (b *bench) deletionMarkCeiling(ctx context.Context, n int) (float64, error)
 		return 0, err
 	}
 	start := time.Now()
-	if err := b.h.client.DeleteAllOf(ctx, &corev1.ConfigMap{}, client.InNamespace(ns)); err != nil {
-		return 0, err
+	for attempt := 1; ; attempt++ { // as in deleteAll: a long delete-collection is asked again
+		err := b.h.client.DeleteAllOf(ctx, &corev1.ConfigMap{}, client.InNamespace(ns))
+		if err == nil {
+			break
+		}
+		if attempt == 10 || ctx.Err() != nil {
+			return 0, err
+		}
 	}
 	rate := float64(n) / time.Since(start).Seconds()
 	// Release them, so nothing is left holding the API server.
