@@ -77,14 +77,19 @@ func TestLiveReadsAreSharedAndNeverOlderThanTheCall(t *testing.T) {
 	wg.Wait()
 	close(results)
 
-	seen := map[*corev1.Secret]bool{}
+	var shared []*corev1.Secret
 	for r := range results {
 		g.Expect(r.err).NotTo(HaveOccurred())
-		s := r.secret
-		g.Expect(s.ResourceVersion).To(Equal(changedVersion))
-		g.Expect(s.Data["password"]).To(Equal([]byte("new-password")))
-		g.Expect(seen[s]).To(BeFalse(), "callers must get copies of their own")
-		seen[s] = true
+		g.Expect(r.secret.ResourceVersion).To(Equal(changedVersion))
+		g.Expect(r.secret.Data["password"]).To(Equal([]byte("new-password")))
+		shared = append(shared, r.secret)
+	}
+	// Callers get copies of their own: one changing what it read changes nothing for another.
+	shared[0].Data["password"][0] = 'X'
+	shared[0].Data["extra"] = []byte("x")
+	for _, other := range shared[1:] {
+		g.Expect(other.Data["password"]).To(Equal([]byte("new-password")))
+		g.Expect(other.Data).NotTo(HaveKey("extra"))
 	}
 	g.Expect(gate.reads.Load()).To(Equal(int32(2)), "eleven callers, two reads")
 }

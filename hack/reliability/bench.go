@@ -201,18 +201,8 @@ func (b *bench) waitSynced(ctx context.Context, n int) error {
 
 // deleteAll deletes the namespace's elevations and waits until they are gone.
 func (b *bench) deleteAll(ctx context.Context) error {
-	// Deleting thousands of objects with finalizers can outlast the API server's request timeout
-	// (which surfaces as a timeout or a reset stream); what it has not reached is deleted by
-	// asking again, as a user would.
-	for attempt := 1; ; attempt++ {
-		err := b.h.client.DeleteAllOf(ctx, &pamv1.PamElevation{}, client.InNamespace(b.ns))
-		if err == nil {
-			break
-		}
-		if attempt == 10 || ctx.Err() != nil {
-			return err
-		}
-		fmt.Fprintf(b.progress, "    delete-collection ended early (%v); asking again\n", err)
+	if err := b.deleteCollection(ctx, &pamv1.PamElevation{}, b.ns); err != nil {
+		return err
 	}
 	return poll(ctx, 10*time.Minute, 100*time.Millisecond, func() (bool, error) {
 		total, _, err := b.baseline.count(ctx, b.ns)
@@ -558,6 +548,22 @@ func (b *bench) mass(ctx context.Context) error {
 	return nil
 }
 
+// deleteCollection deletes every object of obj's kind in namespace with delete-collection.
+// Thousands of objects with finalizers can outlast the API server's request timeout (a timeout
+// or a reset stream); what it has not reached is deleted by asking again, as a user would.
+func (b *bench) deleteCollection(ctx context.Context, obj client.Object, namespace string) error {
+	for attempt := 1; ; attempt++ {
+		err := b.h.client.DeleteAllOf(ctx, obj, client.InNamespace(namespace))
+		if err == nil {
+			return nil
+		}
+		if attempt == 10 || ctx.Err() != nil {
+			return err
+		}
+		fmt.Fprintf(b.progress, "    delete-collection ended early (%v); asking again\n", err)
+	}
+}
+
 // deletionMarkCeiling deletes n ConfigMaps that each hold a finalizer in one delete-collection,
 // with nothing else running, and returns how many deletions per second the API server marked:
 // the pace at which a mass revocation's deletions can reach any controller. ConfigMaps, which the
@@ -575,14 +581,8 @@ func (b *bench) deletionMarkCeiling(ctx context.Context, n int) (float64, error)
 		return 0, err
 	}
 	start := time.Now()
-	for attempt := 1; ; attempt++ { // as in deleteAll: a long delete-collection is asked again
-		err := b.h.client.DeleteAllOf(ctx, &corev1.ConfigMap{}, client.InNamespace(ns))
-		if err == nil {
-			break
-		}
-		if attempt == 10 || ctx.Err() != nil {
-			return 0, err
-		}
+	if err := b.deleteCollection(ctx, &corev1.ConfigMap{}, ns); err != nil {
+		return 0, err
 	}
 	rate := float64(n) / time.Since(start).Seconds()
 	// Release them, so nothing is left holding the API server.
