@@ -46,11 +46,11 @@ type batchSyncer struct {
 // covering requests created since since; it lists the server's requests again when the newest
 // batch is too old or too narrow. found is false when the batch does not hold the request
 // (created before the window, or not the account's): the caller then reads it alone.
-func (b *batchSyncer) lookup(ctx context.Context, serverKey string, pc pam.Client, id string, notBefore, since time.Time, now func() time.Time) (req pam.Request, at time.Time, found bool, err error) {
+func (b *batchSyncer) lookup(ctx context.Context, serverKey string, connect func(context.Context) (pam.Client, error), id string, notBefore, since time.Time, now func() time.Time) (req pam.Request, at time.Time, found bool, err error) {
 	for attempt := 0; attempt < 2; attempt++ {
 		batch := b.usable(serverKey, notBefore, since)
 		if batch == nil {
-			batch, err = b.fetch(ctx, serverKey, pc, since, now)
+			batch, err = b.fetch(ctx, serverKey, connect, since, now)
 			if err != nil {
 				return pam.Request{}, time.Time{}, false, err
 			}
@@ -74,8 +74,19 @@ func (b *batchSyncer) usable(serverKey string, notBefore, since time.Time) *requ
 	return batch
 }
 
-func (b *batchSyncer) fetch(ctx context.Context, serverKey string, pc pam.Client, since time.Time, now func() time.Time) (*requestBatch, error) {
+// connectFailure is a batch fetch that could not connect to the server: the credentials, not
+// PAM, are the problem.
+type connectFailure struct{ err error }
+
+func (e *connectFailure) Error() string { return e.err.Error() }
+func (e *connectFailure) Unwrap() error { return e.err }
+
+func (b *batchSyncer) fetch(ctx context.Context, serverKey string, connect func(context.Context) (pam.Client, error), since time.Time, now func() time.Time) (*requestBatch, error) {
 	v, err, _ := b.flight.Do(serverKey, func() (any, error) {
+		pc, err := connect(ctx)
+		if err != nil {
+			return nil, &connectFailure{err: err}
+		}
 		batch := &requestBatch{at: now(), since: since}
 		reqs, err := pc.List(ctx, pam.FilterCreatedSince(since))
 		if err != nil {

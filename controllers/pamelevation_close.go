@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -48,7 +49,11 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 
 	original := el.DeepCopy()
 	p := &pass{now: r.Clock.Now(), closing: true}
-	pc, _, err := r.connect(ctx, el)
+	var pc pam.Client
+	server, err := r.server(ctx, el)
+	if err == nil {
+		pc, err = r.Connector.Connect(ctx, server)
+	}
 	if ce, ok := asConfigError(err); ok && ce.reason == pamv1.ReasonNamespaceNotAllowed && el.Status.LastSyncTime == nil {
 		// Refused from the start, it never tracked the request, so there is nothing it could
 		// close. One that was allowed and synced before keeps its finalizer: fail closed.
@@ -205,11 +210,19 @@ func (r *PamElevationReconciler) sync(ctx context.Context, el *pamv1.PamElevatio
 // syncBatched is sync through the server's shared batch: the periodic sync of many elevations
 // costs one list per server and interval. A request the batch does not hold, or one never read
 // before, is read alone.
-func (r *PamElevationReconciler) syncBatched(ctx context.Context, el *pamv1.PamElevation, server pamv1.ServerObject, pc pam.Client, p *pass) bool {
+func (r *PamElevationReconciler) syncBatched(ctx context.Context, el *pamv1.PamElevation, server pamv1.ServerObject, conn *lazyClient, p *pass) bool {
+	syncAlone := func() bool {
+		pc, err := conn.get(ctx)
+		if err != nil {
+			p.failConnect(err)
+			return false
+		}
+		return r.sync(ctx, el, pc, p)
+	}
 	// A first read goes alone: a burst of new elevations would otherwise ask for a new list of
 	// every request of the account for each of them, as each needs one newer than itself.
 	if r.lastSync(el).IsZero() {
-		return r.sync(ctx, el, pc, p)
+		return syncAlone()
 	}
 	// The batch must be newer than what the object already knows, and not older than the object.
 	// Both times are stored with a resolution of one second: a batch counts as newer than the
@@ -219,13 +232,17 @@ func (r *PamElevationReconciler) syncBatched(ctx context.Context, el *pamv1.PamE
 		notBefore = last.Add(time.Second)
 	}
 	since := p.now.Add(-batchLookback).Truncate(time.Hour)
-	req, at, found, err := r.Connector.batches.lookup(ctx, serverCacheKey(server), pc, normalizedID(el), notBefore, since, r.Clock.Now)
+	req, at, found, err := r.Connector.batches.lookup(ctx, serverCacheKey(server), conn.get, normalizedID(el), notBefore, since, r.Clock.Now)
+	if cf, ok := errors.AsType[*connectFailure](err); ok {
+		p.failConnect(cf.err)
+		return false
+	}
 	if err != nil {
 		p.fail(err)
 		return false
 	}
 	if !found {
-		return r.sync(ctx, el, pc, p)
+		return syncAlone()
 	}
 	return r.applySync(ctx, el, &req, at, false, p)
 }
@@ -302,17 +319,34 @@ func ownsBefore(a *pamv1.PamElevation, aKey string, b *pamv1.PamElevation, bKey 
 	return aKey < bKey
 }
 
-// connect resolves the elevation's server and returns a client for it.
-func (r *PamElevationReconciler) connect(ctx context.Context, el *pamv1.PamElevation) (pam.Client, pamv1.ServerObject, error) {
+// server returns the elevation's server, once its namespace is known to be allowed to use it.
+func (r *PamElevationReconciler) server(ctx context.Context, el *pamv1.PamElevation) (pamv1.ServerObject, error) {
 	server, err := r.Connector.GetServer(ctx, el)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := r.Connector.CheckNamespaceAllowed(ctx, server, el.Namespace); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	pc, err := r.Connector.Connect(ctx, server)
-	return pc, server, err
+	return server, nil
+}
+
+// lazyClient connects to a server on first use, once per pass: credentials are read only when
+// a call to PAM is about to be made.
+type lazyClient struct {
+	connector *Connector
+	server    pamv1.ServerObject
+	connected bool
+	client    pam.Client
+	err       error
+}
+
+func (l *lazyClient) get(ctx context.Context) (pam.Client, error) {
+	if !l.connected {
+		l.client, l.err = l.connector.Connect(ctx, l.server)
+		l.connected = true
+	}
+	return l.client, l.err
 }
 
 // removeFinalizer releases the object. The optimistic lock makes the patch fail on a stale copy,

@@ -144,23 +144,33 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 		return 0
 	}
 
-	pc, server, err := r.connect(ctx, el)
+	server, err := r.server(ctx, el)
 	if err != nil {
 		p.failConnect(err)
 		r.endedByPAMExpiry(ctx, el, p)
 		return 0
 	}
+	// Credentials are read only for a call to PAM: a periodic sync the shared batch answers
+	// makes none.
+	conn := &lazyClient{connector: r.Connector, server: server}
 
-	if due := r.nextSync(el); !p.now.Before(due) {
-		if !r.syncBatched(ctx, el, server, pc, p) || isClosed(el) {
+	// A pass that closes reads the request live before the close, so a sync that is due as
+	// well is left to it.
+	expired := hasExpiry && !p.now.Before(expiry.Time)
+	if due := r.nextSync(el); !expired && !p.now.Before(due) {
+		if !r.syncBatched(ctx, el, server, conn, p) || isClosed(el) {
 			r.endedByPAMExpiry(ctx, el, p)
 			return 0
 		}
 	}
 
-	if hasExpiry && !p.now.Before(expiry.Time) {
+	if expired {
 		p.closing = true
-		if !r.closeRequest(ctx, el, pc, p, pamv1.ReasonExpired) {
+		pc, err := conn.get(ctx)
+		if err != nil {
+			p.failConnect(err)
+		}
+		if err != nil || !r.closeRequest(ctx, el, pc, p, pamv1.ReasonExpired) {
 			r.endedByPAMExpiry(ctx, el, p)
 		}
 		return 0
@@ -222,6 +232,11 @@ func (r *PamElevationReconciler) schedule(req reconcile.Request, p *pass, next t
 	}
 	if p.problem == nil {
 		r.retries.Forget(req)
+		if next > 0 {
+			// next counts from the start of the pass; the queue counts from now. An expiry is
+			// due at its instant, not a pass's duration later.
+			next = max(next-r.Clock.Since(p.now), time.Millisecond)
+		}
 		return ctrl.Result{RequeueAfter: next, Priority: &priority}, nil
 	}
 	delay := max(r.retries.When(req), p.problem.retryAfter)

@@ -51,13 +51,14 @@ type harness struct {
 	pamURL     string
 	httpServer *http.Server
 	managerBin string
-	// apiProxy stands between the managers and kube-apiserver, so a scenario can cut them off.
+	// apiProxy stands between the managers and kube-apiserver, so a scenario can cut them off;
+	// nil when the harness runs without faults (the benchmarks), whose managers connect directly.
 	apiProxy *cutProxy
 	// metrics is how the managers' HTTPS metrics endpoints are scraped.
 	metrics *metricsAccess
 }
 
-func startHarness(workDir string) (*harness, error) {
+func startHarness(workDir string, faults bool) (*harness, error) {
 	root, err := repoRoot()
 	if err != nil {
 		return nil, err
@@ -101,17 +102,19 @@ func startHarness(workDir string) (*harness, error) {
 	if u, err := url.Parse(cfg.Host); err == nil && u.Host != "" {
 		apiAddr = u.Host
 	}
-	h.apiProxy, err = newCutProxy(apiAddr)
-	if err != nil {
-		h.stop()
-		return nil, err
-	}
-	// The managers reach the API server through the proxy; its certificate is for 127.0.0.1,
-	// whatever the port.
-	kubeconfig = []byte(strings.ReplaceAll(string(kubeconfig), apiAddr, h.apiProxy.addr()))
-	if !strings.Contains(string(kubeconfig), h.apiProxy.addr()) {
-		h.stop()
-		return nil, fmt.Errorf("the kubeconfig does not name the API server %s", apiAddr)
+	if faults {
+		h.apiProxy, err = newCutProxy(apiAddr)
+		if err != nil {
+			h.stop()
+			return nil, err
+		}
+		// The managers reach the API server through the proxy; its certificate is for 127.0.0.1,
+		// whatever the port.
+		kubeconfig = []byte(strings.ReplaceAll(string(kubeconfig), apiAddr, h.apiProxy.addr()))
+		if !strings.Contains(string(kubeconfig), h.apiProxy.addr()) {
+			h.stop()
+			return nil, fmt.Errorf("the kubeconfig does not name the API server %s", apiAddr)
+		}
 	}
 	// ... and act as the operator's ServiceAccount, with exactly the permissions the shipped
 	// RBAC grants: a missing permission breaks the scenarios.

@@ -47,6 +47,7 @@ func main() {
 	flag.IntVar(&bc.kubeAPIQPS, "bench-kube-api-qps", 100, "The manager's --kube-api-qps.")
 	flag.IntVar(&bc.rateLimit, "bench-rate-limit", 300, "The PamServer's rateLimit.qps.")
 	flag.IntVar(&bc.workers, "bench-workers", 16, "The manager's --max-concurrent-reconciles.")
+	steps := flag.String("bench-steps", "", "Comma-separated benchmarks to run (memory, latency, expiry, economy, mass); empty runs all.")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -67,6 +68,12 @@ func main() {
 				os.Exit(2)
 			}
 			bc.memorySizes = append(bc.memorySizes, n)
+		}
+		if *steps != "" {
+			bc.steps = map[string]bool{}
+			for _, name := range strings.Split(*steps, ",") {
+				bc.steps[strings.TrimSpace(name)] = true
+			}
 		}
 		os.Exit(benchMain(ctx, workDir, bc))
 	}
@@ -171,7 +178,7 @@ func scenarios(elevations int, window time.Duration, kills int, outage, longOuta
 }
 
 func runAll(ctx context.Context, workDir string, scs []scenario, seed int64, progress io.Writer) ([]result, error) {
-	h, err := startHarness(workDir)
+	h, err := startHarness(workDir, true)
 	if err != nil {
 		return nil, err
 	}

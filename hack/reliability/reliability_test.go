@@ -62,7 +62,7 @@ func TestReliability(t *testing.T) {
 // and the operator's metrics for one with it. The manager checks tokens with the permissions the
 // shipped RBAC gives its own ServiceAccount.
 func TestSecureMetrics(t *testing.T) {
-	h, err := startHarness(t.TempDir())
+	h, err := startHarness(t.TempDir(), true)
 	if err != nil {
 		t.Fatal(err)
 	}
