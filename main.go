@@ -86,7 +86,9 @@ func run() error {
 		"Cap of the exponential backoff between retries of failed PAM calls; the operator heals within this long of PAM coming back.")
 	flag.DurationVar(&opts.ClockSkewMargin, "clock-skew-margin", controllers.DefaultClockSkewMargin,
 		"How far past the ExpirationTime PAM reported a request counts as ended by MIM, so its deletion completes even while PAM is unreachable.")
-	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "How many PamElevations are reconciled in parallel.")
+	// Passes mostly wait on the API server and PAM, and each server's rateLimit bounds what PAM
+	// sees: workers are cheap, and elevations expiring in the same second must not queue.
+	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", 64, "How many PamElevations are reconciled in parallel.")
 	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", 50,
 		"Sustained requests per second to the Kubernetes API server: a mass revocation costs one write per elevation.")
 	flag.IntVar(&kubeAPIBurst, "kube-api-burst", 100, "Burst of requests to the Kubernetes API server above --kube-api-qps.")

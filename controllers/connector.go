@@ -65,6 +65,9 @@ type Connector struct {
 }
 
 type cachedClient struct {
+	// server is the server's UID and generation the client was built for; version adds the
+	// credentials' resourceVersion.
+	server  string
 	version string
 	client  pam.Client
 	// close releases what the auth method holds (Kerberos tickets), nil when nothing.
@@ -111,7 +114,8 @@ func (c *Connector) connect(ctx context.Context, server pamv1.ServerObject) (pam
 	if spec.Timeout != nil {
 		cfg.Timeout = spec.Timeout.Duration
 	}
-	version := fmt.Sprintf("%s/%d", server.GetUID(), server.GetGeneration())
+	serverVersion := serverVersionOf(server)
+	version := serverVersion
 
 	var closeAuth func()
 	var creds *credentials
@@ -180,8 +184,36 @@ func (c *Connector) connect(ctx context.Context, server pamv1.ServerObject) (pam
 		old.close() // its tickets belong to credentials that changed
 	}
 	limited := &limitedClient{inner: pc, limits: limits}
-	c.clients[cacheKey] = cachedClient{version: version, client: limited, close: closeAuth}
+	c.clients[cacheKey] = cachedClient{server: serverVersion, version: version, client: limited, close: closeAuth}
 	return limited, creds, nil
+}
+
+// ConnectAhead returns the client last built for this generation of the server at once, and
+// current, which returns the client for the credentials as they are now: they are read
+// alongside, as Connect reads them. A close need not wait for that read, yet a changed Secret
+// is seen by the same pass. Without a client built before, ahead is nil and current connects.
+func (c *Connector) ConnectAhead(ctx context.Context, server pamv1.ServerObject) (ahead pam.Client, current func() (pam.Client, error)) {
+	c.mu.Lock()
+	cached, ok := c.clients[serverCacheKey(server)]
+	c.mu.Unlock()
+	if !ok || cached.server != serverVersionOf(server) {
+		return nil, func() (pam.Client, error) { return c.Connect(ctx, server) }
+	}
+	done := make(chan struct{})
+	var latest pam.Client
+	var err error
+	go func() {
+		defer close(done)
+		latest, err = c.Connect(ctx, server)
+	}()
+	return cached.client, func() (pam.Client, error) {
+		<-done
+		return latest, err
+	}
+}
+
+func serverVersionOf(server pamv1.ServerObject) string {
+	return fmt.Sprintf("%s/%d", server.GetUID(), server.GetGeneration())
 }
 
 // requiredKeys returns the values of two keys, which must both be present and non-empty.

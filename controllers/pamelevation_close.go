@@ -49,11 +49,7 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 
 	original := el.DeepCopy()
 	p := &pass{now: r.Clock.Now(), closing: true}
-	var pc pam.Client
 	server, err := r.server(ctx, el)
-	if err == nil {
-		pc, err = r.Connector.Connect(ctx, server)
-	}
 	if ce, ok := asConfigError(err); ok && ce.reason == pamv1.ReasonNamespaceNotAllowed && el.Status.LastSyncTime == nil {
 		// Refused from the start, it never tracked the request, so there is nothing it could
 		// close. One that was allowed and synced before keeps its finalizer: fail closed.
@@ -64,7 +60,7 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 	}
 	if err != nil {
 		p.failConnect(err)
-	} else if r.closeRequest(ctx, el, pc, p, pamv1.ReasonDeleted) {
+	} else if r.closeVia(ctx, el, server, p, pamv1.ReasonDeleted) {
 		// One write: the object goes away with the finalizer, so its status is not worth a patch.
 		return ctrl.Result{}, r.removeFinalizer(ctx, req, el)
 	}
@@ -78,6 +74,38 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 		return ctrl.Result{}, err
 	}
 	return r.schedule(req, p, 0)
+}
+
+// closeVia closes the request through the server. The close goes out at once, with the client
+// built from the credentials last read, while they are read again alongside: the Secret is
+// still read on every close, but the close does not wait for it. A close that failed with
+// credentials the read shows have changed is sent again with the new ones.
+func (r *PamElevationReconciler) closeVia(ctx context.Context, el *pamv1.PamElevation, server pamv1.ServerObject, p *pass, reason string) bool {
+	ahead, current := r.Connector.ConnectAhead(ctx, server)
+	if ahead == nil {
+		pc, err := current()
+		if err != nil {
+			p.failConnect(err)
+			return false
+		}
+		return r.closeRequest(ctx, el, pc, p, reason)
+	}
+	closed := r.closeRequest(ctx, el, ahead, p, reason)
+	latest, err := current()
+	switch {
+	case closed:
+		return true
+	case err != nil:
+		// The credentials can no longer be read: that, not the close, is what a person must fix.
+		p.problem = nil
+		p.failConnect(err)
+		return false
+	case latest == ahead:
+		return false
+	}
+	ctrl.LoggerFrom(ctx).Info("Credentials changed during the close; closing with the new ones", "requestID", el.Spec.RequestID)
+	p.problem, p.synced, p.syncedLive = nil, nil, false
+	return r.closeRequest(ctx, el, latest, p, reason)
 }
 
 // closeRequest ends the request in PAM and reports whether it is confirmed ended.

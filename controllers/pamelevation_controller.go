@@ -166,11 +166,7 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 
 	if expired {
 		p.closing = true
-		pc, err := conn.get(ctx)
-		if err != nil {
-			p.failConnect(err)
-		}
-		if err != nil || !r.closeRequest(ctx, el, pc, p, pamv1.ReasonExpired) {
+		if !r.closeVia(ctx, el, server, p, pamv1.ReasonExpired) {
 			r.endedByPAMExpiry(ctx, el, p)
 		}
 		return 0

@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
@@ -245,6 +246,50 @@ func TestUnauthorizedStallsAndHealsWhenSecretIsFixed(t *testing.T) {
 	waitActive(t, el)
 	g.Expect(el.Status.Conditions).NotTo(ContainElement(HaveField("Type", pamv1.ConditionStalled)))
 	assertNoCredentialLeak(t, ns, el)
+}
+
+// TestPasswordChangedUnderACloseClosesAtOnce: a close goes out with the credentials last read
+// while they are read again; when the password changed and the old one is refused, the same pass
+// closes with the new one, instead of reporting the refusal and backing off.
+func TestPasswordChangedUnderACloseClosesAtOnce(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	user := "rotating-" + strings.ToLower(randomGUID()[:8])
+	pamServer.SetPassword(user, "first-password")
+	secret := basicSecret(ns, "pam-credentials", user, "first-password")
+	create(t, secret)
+	create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}, Spec: basicServerSpec("pam-credentials")})
+	id := seedRequest(user, time.Hour)
+	el := elevation(ns, "rotated", id)
+	create(t, el)
+	waitActive(t, el)
+
+	// Every version of the object from here on.
+	w, err := k8sClient.Watch(ctx, &pamv1.PamElevationList{}, client.InNamespace(ns), client.MatchingFields{"metadata.name": el.Name})
+	g.Expect(err).NotTo(HaveOccurred())
+	defer w.Stop()
+
+	// The directory changes the password, then the Secret follows, then the object is deleted.
+	pamServer.SetPassword(user, "second-password")
+	patch := client.MergeFrom(secret.DeepCopy())
+	secret.StringData = map[string]string{"password": "second-password"}
+	g.Expect(k8sClient.Patch(ctx, secret, patch)).To(Succeed())
+	deleteObj(t, el)
+	waitGone(t, el)
+
+	for ev := range w.ResultChan() {
+		if ev.Type == watch.Deleted {
+			break
+		}
+		seen, ok := ev.Object.(*pamv1.PamElevation)
+		g.Expect(ok).To(BeTrue(), "watch event %s: %v", ev.Type, ev.Object)
+		g.Expect(seen.Status.Conditions).NotTo(ContainElement(HaveField("Reason", pamv1.ReasonUnauthorized)),
+			"the close was never reported refused")
+	}
+	attempts, successes := pamServer.CloseCalls(id)
+	g.Expect(attempts).To(Equal(1))
+	g.Expect(successes).To(Equal(1))
 }
 
 func TestServerMissingStallsAndHealsWhenCreated(t *testing.T) {

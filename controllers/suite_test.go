@@ -47,7 +47,8 @@ const (
 var (
 	// kubeconfigPath lets tests run the real kubectl against the control plane.
 	kubeconfigPath string
-	k8sClient      client.Client
+	// k8sClient talks to the API server directly, and can watch.
+	k8sClient client.WithWatch
 	// managerClient is the manager's own client: reads from its cache, writes to the API server.
 	managerClient client.Client
 	pamServer     *emulator.Server
@@ -104,7 +105,7 @@ func runSuite(m *testing.M) int {
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(pamv1.AddToScheme(scheme))
-	if k8sClient, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+	if k8sClient, err = client.NewWithWatch(cfg, client.Options{Scheme: scheme}); err != nil {
 		fmt.Fprintln(os.Stderr, "client:", err)
 		return 1
 	}

@@ -46,7 +46,7 @@ func main() {
 	memorySizes := flag.String("bench-memory", "1000,10000", "Elevation counts at which memory is measured (and idle sync at the first).")
 	flag.IntVar(&bc.kubeAPIQPS, "bench-kube-api-qps", 100, "The manager's --kube-api-qps.")
 	flag.IntVar(&bc.rateLimit, "bench-rate-limit", 300, "The PamServer's rateLimit.qps.")
-	flag.IntVar(&bc.workers, "bench-workers", 16, "The manager's --max-concurrent-reconciles.")
+	flag.IntVar(&bc.workers, "bench-workers", 64, "The manager's --max-concurrent-reconciles (its default is 64).")
 	steps := flag.String("bench-steps", "", "Comma-separated benchmarks to run (memory, latency, expiry, economy, mass); empty runs all.")
 	flag.Parse()
 

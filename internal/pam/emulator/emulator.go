@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -87,7 +88,9 @@ type Server struct {
 	opts Options
 	now  func() time.Time
 
-	mu        sync.Mutex
+	mu sync.Mutex
+	// users is Options.Users, copied on write by SetPassword.
+	users     map[string]string
 	requests  map[string]*Request // by lower-case id
 	order     []string            // request ids in creation order, so lists are stable
 	roles     map[string]*Role
@@ -108,6 +111,17 @@ func (s *Server) MaxInFlight() int {
 	return s.maxInFlight
 }
 
+// SetPassword sets (or adds) a basic-auth account's password, as a password change in the
+// directory does: from now on only the new one is accepted.
+func (s *Server) SetPassword(user, password string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	users := make(map[string]string, len(s.users)+1)
+	maps.Copy(users, s.users)
+	users[user] = password
+	s.users = users
+}
+
 // New returns an empty emulator.
 func New(opts Options) *Server {
 	now := opts.Now
@@ -117,6 +131,7 @@ func New(opts Options) *Server {
 	return &Server{
 		opts:      opts,
 		now:       now,
+		users:     opts.Users,
 		requests:  map[string]*Request{},
 		roles:     map[string]*Role{},
 		approvals: map[string]string{},

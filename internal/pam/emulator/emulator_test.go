@@ -368,6 +368,26 @@ func TestCloseRequest(t *testing.T) {
 	g.Expect(f.list(t, jen, "RequestId eq guid'"+open+"'")).To(ConsistOf(HaveKeyWithValue("RequestStatus", "Closed")))
 }
 
+func TestSetPassword(t *testing.T) {
+	g := NewWithT(t)
+	f := newFixture(t, emulator.Options{})
+	asJen := func(password string) int {
+		req, err := http.NewRequest(http.MethodGet, f.srv.URL+"/api/pamresources/pamrequests", nil)
+		g.Expect(err).NotTo(HaveOccurred())
+		req.SetBasicAuth(jen, password)
+		resp, err := f.srv.Client().Do(req)
+		g.Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	g.Expect(asJen(passwords[jen])).To(Equal(http.StatusOK))
+
+	f.emu.SetPassword(jen, "changed")
+	g.Expect(asJen(passwords[jen])).To(Equal(http.StatusUnauthorized), "the old password is refused")
+	g.Expect(asJen("changed")).To(Equal(http.StatusOK))
+	g.Expect(f.send(t, ann, http.MethodGet, "/api/pamresources/pamrequests", "").status).To(Equal(http.StatusOK), "other accounts keep theirs")
+}
+
 func TestPostWithoutLengthGets411(t *testing.T) {
 	f := newFixture(t, emulator.Options{})
 	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(jen+":"+passwords[jen]))

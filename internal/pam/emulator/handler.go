@@ -173,14 +173,17 @@ func lengthUnknown(r *http.Request) bool {
 }
 
 func (s *Server) authenticate(r *http.Request) (string, bool) {
-	if len(s.opts.Users) == 0 {
+	s.mu.Lock()
+	users := s.users
+	s.mu.Unlock()
+	if len(users) == 0 {
 		return "", true
 	}
 	user, pass, ok := r.BasicAuth()
 	if !ok {
 		return "", false
 	}
-	want, known := s.opts.Users[user]
+	want, known := users[user]
 	if !known || want != pass {
 		return "", false
 	}
