@@ -107,6 +107,9 @@ func runBench(ctx context.Context, workDir string, cfg benchConfig, progress io.
 		if cfg.steps != nil && !cfg.steps[step.key] {
 			continue
 		}
+		if err := b.settle(ctx); err != nil {
+			return report, fmt.Errorf("waiting for the manager to settle before %s: %w", step.name, err)
+		}
 		fmt.Fprintf(progress, "==> %s\n", step.name)
 		if err := step.run(ctx); err != nil {
 			return report, fmt.Errorf("%s: %w", step.name, err)
@@ -614,6 +617,37 @@ func (b *bench) deletionMarkCeiling(ctx context.Context, n int) (float64, error)
 // histograms.
 type reconcileStats struct {
 	reconcileSum, reconcileCount, queueSum, queueCount float64
+}
+
+// settle waits until the manager has nothing queued and has stopped writing Events for what a
+// previous benchmark did (ten thousand closes leave Events to send for a while), so that a
+// measurement is not paying for the one before it.
+func (b *bench) settle(ctx context.Context) error {
+	var lastPosts float64
+	quietSince := time.Now()
+	return poll(ctx, 10*time.Minute, 250*time.Millisecond, func() (bool, error) {
+		var depth, posts float64
+		for _, line := range strings.Split(b.manager.metrics(), "\n") {
+			name, value, ok := strings.Cut(line, " ")
+			if !ok {
+				continue
+			}
+			v, err := strconv.ParseFloat(value, 64)
+			if err != nil {
+				continue
+			}
+			switch {
+			case strings.HasPrefix(name, "workqueue_depth{") && strings.Contains(name, `name="pamelevation"`):
+				depth = v
+			case strings.HasPrefix(name, "rest_client_requests_total{") && strings.Contains(name, `method="POST"`):
+				posts += v // the manager's only creates are Events (and an escrow Secret, once)
+			}
+		}
+		if depth > 0 || posts != lastPosts {
+			lastPosts, quietSince = posts, time.Now()
+		}
+		return time.Since(quietSince) >= 2*time.Second, nil
+	})
 }
 
 func (b *bench) reconcileStats() reconcileStats {
