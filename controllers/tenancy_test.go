@@ -5,15 +5,20 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/controllers"
 	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 )
 
@@ -135,6 +140,61 @@ func TestSyncIsBatchedPerServer(t *testing.T) {
 		expectCondition(g, el.Status.Conditions, pamv1.ConditionClosed, metav1.ConditionTrue, pamv1.ReasonEndedInPAM)
 	})
 	_ = ctx
+}
+
+// secretReads counts the Secrets read through it.
+type secretReads struct {
+	client.Reader
+	mu    sync.Mutex
+	count int
+}
+
+func (r *secretReads) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*corev1.Secret); ok {
+		r.mu.Lock()
+		r.count++
+		r.mu.Unlock()
+	}
+	return r.Reader.Get(ctx, key, obj, opts...)
+}
+
+func (r *secretReads) n() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.count
+}
+
+// TestBatchAnsweredSyncReadsNoCredentials: credentials are read for a call to PAM, and a periodic
+// sync that the server's shared batch answers makes none. A reconciler of its own, half an hour
+// ahead, finds both elevations due: the first fetches the batch and reads the Secret for it, the
+// second is answered from that batch.
+func TestBatchAnsweredSyncReadsNoCredentials(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	withServer(t, ns)
+	first, second := elevation(ns, "first", seedRequest(pamUser, 2*time.Hour)), elevation(ns, "second", seedRequest(pamUser, 2*time.Hour))
+	create(t, first)
+	create(t, second)
+	waitActive(t, first)
+	waitActive(t, second)
+
+	reads := &secretReads{Reader: k8sClient}
+	r := &controllers.PamElevationReconciler{
+		Client:    managerClient,
+		APIReader: k8sClient,
+		Connector: &controllers.Connector{Client: k8sClient, LiveReader: reads, Writer: k8sClient,
+			OperatorNamespace: clusterResourceNamespace, ClusterResourceNamespace: clusterResourceNamespace},
+		Recorder: events.NewFakeRecorder(10),
+		Clock:    clocktesting.NewFakePassiveClock(time.Now().Add(30 * time.Minute)),
+	}
+	r.SetDefaults()
+	_, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(first)})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(reads.n()).To(Equal(1), "fetching the batch reads the Secret once")
+
+	_, err = r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(second)})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(reads.n()).To(Equal(1), "a sync the batch answers reads no credentials")
 }
 
 // TestRateLimitPacesCallsToOneServer: a mass deletion reaches PAM no faster than the server's
