@@ -11,9 +11,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/controllers"
 	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 )
 
@@ -41,8 +44,41 @@ func basicServerSpec(secretName string) pamv1.PamServerSpec {
 // withServer creates a Secret with jen's credentials and a PamServer named "pam" using it.
 func withServer(t *testing.T, namespace string) {
 	t.Helper()
-	create(t, basicSecret(namespace, "pam-credentials", pamUser, pamPassword))
+	withServerAs(t, namespace, pamUser, pamPassword)
+}
+
+// withServerAs is withServer with other credentials; it returns the Secret, to rotate it.
+func withServerAs(t *testing.T, namespace, username, password string) *corev1.Secret {
+	t.Helper()
+	secret := basicSecret(namespace, "pam-credentials", username, password)
+	create(t, secret)
 	create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "pam"}, Spec: basicServerSpec("pam-credentials")})
+	return secret
+}
+
+// rotatePassword changes the Secret's password as kubectl apply does it: with a patch.
+func rotatePassword(t *testing.T, secret *corev1.Secret, password string) {
+	t.Helper()
+	patch := client.MergeFrom(secret.DeepCopy())
+	secret.StringData = map[string]string{"password": password}
+	if err := k8sClient.Patch(context.Background(), secret, patch); err != nil {
+		t.Fatalf("rotating the password of Secret %s: %v", secret.Name, err)
+	}
+}
+
+// handReconciler is a PamElevation reconciler of its own that a test drives by hand, beside the
+// suite's manager: it reads elevations through c and credentials through live.
+func handReconciler(c client.Client, live client.Reader, clk clock.PassiveClock) *controllers.PamElevationReconciler {
+	r := &controllers.PamElevationReconciler{
+		Client:    c,
+		APIReader: k8sClient,
+		Connector: &controllers.Connector{Client: k8sClient, LiveReader: live, Writer: k8sClient,
+			OperatorNamespace: clusterResourceNamespace, ClusterResourceNamespace: clusterResourceNamespace},
+		Recorder: events.NewFakeRecorder(10),
+		Clock:    clk,
+	}
+	r.SetDefaults()
+	return r
 }
 
 // seedRequest creates an Active request owned by owner in the emulator, as if the owner had

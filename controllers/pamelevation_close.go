@@ -237,8 +237,10 @@ func (r *PamElevationReconciler) sync(ctx context.Context, el *pamv1.PamElevatio
 
 // syncBatched is sync through the server's shared batch: the periodic sync of many elevations
 // costs one list per server and interval. A request the batch does not hold, or one never read
-// before, is read alone.
-func (r *PamElevationReconciler) syncBatched(ctx context.Context, el *pamv1.PamElevation, server pamv1.ServerObject, conn *lazyClient, p *pass) bool {
+// before, is read alone. Credentials are read only for a call of its own: a sync the batch
+// answers makes none.
+func (r *PamElevationReconciler) syncBatched(ctx context.Context, el *pamv1.PamElevation, server pamv1.ServerObject, p *pass) bool {
+	conn := &lazyClient{connector: r.Connector, server: server}
 	syncAlone := func() bool {
 		pc, err := conn.get(ctx)
 		if err != nil {

@@ -150,15 +150,11 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 		r.endedByPAMExpiry(ctx, el, p)
 		return 0
 	}
-	// Credentials are read only for a call to PAM: a periodic sync the shared batch answers
-	// makes none.
-	conn := &lazyClient{connector: r.Connector, server: server}
-
 	// A pass that closes reads the request live before the close, so a sync that is due as
 	// well is left to it.
 	expired := hasExpiry && !p.now.Before(expiry.Time)
 	if due := r.nextSync(el); !expired && !p.now.Before(due) {
-		if !r.syncBatched(ctx, el, server, conn, p) || isClosed(el) {
+		if !r.syncBatched(ctx, el, server, p) || isClosed(el) {
 			r.endedByPAMExpiry(ctx, el, p)
 			return 0
 		}

@@ -227,9 +227,7 @@ func TestRetryingCloseReportsReconciling(t *testing.T) {
 func TestUnauthorizedStallsAndHealsWhenSecretIsFixed(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
-	secret := basicSecret(ns, "pam-credentials", pamUser, "wrong-password")
-	create(t, secret)
-	create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}, Spec: basicServerSpec("pam-credentials")})
+	secret := withServerAs(t, ns, pamUser, "wrong-password")
 	id := seedRequest(pamUser, time.Hour)
 	el := elevation(ns, "unauthorized", id)
 	create(t, el)
@@ -239,10 +237,7 @@ func TestUnauthorizedStallsAndHealsWhenSecretIsFixed(t *testing.T) {
 		g.Expect(conditionMessage(el, pamv1.ConditionStalled)).To(ContainSubstring("HTTP 401"))
 	})
 
-	// A rotation as kubectl apply does it: a patch.
-	patch := client.MergeFrom(secret.DeepCopy())
-	secret.StringData = map[string]string{"password": pamPassword}
-	g.Expect(k8sClient.Patch(context.Background(), secret, patch)).To(Succeed())
+	rotatePassword(t, secret, pamPassword)
 	waitActive(t, el)
 	g.Expect(el.Status.Conditions).NotTo(ContainElement(HaveField("Type", pamv1.ConditionStalled)))
 	assertNoCredentialLeak(t, ns, el)
@@ -257,9 +252,7 @@ func TestPasswordChangedUnderACloseClosesAtOnce(t *testing.T) {
 	ns := newNamespace(t)
 	user := "rotating-" + strings.ToLower(randomGUID()[:8])
 	pamServer.SetPassword(user, "first-password")
-	secret := basicSecret(ns, "pam-credentials", user, "first-password")
-	create(t, secret)
-	create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}, Spec: basicServerSpec("pam-credentials")})
+	secret := withServerAs(t, ns, user, "first-password")
 	id := seedRequest(user, time.Hour)
 	el := elevation(ns, "rotated", id)
 	create(t, el)
@@ -272,14 +265,14 @@ func TestPasswordChangedUnderACloseClosesAtOnce(t *testing.T) {
 
 	// The directory changes the password, then the Secret follows, then the object is deleted.
 	pamServer.SetPassword(user, "second-password")
-	patch := client.MergeFrom(secret.DeepCopy())
-	secret.StringData = map[string]string{"password": "second-password"}
-	g.Expect(k8sClient.Patch(ctx, secret, patch)).To(Succeed())
+	rotatePassword(t, secret, "second-password")
 	deleteObj(t, el)
 	waitGone(t, el)
 
+	deleted := false
 	for ev := range w.ResultChan() {
 		if ev.Type == watch.Deleted {
+			deleted = true
 			break
 		}
 		seen, ok := ev.Object.(*pamv1.PamElevation)
@@ -287,6 +280,7 @@ func TestPasswordChangedUnderACloseClosesAtOnce(t *testing.T) {
 		g.Expect(seen.Status.Conditions).NotTo(ContainElement(HaveField("Reason", pamv1.ReasonUnauthorized)),
 			"the close was never reported refused")
 	}
+	g.Expect(deleted).To(BeTrue(), "the watch ended before the deletion: not every version was seen")
 	attempts, successes := pamServer.CloseCalls(id)
 	g.Expect(attempts).To(Equal(1))
 	g.Expect(successes).To(Equal(1))

@@ -6,12 +6,10 @@ import (
 
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
-	"github.com/pam-operator/pam-operator/controllers"
 )
 
 // staleClient answers Gets of one object with an old copy of it, as an informer cache that has
@@ -42,14 +40,7 @@ func TestStaleCopyOfAClosedDeletionSendsNoSecondClose(t *testing.T) {
 
 	now := metav1.Now()
 	stale.DeletionTimestamp = &now // what a lagging cache showed while the deletion was pending
-	r := &controllers.PamElevationReconciler{
-		Client:    staleClient{Client: managerClient, stale: stale},
-		APIReader: k8sClient,
-		Connector: &controllers.Connector{Client: k8sClient, LiveReader: k8sClient, Writer: k8sClient,
-			OperatorNamespace: clusterResourceNamespace, ClusterResourceNamespace: clusterResourceNamespace},
-		Recorder: events.NewFakeRecorder(10),
-	}
-	r.SetDefaults()
+	r := handReconciler(staleClient{Client: managerClient, stale: stale}, k8sClient, nil)
 	_, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(stale)})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(closeCalls(id)).To(HaveLen(1), "a second Close reached PAM")

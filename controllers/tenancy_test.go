@@ -12,13 +12,11 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
-	"github.com/pam-operator/pam-operator/controllers"
 	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 )
 
@@ -179,15 +177,7 @@ func TestBatchAnsweredSyncReadsNoCredentials(t *testing.T) {
 	waitActive(t, second)
 
 	reads := &secretReads{Reader: k8sClient}
-	r := &controllers.PamElevationReconciler{
-		Client:    managerClient,
-		APIReader: k8sClient,
-		Connector: &controllers.Connector{Client: k8sClient, LiveReader: reads, Writer: k8sClient,
-			OperatorNamespace: clusterResourceNamespace, ClusterResourceNamespace: clusterResourceNamespace},
-		Recorder: events.NewFakeRecorder(10),
-		Clock:    clocktesting.NewFakePassiveClock(time.Now().Add(30 * time.Minute)),
-	}
-	r.SetDefaults()
+	r := handReconciler(managerClient, reads, clocktesting.NewFakePassiveClock(time.Now().Add(30*time.Minute)))
 	_, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(first)})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(reads.n()).To(Equal(1), "fetching the batch reads the Secret once")

@@ -627,15 +627,7 @@ func (b *bench) settle(ctx context.Context) error {
 	quietSince := time.Now()
 	return poll(ctx, 10*time.Minute, 250*time.Millisecond, func() (bool, error) {
 		var depth, posts float64
-		for _, line := range strings.Split(b.manager.metrics(), "\n") {
-			name, value, ok := strings.Cut(line, " ")
-			if !ok {
-				continue
-			}
-			v, err := strconv.ParseFloat(value, 64)
-			if err != nil {
-				continue
-			}
+		for name, v := range b.manager.samples() {
 			switch {
 			case strings.HasPrefix(name, "workqueue_depth{") && strings.Contains(name, `name="pamelevation"`):
 				depth = v
@@ -652,13 +644,8 @@ func (b *bench) settle(ctx context.Context) error {
 
 func (b *bench) reconcileStats() reconcileStats {
 	var st reconcileStats
-	for _, line := range strings.Split(b.manager.metrics(), "\n") {
-		name, value, ok := strings.Cut(line, " ")
-		if !ok || !strings.Contains(name, `controller="pamelevation"`) && !strings.Contains(name, `name="pamelevation"`) {
-			continue
-		}
-		v, err := strconv.ParseFloat(value, 64)
-		if err != nil {
+	for name, v := range b.manager.samples() {
+		if !strings.Contains(name, `controller="pamelevation"`) && !strings.Contains(name, `name="pamelevation"`) {
 			continue
 		}
 		switch {
@@ -825,10 +812,9 @@ func (m *managerProc) memoryUse() (rss, heap int64, err error) {
 			rss = kb * 1024
 		}
 	}
-	for _, line := range strings.Split(m.metrics(), "\n") {
-		if v, ok := strings.CutPrefix(line, "go_memstats_heap_inuse_bytes "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			heap = int64(f)
+	for name, v := range m.samples() {
+		if name == "go_memstats_heap_inuse_bytes" {
+			heap = int64(v)
 		}
 	}
 	if rss == 0 || heap == 0 {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -285,6 +287,25 @@ func (m *managerProc) metrics() string {
 		return ""
 	}
 	return body
+}
+
+// samples yields each sample the manager's metrics hold: its name with labels, and its value.
+func (m *managerProc) samples() iter.Seq2[string, float64] {
+	return func(yield func(string, float64) bool) {
+		for _, line := range strings.Split(m.metrics(), "\n") {
+			name, value, ok := strings.Cut(line, " ")
+			if !ok || strings.HasPrefix(name, "#") {
+				continue
+			}
+			v, err := strconv.ParseFloat(value, 64)
+			if err != nil {
+				continue
+			}
+			if !yield(name, v) {
+				return
+			}
+		}
+	}
 }
 
 // freeAddr returns a loopback address with a port nothing listens on.
