@@ -26,8 +26,9 @@ func needsServer(el *pamv1.PamElevation) bool {
 		el.Spec.DeletionPolicy != pamv1.DeletionPolicyOrphan && !isClosed(el)
 }
 
-// serverInUse reports whether any elevation still needs the server, from the in-use index: the
-// question is asked on elevation events, and must not cost a scan of every elevation.
+// serverInUse reports whether any elevation still needs the server, from the in-use index. A
+// server pass asks it; elevation events decide from themselves whether to queue one
+// (ServerReconciler.elevationChanged), since the answer costs a copy of every matching entry.
 func serverInUse(ctx context.Context, c client.Reader, serverKey string) (bool, error) {
 	var list pamv1.PamElevationList
 	if err := c.List(ctx, &list, client.MatchingFields{inUseIndex: serverKey}, client.Limit(1), client.UnsafeDisableDeepCopy); err != nil {

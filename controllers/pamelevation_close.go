@@ -110,30 +110,34 @@ func (r *PamElevationReconciler) closeVia(ctx context.Context, el *pamv1.PamElev
 
 // closeRequest ends the request in PAM and reports whether it is confirmed ended.
 //
-// Before the close it reads the request from PAM: after a crash, a lost answer or a stale cache
-// it may already be closed, and a close is never sent for a request PAM lists as ended. That read
-// is the authority; the object is not read again from the API server, since a close this or
-// another pass made shows in PAM first. After a 200 it reads the request again, so that a server
-// that answers 200 without closing is caught.
+// A close is sent at once for a request this process last read open, with no close sent since
+// and PAM's own expiry still ahead. Otherwise — after a crash, a close whose answer was lost, or
+// a pass working from a stale copy of an object another pass released — it reads the request
+// first, and sends no close for a request PAM lists as ended. That read is the authority; the
+// object is not read again from the API server, since a close this or another pass made shows in
+// PAM first. After a 200 it reads the request again, so that a server that answers 200 without
+// closing is caught.
 func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.PamElevation, pc pam.Client, p *pass, reason string) bool {
-	// A batched read may be a sync interval old: the decision to send a close needs a live one.
-	if p.synced == nil || !p.syncedLive {
+	// A batched read may be a sync interval old; unless this process knows the request open,
+	// the decision to send a close needs a live one.
+	if (p.synced == nil || !p.syncedLive) && !r.knownOpen(el, p.now) {
 		if !r.sync(ctx, el, pc, p) {
 			return false
 		}
 	}
 	// PAM lists it as ended: nothing is left to close, whether or not the object records it
 	// (another pass may have closed it and released the object already).
-	if isClosed(el) || p.synced.Status.Ended() {
+	if isClosed(el) || (p.synced != nil && p.synced.Status.Ended()) {
 		return true
 	}
-	if p.synced.Status == pam.StatusClosing {
+	if p.synced != nil && p.synced.Status == pam.StatusClosing {
 		// PAM is already ending it: wait for Closed rather than send a second close.
 		p.problem = &problem{reason: pamv1.ReasonClosing, message: "PAM is closing the request; waiting for it to report Closed"}
 		return false
 	}
 	log := ctrl.LoggerFrom(ctx).WithValues("requestID", el.Spec.RequestID, "reason", reason)
 	log.Info("Closing PAM request")
+	r.lastSynced.closeSent(el.UID)
 	start := time.Now()
 	err := pc.Close(ctx, normalizedID(el))
 	if err == nil {
@@ -188,6 +192,20 @@ func (r *PamElevationReconciler) confirmClose(ctx context.Context, el *pamv1.Pam
 		"Closed PAM request %s (HTTP 200, %s; PAM now lists it %s)", el.Spec.RequestID, closeCause(reason), after.Status)
 	markClosed(el, reason, p.now)
 	return true
+}
+
+// knownOpen reports whether a close can go out without reading the request first: this process
+// read it open within the last two sync intervals, has sent no close for it since, and PAM's
+// own ExpirationTime is not near. Should PAM have ended it meanwhile all the same (a person
+// closed it in MIM), the close is answered with 200 or an error, and either is confirmed by a
+// read before anything is concluded.
+func (r *PamElevationReconciler) knownOpen(el *pamv1.PamElevation, now time.Time) bool {
+	at, ok := r.lastSynced.openAt(el.UID)
+	if !ok || now.Sub(at) > 2*r.SyncInterval {
+		return false
+	}
+	t := el.Status.RequestExpirationTime
+	return t == nil || now.Add(r.ClockSkewMargin).Before(t.Time)
 }
 
 // closedElsewhere reads the object from the API server, bypassing the cache, and reports
@@ -280,7 +298,7 @@ func (r *PamElevationReconciler) syncBatched(ctx context.Context, el *pamv1.PamE
 // applySync records the request as PAM showed it at the time at.
 func (r *PamElevationReconciler) applySync(ctx context.Context, el *pamv1.PamElevation, req *pam.Request, at time.Time, live bool, p *pass) bool {
 	p.synced, p.syncedLive = req, live
-	r.lastSynced.store(el.UID, at)
+	r.lastSynced.store(el.UID, at, !req.Status.Ended() && req.Status != pam.StatusClosing)
 	var expiration *metav1.Time
 	if !req.ExpirationTime.IsZero() {
 		// The status keeps whole seconds: compare in what it can hold.

@@ -260,30 +260,59 @@ func (r *PamElevationReconciler) lastSync(el *pamv1.PamElevation) time.Time {
 	return last
 }
 
-// syncTimes holds a time by object UID, as Unix nanoseconds in a plain map: a third of a
-// sync.Map's size per entry, which counts at thousands of elevations.
+// syncTimes records, by object UID, the last read of each request from PAM: when, and whether
+// it found the request open. A plain map of small values: a third of a sync.Map's size per
+// entry, which counts at thousands of elevations.
 type syncTimes struct {
 	mu sync.Mutex
-	m  map[types.UID]int64
+	m  map[types.UID]syncRecord
+}
+
+type syncRecord struct {
+	at int64 // Unix nanoseconds
+	// open: the read found the request open, and no close has been sent for it since.
+	open bool
 }
 
 func (s *syncTimes) load(uid types.UID) (time.Time, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n, ok := s.m[uid]
+	rec, ok := s.m[uid]
 	if !ok {
 		return time.Time{}, false
 	}
-	return time.Unix(0, n), true
+	return time.Unix(0, rec.at), true
 }
 
-func (s *syncTimes) store(uid types.UID, t time.Time) {
+// openAt is when the request was last read open, if it was and no close has been sent since.
+func (s *syncTimes) openAt(uid types.UID) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, ok := s.m[uid]
+	if !ok || !rec.open {
+		return time.Time{}, false
+	}
+	return time.Unix(0, rec.at), true
+}
+
+func (s *syncTimes) store(uid types.UID, t time.Time, open bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
-		s.m = map[types.UID]int64{}
+		s.m = map[types.UID]syncRecord{}
 	}
-	s.m[uid] = t.UnixNano()
+	s.m[uid] = syncRecord{at: t.UnixNano(), open: open}
+}
+
+// closeSent forgets that the request was read open: whatever the close's outcome, it may be
+// closed now, and only a new read can tell.
+func (s *syncTimes) closeSent(uid types.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rec, ok := s.m[uid]; ok {
+		rec.open = false
+		s.m[uid] = rec
+	}
 }
 
 func (s *syncTimes) delete(uid types.UID) {

@@ -69,8 +69,8 @@ func TestDeletionIsBoundedByPAMsOwnExpiry(t *testing.T) {
 	// Once ExpirationTime + the clock-skew margin has passed, MIM has ended the access itself.
 	waitGone(t, el)
 	g.Expect(time.Now()).To(BeTemporally(">", el.Status.RequestExpirationTime.Add(clockSkewMargin)))
-	attempts, _ := pamServer.CloseCalls(id)
-	g.Expect(attempts).To(BeZero(), "PAM was down: no close got through")
+	_, successes := pamServer.CloseCalls(id)
+	g.Expect(successes).To(BeZero(), "PAM was down: no close got through")
 	waitEvent(t, el, pamv1.ReasonEndedInPAM, "ExpirationTime")
 }
 
@@ -156,4 +156,40 @@ func escrowOf(t *testing.T, serverKey string) *corev1.Secret {
 		g.Expect(found).NotTo(BeNil(), "no escrow for %s", serverKey)
 	}).WithTimeout(waitTimeout).WithPolling(pollEvery).Should(Succeed())
 	return found
+}
+
+// A deletion of a request this operator last read open sends the Close first: nothing names the
+// request at PAM between the delete and the Close, and a read confirms it after.
+func TestCloseOfARequestKnownOpenGoesOutWithoutAReadBefore(t *testing.T) {
+	g := NewWithT(t)
+	el, id := trackActive(t, "known-open")
+
+	deleted := time.Now()
+	deleteObj(t, el)
+	waitGone(t, el)
+	var after []emulator.Endpoint
+	for _, c := range pamServer.Calls() {
+		if !c.Time.Before(deleted) && (c.RequestID == id || strings.Contains(strings.ToLower(c.Query), id)) {
+			after = append(after, c.Endpoint)
+		}
+	}
+	g.Expect(after).To(HaveLen(2), "calls naming the request after the delete: %v", after)
+	g.Expect(after[0]).To(Equal(emulator.EndpointCloseRequest))
+	g.Expect(after[1]).To(Equal(emulator.EndpointListRequests))
+}
+
+// A request a person closed in MIM after the operator last read it open: the close the deletion
+// sends is refused, a read shows the request ended, and the object goes without a second try.
+func TestRequestClosedInMIMSinceItsLastReadIsReleased(t *testing.T) {
+	g := NewWithT(t)
+	el, id := trackActive(t, "closed-in-mim")
+	g.Expect(pamServer.SetRequestStatus(id, emulator.StatusClosed)).To(BeTrue())
+
+	deleteObj(t, el)
+	waitGone(t, el)
+	attempts, successes := pamServer.CloseCalls(id)
+	g.Expect(attempts).To(BeNumerically("<=", 1))
+	g.Expect(successes).To(BeZero())
+	req, _ := pamServer.Request(id)
+	g.Expect(req.Status).To(Equal(emulator.StatusClosed))
 }

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -97,7 +98,17 @@ func (r *ServerReconciler) SetupWithManager(mgr ctrl.Manager, name string) error
 		Named(name).
 		// A finalizer change comes back here: the in-use decision it carried may be stale by now.
 		For(r.NewObject(), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, finalizersChanged))).
-		Watches(&pamv1.PamElevation{}, handler.EnqueueRequestsFromMapFunc(r.forElevation)).
+		Watches(&pamv1.PamElevation{}, handler.Funcs{
+			CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				r.elevationChanged(ctx, nil, e.Object, q)
+			},
+			UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				r.elevationChanged(ctx, e.ObjectOld, e.ObjectNew, q)
+			},
+			DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				r.elevationChanged(ctx, e.Object, nil, q)
+			},
+		}).
 		Complete(r)
 }
 
@@ -106,14 +117,27 @@ var finalizersChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bo
 	return !slices.Equal(e.ObjectOld.GetFinalizers(), e.ObjectNew.GetFinalizers())
 }}
 
-// forElevation maps an elevation to its server when the server's in-use protection no longer
-// matches whether elevations need it. Most elevation events (status changes, and all but the
-// first and the last of a thousand elevations coming and going) leave the protection right, and
-// cost no server pass: a pass reads the server's Secret.
-func (r *ServerReconciler) forElevation(ctx context.Context, o client.Object) []reconcile.Request {
-	el := o.(*pamv1.PamElevation)
+// releaseSettle is how long a server whose protection may no longer be needed waits for its
+// pass: the thousand elevations of a mass revocation leaving cost a pass a second, not one each.
+const releaseSettle = time.Second
+
+// elevationChanged queues an elevation's server when the elevation's event may have made the
+// server's in-use protection wrong. It decides from the event alone: the first elevation that
+// needs a server queues it at once, one that stops needing it queues a pass after releaseSettle,
+// which finds out whether any other still does. Most events (status changes) change neither.
+func (r *ServerReconciler) elevationChanged(ctx context.Context, old, cur client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	el, _ := cur.(*pamv1.PamElevation)
+	if el == nil {
+		if el, _ = old.(*pamv1.PamElevation); el == nil {
+			return
+		}
+	}
 	if (el.Spec.ServerRef.Kind == pamv1.ServerKindClusterPamServer) != r.isCluster() {
-		return nil
+		return
+	}
+	needed := cur != nil && needsServer(el)
+	if prev, ok := old.(*pamv1.PamElevation); ok && cur != nil && needsServer(prev) == needed {
+		return
 	}
 	key := types.NamespacedName{Name: el.Spec.ServerRef.Name}
 	if !r.isCluster() {
@@ -122,13 +146,14 @@ func (r *ServerReconciler) forElevation(ctx context.Context, o client.Object) []
 	server := r.NewObject()
 	if err := r.Get(ctx, key, server); err != nil {
 		// A server that does not exist has nothing to protect; its creation brings it here.
-		return nil
+		return
 	}
-	inUse, err := serverInUse(ctx, r.Client, el.ServerKey())
-	if err == nil && inUse == controllerutil.ContainsFinalizer(server, InUseFinalizer) {
-		return nil
+	switch protected := controllerutil.ContainsFinalizer(server, InUseFinalizer); {
+	case needed && !protected:
+		q.Add(reconcile.Request{NamespacedName: key})
+	case !needed && protected:
+		q.AddAfter(reconcile.Request{NamespacedName: key}, releaseSettle)
 	}
-	return []reconcile.Request{{NamespacedName: key}}
 }
 
 func (r *ServerReconciler) isCluster() bool {

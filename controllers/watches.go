@@ -54,7 +54,8 @@ func (m *elevationMapper) forServer(ctx context.Context, o client.Object) []reco
 
 func (m *elevationMapper) elevationsOf(ctx context.Context, serverKey string) []reconcile.Request {
 	var list pamv1.PamElevationList
-	if err := m.List(ctx, &list, client.MatchingFields{serverRefIndex: serverKey}); err != nil {
+	// Only the names are read: the cached objects are not copied.
+	if err := m.List(ctx, &list, client.MatchingFields{serverRefIndex: serverKey}, client.UnsafeDisableDeepCopy); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Listing elevations of a server", "server", serverKey)
 		return nil
 	}
