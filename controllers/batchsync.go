@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/hex"
 	"strings"
 	"sync"
 	"time"
@@ -23,14 +24,30 @@ type requestBatch struct {
 	at time.Time
 	// since is the CreationTime bound of the list.
 	since time.Time
-	byID  map[string]batchEntry
+	byID  map[requestKey]batchEntry
 }
 
 // batchEntry is what a sync takes from a listed request; the rest is not kept, as a batch may
-// hold thousands.
+// hold thousands. The status is interned: a handful of values shared by every entry.
 type batchEntry struct {
-	status     pam.RequestStatus
-	expiration time.Time
+	status pam.RequestStatus
+	// expiration is PAM's ExpirationTime in Unix nanoseconds, 0 when it set none.
+	expiration int64
+}
+
+// requestKey is a request id as its 16 bytes: a map key that needs no allocation of its own.
+type requestKey [16]byte
+
+// keyOf returns the key of a GUID request id in any case; ok is false for anything else.
+func keyOf(id string) (key requestKey, ok bool) {
+	norm, err := pam.NormalizeID(id)
+	if err != nil {
+		return key, false
+	}
+	if _, err := hex.Decode(key[:], []byte(strings.ReplaceAll(norm, "-", ""))); err != nil {
+		return key, false
+	}
+	return key, true
 }
 
 // batchSyncer keeps the newest batch of each server. The documented $filter has no `or`, so
@@ -57,8 +74,16 @@ func (b *batchSyncer) lookup(ctx context.Context, serverKey string, connect func
 		}
 		// A fetch shared with a caller that started it earlier may predate what this one needs.
 		if batch.at.After(notBefore) && !batch.since.After(since) {
-			entry, found := batch.byID[strings.ToLower(id)]
-			return pam.Request{ID: id, Status: entry.status, ExpirationTime: entry.expiration}, batch.at, found, nil
+			key, ok := keyOf(id)
+			entry, found := batch.byID[key]
+			if !ok || !found {
+				return pam.Request{}, batch.at, false, nil
+			}
+			req := pam.Request{ID: id, Status: entry.status}
+			if entry.expiration != 0 {
+				req.ExpirationTime = time.Unix(0, entry.expiration).UTC()
+			}
+			return req, batch.at, true, nil
 		}
 	}
 	return pam.Request{}, time.Time{}, false, nil
@@ -92,9 +117,17 @@ func (b *batchSyncer) fetch(ctx context.Context, serverKey string, connect func(
 		if err != nil {
 			return nil, err
 		}
-		batch.byID = make(map[string]batchEntry, len(reqs))
+		batch.byID = make(map[requestKey]batchEntry, len(reqs))
 		for _, r := range reqs {
-			batch.byID[strings.ToLower(r.ID)] = batchEntry{status: r.Status, expiration: r.ExpirationTime}
+			key, ok := keyOf(r.ID)
+			if !ok {
+				continue // not a GUID: no elevation can name it
+			}
+			entry := batchEntry{status: intern(r.Status)}
+			if !r.ExpirationTime.IsZero() {
+				entry.expiration = r.ExpirationTime.UnixNano()
+			}
+			batch.byID[key] = entry
 		}
 		b.mu.Lock()
 		defer b.mu.Unlock()

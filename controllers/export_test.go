@@ -1,8 +1,10 @@
 package controllers
 
 import (
+	"context"
 	"reflect"
 
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -21,5 +23,11 @@ func (r *coalescingReader) Queued(obj client.Object, key client.ObjectKey) int {
 	return pair.next.callers
 }
 
-// SetDefaults prepares a reconciler the tests drive by hand, without a manager.
-func (r *PamElevationReconciler) SetDefaults() { r.setDefaults() }
+// SetDefaults prepares a reconciler the tests drive by hand, without a manager, finding
+// elevations by request in the cache c.
+func (r *PamElevationReconciler) SetDefaults(ctx context.Context, c cache.Cache) error {
+	r.setDefaults()
+	requests, err := newRequestIndex(ctx, c)
+	r.requests = requests
+	return err
+}

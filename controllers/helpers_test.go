@@ -68,7 +68,8 @@ func rotatePassword(t *testing.T, secret *corev1.Secret, password string) {
 
 // handReconciler is a PamElevation reconciler of its own that a test drives by hand, beside the
 // suite's manager: it reads elevations through c and credentials through live.
-func handReconciler(c client.Client, live client.Reader, clk clock.PassiveClock) *controllers.PamElevationReconciler {
+func handReconciler(t *testing.T, c client.Client, live client.Reader, clk clock.PassiveClock) *controllers.PamElevationReconciler {
+	t.Helper()
 	r := &controllers.PamElevationReconciler{
 		Client:    c,
 		APIReader: k8sClient,
@@ -77,7 +78,9 @@ func handReconciler(c client.Client, live client.Reader, clk clock.PassiveClock)
 		Recorder: events.NewFakeRecorder(10),
 		Clock:    clk,
 	}
-	r.SetDefaults()
+	if err := r.SetDefaults(context.Background(), managerCache); err != nil {
+		t.Fatal(err)
+	}
 	return r
 }
 

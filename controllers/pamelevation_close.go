@@ -334,26 +334,21 @@ func (r *PamElevationReconciler) applySync(ctx context.Context, el *pamv1.PamEle
 // synced is never displaced by a newcomer, whatever the timestamps' one-second resolution says.
 func (r *PamElevationReconciler) trackedElsewhere(ctx context.Context, el *pamv1.PamElevation) (string, error) {
 	id := normalizedID(el)
-	var list pamv1.PamElevationList
-	// Read only: the cached objects are not copied.
-	if err := r.List(ctx, &list, client.MatchingFields{requestIDIndex: requestBucket(id)}, client.UnsafeDisableDeepCopy); err != nil {
-		return "", err
-	}
 	self := client.ObjectKeyFromObject(el).String()
-	for i := range list.Items {
-		other := &list.Items[i]
-		if normalizedID(other) != id {
-			continue
+	var owner string
+	err := r.requests.elevations(id, func(other *pamv1.PamElevation) {
+		if owner != "" || normalizedID(other) != id {
+			return
 		}
 		key := client.ObjectKeyFromObject(other).String()
 		if other.UID == el.UID || key == self {
-			continue
+			return
 		}
 		if ownsBefore(other, key, el, self) {
-			return key, nil
+			owner = key
 		}
-	}
-	return "", nil
+	})
+	return owner, err
 }
 
 func ownsBefore(a *pamv1.PamElevation, aKey string, b *pamv1.PamElevation, bKey string) bool {

@@ -39,9 +39,6 @@ const (
 
 	// serverRefIndex maps elevations to the server they use (see PamElevation.ServerKey).
 	serverRefIndex = ".spec.serverRef"
-	// requestIDIndex maps elevations to a bucket of their request id (see requestBucket), to
-	// find duplicates.
-	requestIDIndex = ".spec.requestID"
 	// inUseIndex maps the elevations that may still call PAM to their server (see needsServer).
 	inUseIndex = ".inUse.serverRef"
 
@@ -67,6 +64,8 @@ type PamElevationReconciler struct {
 	// MaxRetryDelay caps the retry backoff.
 	MaxRetryDelay time.Duration
 
+	// requests finds the elevations that name the same request; set up by SetupWithManager.
+	requests *requestIndex
 	// lastSynced holds when each request was last read from PAM, which the status records only
 	// when something changed.
 	lastSynced syncTimes
@@ -337,6 +336,11 @@ func (r *PamElevationReconciler) patchStatus(ctx context.Context, original, el *
 // are registered by SetupIndexes.
 func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.setDefaults()
+	requests, err := newRequestIndex(context.Background(), mgr.GetCache())
+	if err != nil {
+		return err
+	}
+	r.requests = requests
 	mapper := &elevationMapper{Client: mgr.GetClient()}
 	return ctrl.NewControllerManagedBy(mgr).
 		// The operator's own status patches must not wake it: that would cut every backoff short.

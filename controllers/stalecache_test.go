@@ -40,7 +40,7 @@ func TestStaleCopyOfAClosedDeletionSendsNoSecondClose(t *testing.T) {
 
 	now := metav1.Now()
 	stale.DeletionTimestamp = &now // what a lagging cache showed while the deletion was pending
-	r := handReconciler(staleClient{Client: managerClient, stale: stale}, k8sClient, nil)
+	r := handReconciler(t, staleClient{Client: managerClient, stale: stale}, k8sClient, nil)
 	_, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(stale)})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(closeCalls(id)).To(HaveLen(1), "a second Close reached PAM")

@@ -51,6 +51,8 @@ var (
 	k8sClient client.WithWatch
 	// managerClient is the manager's own client: reads from its cache, writes to the API server.
 	managerClient client.Client
+	// managerCache is the manager's cache.
+	managerCache cache.Cache
 	pamServer     *emulator.Server
 	pamURL        string
 	managerLog    = &syncBuffer{}
@@ -143,6 +145,7 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	managerClient = mgr.GetClient()
+	managerCache = mgr.GetCache()
 	mgrDone := make(chan error, 1)
 	go func() { mgrDone <- mgr.Start(ctx) }()
 

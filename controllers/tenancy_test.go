@@ -177,7 +177,7 @@ func TestBatchAnsweredSyncReadsNoCredentials(t *testing.T) {
 	waitActive(t, second)
 
 	reads := &secretReads{Reader: k8sClient}
-	r := handReconciler(managerClient, reads, clocktesting.NewFakePassiveClock(time.Now().Add(30*time.Minute)))
+	r := handReconciler(t, managerClient, reads, clocktesting.NewFakePassiveClock(time.Now().Add(30*time.Minute)))
 	_, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(first)})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(reads.n()).To(Equal(1), "fetching the batch reads the Secret once")

@@ -88,16 +88,19 @@ func runBench(ctx context.Context, workDir string, cfg benchConfig, progress io.
 	if err := b.setup(ctx); err != nil {
 		return report, err
 	}
-	defer b.manager.stop()
+	defer func() { b.manager.stop() }()
 	type benchStep struct {
 		key, name string
 		run       func(context.Context) error
 	}
+	// The benchmarks that time single closes run first, on a control plane nothing has loaded
+	// yet: ten thousand elevations deleted leave the API server and etcd busy for a while after
+	// the objects are gone, which a settled manager cannot show.
 	steps := []benchStep{
-		{"memory", "memory and idle sync", b.memory},
 		{"latency", "delete → close latency", b.latency},
 		{"expiry", "expiry precision", b.expiry},
 		{"economy", "economy", b.economy},
+		{"memory", "memory and idle sync", b.memory},
 		{"mass", "mass revocation", b.mass},
 	}
 	for key := range cfg.steps {
@@ -164,13 +167,23 @@ func (b *bench) setup(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := b.startManager(ctx); err != nil {
+		return err
+	}
+	baseline, err := startDeletionWatcher(ctx, h.env.Config, h.client.Scheme())
+	b.baseline = baseline
+	return err
+}
+
+// startManager starts the manager built from the tree and waits until it is up.
+func (b *bench) startManager(ctx context.Context) error {
 	pprofAddr, err := freeAddr()
 	if err != nil {
 		return err
 	}
 	b.pprofURL = "http://" + pprofAddr + "/debug/pprof/"
 	fmt.Fprintf(b.progress, "manager profiles: %s\n", b.pprofURL)
-	b.manager, err = h.startManager("bench", false,
+	b.manager, err = b.h.startManager("bench", false,
 		"--kube-api-qps", strconv.Itoa(b.cfg.kubeAPIQPS), "--kube-api-burst", strconv.Itoa(2*b.cfg.kubeAPIQPS),
 		"--max-concurrent-reconciles", strconv.Itoa(b.cfg.workers), "--pam-sync-interval", benchSyncInterval.String(),
 		"--pprof-bind-address", pprofAddr)
@@ -184,8 +197,7 @@ func (b *bench) setup(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("the manager did not come up: %w", err)
 	}
-	b.baseline, err = startDeletionWatcher(ctx, h.env.Config, h.client.Scheme())
-	return err
+	return nil
 }
 
 // createElevations creates n elevations of the bench server with open requests; mutate may set
@@ -230,6 +242,14 @@ func (b *bench) deleteAll(ctx context.Context) error {
 // memory measures the manager's RSS and heap with 0 and more elevations, and the PAM calls a
 // sync interval costs at the first size.
 func (b *bench) memory(ctx context.Context) error {
+	// A manager started afresh: the empty baseline holds nothing the benchmarks before left.
+	b.manager.stop()
+	if err := b.startManager(ctx); err != nil {
+		return err
+	}
+	if err := b.settle(ctx); err != nil {
+		return err
+	}
 	rss0, heap0, err := b.manager.memoryUse()
 	if err != nil {
 		return err
