@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"strings"
 	"fmt"
 	"time"
 
@@ -337,7 +338,8 @@ func (r *PamElevationReconciler) trackedElsewhere(ctx context.Context, el *pamv1
 	self := client.ObjectKeyFromObject(el).String()
 	var owner string
 	err := r.requests.elevations(id, func(other *pamv1.PamElevation) {
-		if owner != "" || normalizedID(other) != id {
+		// Admission takes only GUIDs: equal ignoring case is equal once normalized.
+		if owner != "" || !strings.EqualFold(other.Spec.RequestID, id) {
 			return
 		}
 		key := client.ObjectKeyFromObject(other).String()

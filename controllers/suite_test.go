@@ -53,9 +53,9 @@ var (
 	managerClient client.Client
 	// managerCache is the manager's cache.
 	managerCache cache.Cache
-	pamServer     *emulator.Server
-	pamURL        string
-	managerLog    = &syncBuffer{}
+	pamServer    *emulator.Server
+	pamURL       string
+	managerLog   = &syncBuffer{}
 )
 
 // TestMain starts the real kube-apiserver and etcd (built into ./bin from pinned modules, see
