@@ -27,7 +27,7 @@ func (r *coalescingReader) Queued(obj client.Object, key client.ObjectKey) int {
 // elevations by request in the cache c.
 func (r *PamElevationReconciler) SetDefaults(ctx context.Context, c cache.Cache) error {
 	r.setDefaults()
-	requests, err := newRequestIndex(ctx, c)
-	r.requests = requests
+	index, err := newElevationIndex(ctx, c)
+	r.index = index
 	return err
 }

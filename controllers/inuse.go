@@ -26,24 +26,10 @@ func needsServer(el *pamv1.PamElevation) bool {
 		el.Spec.DeletionPolicy != pamv1.DeletionPolicyOrphan && !isClosed(el)
 }
 
-// serverInUse reports whether any elevation still needs the server, from the in-use index. A
-// server pass asks it; elevation events decide from themselves whether to queue one
-// (ServerReconciler.elevationChanged), since the answer costs a copy of every matching entry.
-func serverInUse(ctx context.Context, c client.Reader, serverKey string) (bool, error) {
-	var list pamv1.PamElevationList
-	if err := c.List(ctx, &list, client.MatchingFields{inUseIndex: serverKey}, client.Limit(1), client.UnsafeDisableDeepCopy); err != nil {
-		return false, err
-	}
-	return len(list.Items) > 0, nil
-}
-
 // protectServer adds or removes the in-use finalizer of a server, and keeps or drops the
 // escrow of its credentials (escrow.go) to match; creds are the credentials just read for it.
-func protectServer(ctx context.Context, c client.Client, connector *Connector, server pamv1.ServerObject, creds *credentials) error {
-	inUse, err := serverInUse(ctx, c, serverCacheKey(server))
-	if err != nil {
-		return err
-	}
+func protectServer(ctx context.Context, c client.Client, index *elevationIndex, connector *Connector, server pamv1.ServerObject, creds *credentials) error {
+	inUse := index.inUse(serverCacheKey(server))
 	// The escrow exists before the finalizer says the server is protected, and goes only after
 	// nothing needs it.
 	if inUse {

@@ -3,8 +3,8 @@ package controllers
 import (
 	"context"
 	"errors"
-	"strings"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -337,7 +337,7 @@ func (r *PamElevationReconciler) trackedElsewhere(ctx context.Context, el *pamv1
 	id := normalizedID(el)
 	self := client.ObjectKeyFromObject(el).String()
 	var owner string
-	err := r.requests.elevations(id, func(other *pamv1.PamElevation) {
+	err := r.index.byRequest(id, func(other *pamv1.PamElevation) {
 		// Admission takes only GUIDs: equal ignoring case is equal once normalized.
 		if owner != "" || !strings.EqualFold(other.Spec.RequestID, id) {
 			return

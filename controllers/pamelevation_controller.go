@@ -37,11 +37,6 @@ const (
 	// initialRetryDelay is the first backoff step.
 	initialRetryDelay = 500 * time.Millisecond
 
-	// serverRefIndex maps elevations to the server they use (see PamElevation.ServerKey).
-	serverRefIndex = ".spec.serverRef"
-	// inUseIndex maps the elevations that may still call PAM to their server (see needsServer).
-	inUseIndex = ".inUse.serverRef"
-
 	// DefaultClockSkewMargin is how far past PAM's own ExpirationTime a request counts as ended
 	// without confirmation.
 	DefaultClockSkewMargin = 5 * time.Minute
@@ -64,8 +59,8 @@ type PamElevationReconciler struct {
 	// MaxRetryDelay caps the retry backoff.
 	MaxRetryDelay time.Duration
 
-	// requests finds the elevations that name the same request; set up by SetupWithManager.
-	requests *requestIndex
+	// index finds cached elevations by request and by server; Setup shares it.
+	index *elevationIndex
 	// lastSynced holds when each request was last read from PAM, which the status records only
 	// when something changed.
 	lastSynced syncTimes
@@ -332,16 +327,18 @@ func (r *PamElevationReconciler) patchStatus(ctx context.Context, original, el *
 }
 
 // SetupWithManager registers the reconciler and its watches: a change to a server, or to a
-// Secret a server uses, re-queues every elevation of that server. The field indexes it relies on
-// are registered by SetupIndexes.
+// Secret a server uses, re-queues every elevation of that server, found through the elevation
+// index (Setup shares one; without it, one is registered here).
 func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.setDefaults()
-	requests, err := newRequestIndex(context.Background(), mgr.GetCache())
-	if err != nil {
-		return err
+	if r.index == nil {
+		index, err := newElevationIndex(context.Background(), mgr.GetCache())
+		if err != nil {
+			return err
+		}
+		r.index = index
 	}
-	r.requests = requests
-	mapper := &elevationMapper{Client: mgr.GetClient()}
+	mapper := &elevationMapper{index: r.index}
 	return ctrl.NewControllerManagedBy(mgr).
 		// The operator's own status patches must not wake it: that would cut every backoff short.
 		// Deletion bumps the generation, so it still comes through.

@@ -36,6 +36,9 @@ type ServerReconciler struct {
 	RetryInterval time.Duration
 	// RecheckInterval is how often a usable server's Secret is checked again.
 	RecheckInterval time.Duration
+
+	// index tells whether elevations still need a server; Setup shares it.
+	index *elevationIndex
 }
 
 // +kubebuilder:rbac:groups=pam.mim.dev,resources=pamservers/status;clusterpamservers/status,verbs=patch
@@ -57,7 +60,7 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	if _, invalid := asConfigError(err); err != nil && !invalid {
 		return ctrl.Result{}, err
 	}
-	if err := protectServer(ctx, r.Client, r.Connector, server, creds); err != nil {
+	if err := protectServer(ctx, r.Client, r.index, r.Connector, server, creds); err != nil {
 		return ctrl.Result{}, err
 	}
 

@@ -35,9 +35,10 @@ type Options struct {
 	UserAgent string
 }
 
-// Setup registers the field indexes and every reconciler with the manager.
+// Setup registers the elevation indexes and every reconciler with the manager.
 func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
-	if err := SetupIndexes(ctx, mgr); err != nil {
+	index, err := newElevationIndex(ctx, mgr.GetCache())
+	if err != nil {
 		return err
 	}
 	if err := registerStateMetrics(mgr.GetClient()); err != nil {
@@ -61,6 +62,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		MaxRetryDelay:           opts.MaxRetryDelay,
 		MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
 		ClockSkewMargin:         opts.ClockSkewMargin,
+		index:                   index,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
@@ -71,12 +73,12 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	if recheck <= 0 {
 		recheck = DefaultSyncInterval
 	}
-	if err := (&ServerReconciler{Client: mgr.GetClient(), Connector: connector, RetryInterval: retry, RecheckInterval: recheck,
+	if err := (&ServerReconciler{Client: mgr.GetClient(), Connector: connector, RetryInterval: retry, RecheckInterval: recheck, index: index,
 		NewObject: func() pamv1.ServerObject { return &pamv1.PamServer{} },
 	}).SetupWithManager(mgr, "pamserver"); err != nil {
 		return err
 	}
-	if err := (&ServerReconciler{Client: mgr.GetClient(), Connector: connector, RetryInterval: retry, RecheckInterval: recheck,
+	if err := (&ServerReconciler{Client: mgr.GetClient(), Connector: connector, RetryInterval: retry, RecheckInterval: recheck, index: index,
 		NewObject: func() pamv1.ServerObject { return &pamv1.ClusterPamServer{} },
 	}).SetupWithManager(mgr, "clusterpamserver"); err != nil {
 		return err

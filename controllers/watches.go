@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -13,36 +14,28 @@ import (
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 )
 
-// SetupIndexes registers the field indexes: elevations by server, and by the server they still
-// need. The index by request is requestIndex's.
-func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &pamv1.PamElevation{}, serverRefIndex, func(o client.Object) []string {
-		return []string{o.(*pamv1.PamElevation).ServerKey()}
-	}); err != nil {
-		return err
-	}
-	return mgr.GetFieldIndexer().IndexField(ctx, &pamv1.PamElevation{}, inUseIndex, func(o client.Object) []string {
-		if el := o.(*pamv1.PamElevation); needsServer(el) {
-			return []string{el.ServerKey()}
-		}
-		return nil
-	})
-}
+// The informer indexes of elevations. They are the informer's own, not controller-runtime field
+// indexes: a lookup reads the cached objects in place instead of copying each match into a list,
+// and each elevation is indexed once per index, not once more for all namespaces.
+const (
+	// requestIndexName maps elevations to a bucket of their request id (see requestBucket), to
+	// find duplicates.
+	requestIndexName = "pam.mim.dev/request-bucket"
+	// serverIndexName maps elevations to the server they use (see PamElevation.ServerKey).
+	serverIndexName = "pam.mim.dev/server"
+	// inUseIndexName maps the elevations that may still call PAM to their server (see needsServer).
+	inUseIndexName = "pam.mim.dev/in-use"
+)
 
-// requestIndexName is the informer index of elevations by requestBucket. It is the informer's
-// own, not a controller-runtime field index: a lookup reads the cached objects in place instead of
-// copying every one in the bucket into a list on each pass, and each elevation is indexed once,
-// not once more for all namespaces.
-const requestIndexName = "pam.mim.dev/request-bucket"
-
-// requestIndex finds the cached elevations that name a request.
-type requestIndex struct {
+// elevationIndex finds cached elevations by request, by server, and by the server they still
+// need. The objects it hands out are the cache's own: they must not be changed.
+type elevationIndex struct {
 	indexer toolscache.Indexer
 }
 
-// newRequestIndex registers requestIndexName with the cache's PamElevation informer, unless it
-// already is, and returns the index.
-func newRequestIndex(ctx context.Context, c cache.Cache) (*requestIndex, error) {
+// newElevationIndex registers the indexes with the cache's PamElevation informer, unless they
+// already are, and returns them.
+func newElevationIndex(ctx context.Context, c cache.Cache) (*elevationIndex, error) {
 	inf, err := c.GetInformer(ctx, &pamv1.PamElevation{})
 	if err != nil {
 		return nil, err
@@ -51,24 +44,42 @@ func newRequestIndex(ctx context.Context, c cache.Cache) (*requestIndex, error) 
 	if !ok {
 		return nil, fmt.Errorf("the PamElevation informer (%T) has no index", inf)
 	}
-	if _, exists := shared.GetIndexer().GetIndexers()[requestIndexName]; !exists {
-		err := shared.AddIndexers(toolscache.Indexers{requestIndexName: func(obj any) ([]string, error) {
-			if el, ok := obj.(*pamv1.PamElevation); ok {
-				return []string{requestBucket(normalizedID(el))}, nil
+	indexers := toolscache.Indexers{
+		requestIndexName: elevationIndexFunc(func(el *pamv1.PamElevation) string { return requestBucket(normalizedID(el)) }),
+		serverIndexName:  elevationIndexFunc((*pamv1.PamElevation).ServerKey),
+		inUseIndexName: elevationIndexFunc(func(el *pamv1.PamElevation) string {
+			if needsServer(el) {
+				return el.ServerKey()
 			}
-			return nil, nil
-		}})
-		if err != nil {
+			return ""
+		}),
+	}
+	for name := range shared.GetIndexer().GetIndexers() {
+		delete(indexers, name)
+	}
+	if len(indexers) > 0 {
+		if err := shared.AddIndexers(indexers); err != nil {
 			return nil, err
 		}
 	}
-	return &requestIndex{indexer: shared.GetIndexer()}, nil
+	return &elevationIndex{indexer: shared.GetIndexer()}, nil
 }
 
-// elevations calls fn with each cached elevation of the request's bucket, for it to filter by the
-// exact id. The objects are the cache's own: fn must not change them.
-func (x *requestIndex) elevations(id string, fn func(*pamv1.PamElevation)) error {
-	objs, err := x.indexer.ByIndex(requestIndexName, requestBucket(id))
+// elevationIndexFunc indexes an elevation under the value of fn, and not at all under "".
+func elevationIndexFunc(fn func(*pamv1.PamElevation) string) toolscache.IndexFunc {
+	return func(obj any) ([]string, error) {
+		if el, ok := obj.(*pamv1.PamElevation); ok {
+			if value := fn(el); value != "" {
+				return []string{value}, nil
+			}
+		}
+		return nil, nil
+	}
+}
+
+// each calls fn with every cached elevation indexed under value.
+func (x *elevationIndex) each(index, value string, fn func(*pamv1.PamElevation)) error {
+	objs, err := x.indexer.ByIndex(index, value)
 	if err != nil {
 		return err
 	}
@@ -78,6 +89,23 @@ func (x *requestIndex) elevations(id string, fn func(*pamv1.PamElevation)) error
 		}
 	}
 	return nil
+}
+
+// byRequest calls fn with each cached elevation of the request's bucket, for it to filter by
+// the exact id.
+func (x *elevationIndex) byRequest(id string, fn func(*pamv1.PamElevation)) error {
+	return x.each(requestIndexName, requestBucket(id), fn)
+}
+
+// byServer calls fn with each cached elevation of the server.
+func (x *elevationIndex) byServer(serverKey string, fn func(*pamv1.PamElevation)) error {
+	return x.each(serverIndexName, serverKey, fn)
+}
+
+// inUse reports whether any cached elevation still needs the server. It costs the number of
+// servers in use, not of elevations: the index keeps a value only while something is under it.
+func (x *elevationIndex) inUse(serverKey string) bool {
+	return slices.Contains(x.indexer.ListIndexFuncValues(inUseIndexName), serverKey)
 }
 
 // requestBucket is the requestIndexName value of a request id: its first two hex digits. A value
@@ -90,27 +118,21 @@ func requestBucket(id string) string {
 	return id[:2]
 }
 
-// elevationMapper turns changes of servers into requests for the elevations that
-// depend on them, through field indexes rather than list scans.
+// elevationMapper turns changes of servers into requests for the elevations that depend on
+// them, through the server index rather than list scans.
 type elevationMapper struct {
-	client.Client
+	index *elevationIndex
 }
 
 // forServer maps a PamServer or ClusterPamServer to its elevations.
 func (m *elevationMapper) forServer(ctx context.Context, o client.Object) []reconcile.Request {
-	return m.elevationsOf(ctx, serverCacheKey(o.(pamv1.ServerObject)))
-}
-
-func (m *elevationMapper) elevationsOf(ctx context.Context, serverKey string) []reconcile.Request {
-	var list pamv1.PamElevationList
-	// Only the names are read: the cached objects are not copied.
-	if err := m.List(ctx, &list, client.MatchingFields{serverRefIndex: serverKey}, client.UnsafeDisableDeepCopy); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Listing elevations of a server", "server", serverKey)
-		return nil
-	}
-	reqs := make([]reconcile.Request, 0, len(list.Items))
-	for i := range list.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	serverKey := serverCacheKey(o.(pamv1.ServerObject))
+	var reqs []reconcile.Request
+	err := m.index.byServer(serverKey, func(el *pamv1.PamElevation) {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(el)})
+	})
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Finding the elevations of a server", "server", serverKey)
 	}
 	return reqs
 }
