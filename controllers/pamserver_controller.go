@@ -147,7 +147,8 @@ func (r *ServerReconciler) elevationChanged(ctx context.Context, old, cur client
 		key.Namespace = el.Namespace
 	}
 	server := r.NewObject()
-	if err := r.Get(ctx, key, server); err != nil {
+	// Only its finalizers are read: the cached object is not copied.
+	if err := r.Get(ctx, key, server, client.UnsafeDisableDeepCopy); err != nil {
 		// A server that does not exist has nothing to protect; its creation brings it here.
 		return
 	}
