@@ -144,8 +144,8 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 		r.endedByPAMExpiry(ctx, el, p)
 		return 0
 	}
-	// A pass that closes reads the request live before the close, so a sync that is due as
-	// well is left to it.
+	// A pass that closes reads the request live, before the close or after it, so a sync that
+	// is due as well is left to it.
 	expired := hasExpiry && !p.now.Before(expiry.Time)
 	if due := r.nextSync(el); !expired && !p.now.Before(due) {
 		if !r.syncBatched(ctx, el, server, p) || isClosed(el) {

@@ -459,7 +459,7 @@ func (b *bench) economy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.report.add("economy: PAM calls per lifecycle (create → Active → delete)", float64(calls), "calls", "first read, live read before the close, Close, confirming read")
+	b.report.add("economy: PAM calls per lifecycle (create → Active → delete)", float64(calls), "calls", "first read, Close, confirming read; a live read before the close too when this process has not read the request open")
 	b.report.add("economy: Close calls per closed elevation", float64(closes), "calls", "goal: 1")
 	b.report.add("economy: Kubernetes writes per lifecycle", float64(writes.objects), "writes", "finalizer added, status, finalizer removed")
 	b.report.add("economy: Events per lifecycle", float64(writes.events), "writes", "")
