@@ -193,3 +193,32 @@ func TestRequestClosedInMIMSinceItsLastReadIsReleased(t *testing.T) {
 	req, _ := pamServer.Request(id)
 	g.Expect(req.Status).To(Equal(emulator.StatusClosed))
 }
+
+// An elevation pointed at another server moves the in-use protection with it: the new server is
+// protected, and the old one, which nothing needs any more, is released.
+func TestInUseProtectionFollowsAnElevationToAnotherServer(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	withServer(t, ns)
+	create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam-b"}, Spec: basicServerSpec("pam-credentials")})
+	id := seedRequest(pamUser, time.Hour)
+	el := elevation(ns, "moving", id)
+	create(t, el)
+	waitActive(t, el)
+	first := &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}}
+	second := &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam-b"}}
+	waitFor(t, first, func(g Gomega, s *pamv1.PamServer) {
+		g.Expect(s.Finalizers).To(ContainElement(controllers.InUseFinalizer))
+	})
+
+	patch := client.MergeFrom(el.DeepCopy())
+	el.Spec.ServerRef.Name = "pam-b"
+	g.Expect(k8sClient.Patch(ctx, el, patch)).To(Succeed())
+	waitFor(t, second, func(g Gomega, s *pamv1.PamServer) {
+		g.Expect(s.Finalizers).To(ContainElement(controllers.InUseFinalizer))
+	})
+	waitFor(t, first, func(g Gomega, s *pamv1.PamServer) {
+		g.Expect(s.Finalizers).NotTo(ContainElement(controllers.InUseFinalizer))
+	})
+}

@@ -125,21 +125,31 @@ var finalizersChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bo
 const releaseSettle = time.Second
 
 // elevationChanged queues an elevation's server when the elevation's event may have made the
-// server's in-use protection wrong. It decides from the event alone: the first elevation that
-// needs a server queues it at once, one that stops needing it queues a pass after releaseSettle,
-// which finds out whether any other still does. Most events (status changes) change neither.
+// server's in-use protection wrong. It decides from the event alone: an elevation that comes to
+// need an unprotected server queues it at once; one that stops needing a protected server (or
+// moves to another) queues a pass after releaseSettle, which finds out whether any other still
+// needs it. Most events (status changes) change neither.
 func (r *ServerReconciler) elevationChanged(ctx context.Context, old, cur client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	prev, _ := old.(*pamv1.PamElevation)
 	el, _ := cur.(*pamv1.PamElevation)
-	if el == nil {
-		if el, _ = old.(*pamv1.PamElevation); el == nil {
-			return
+	if prev != nil && el != nil && prev.ServerKey() == el.ServerKey() {
+		if needsServer(prev) != needsServer(el) {
+			r.queueIfWrong(ctx, el, needsServer(el), q)
 		}
-	}
-	if (el.Spec.ServerRef.Kind == pamv1.ServerKindClusterPamServer) != r.isCluster() {
 		return
 	}
-	needed := cur != nil && needsServer(el)
-	if prev, ok := old.(*pamv1.PamElevation); ok && cur != nil && needsServer(prev) == needed {
+	// Created, deleted, or pointed at another server.
+	if prev != nil {
+		r.queueIfWrong(ctx, prev, false, q)
+	}
+	if el != nil {
+		r.queueIfWrong(ctx, el, needsServer(el), q)
+	}
+}
+
+// queueIfWrong queues the elevation's server when its protection may not match needed.
+func (r *ServerReconciler) queueIfWrong(ctx context.Context, el *pamv1.PamElevation, needed bool, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	if (el.Spec.ServerRef.Kind == pamv1.ServerKindClusterPamServer) != r.isCluster() {
 		return
 	}
 	key := types.NamespacedName{Name: el.Spec.ServerRef.Name}
