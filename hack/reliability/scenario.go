@@ -91,6 +91,9 @@ func (r result) violations() []string {
 
 // deadline is how long after the faults stop every object must be gone: the retry cap plus one
 // sync interval, plus room for a 2-core machine and a leader failover.
+// scenarioRateLimit is the scenario servers' rateLimit.qps and burst.
+const scenarioRateLimit = 300
+
 func (sc scenario) deadline() time.Duration {
 	d := maxRetryDelay + syncInterval + 15*time.Second
 	if sc.failover {
@@ -108,6 +111,10 @@ func (h *harness) run(ctx context.Context, sc scenario, rng *rand.Rand) (result,
 	serverSpec := pamv1.PamServerSpec{
 		URL: h.pamURL, Timeout: &metav1.Duration{Duration: time.Second},
 		Auth: &pamv1.PamServerAuth{Basic: &pamv1.BasicAuth{SecretRef: pamv1.SecretReference{Name: "pam"}}},
+		// The scenarios time the recovery from faults, against the retry cap and the sync
+		// interval. At the default 10 calls/s, draining a few hundred pending closes would take
+		// longer than that by itself; the rate limit is measured by make bench instead.
+		RateLimit: &pamv1.RateLimit{QPS: scenarioRateLimit, Burst: scenarioRateLimit, MaxConcurrentCalls: 16},
 	}
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"},
 		StringData: map[string]string{"username": pamUser, "password": pamPassword}}
