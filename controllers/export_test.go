@@ -31,3 +31,6 @@ func (r *PamElevationReconciler) SetDefaults(ctx context.Context, c cache.Cache)
 	r.index = index
 	return err
 }
+
+// DeletionsFirst is the handler that queues an elevation whose deletion began.
+var DeletionsFirst = deletionsFirst
