@@ -79,8 +79,9 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 
 // closeVia closes the request through the server. The close goes out at once, with the client
 // built from the credentials last read, while they are read again alongside: the Secret is
-// still read on every close, but the close does not wait for it. A close that failed with
-// credentials the read shows have changed is sent again with the new ones.
+// still read on every close, but neither the close nor, once it succeeded, the release of the
+// object waits for it. A close that failed with credentials the read shows have changed is sent
+// again with the new ones.
 func (r *PamElevationReconciler) closeVia(ctx context.Context, el *pamv1.PamElevation, server pamv1.ServerObject, p *pass, reason string) bool {
 	ahead, current := r.Connector.ConnectAhead(ctx, server)
 	if ahead == nil {
@@ -91,11 +92,11 @@ func (r *PamElevationReconciler) closeVia(ctx context.Context, el *pamv1.PamElev
 		}
 		return r.closeRequest(ctx, el, pc, p, reason)
 	}
-	closed := r.closeRequest(ctx, el, ahead, p, reason)
+	if r.closeRequest(ctx, el, ahead, p, reason) {
+		return true // the read goes on alongside and refreshes the client for the next call
+	}
 	latest, err := current()
 	switch {
-	case closed:
-		return true
 	case err != nil:
 		// The credentials can no longer be read: that, not the close, is what a person must fix.
 		p.problem = nil

@@ -59,7 +59,7 @@ type PamElevationReconciler struct {
 	// MaxRetryDelay caps the retry backoff.
 	MaxRetryDelay time.Duration
 
-	// index finds cached elevations by request and by server; Setup shares it.
+	// index finds cached elevations by request and by server; set up by SetupWithManager.
 	index *elevationIndex
 	// lastSynced holds when each request was last read from PAM, which the status records only
 	// when something changed.
@@ -328,16 +328,14 @@ func (r *PamElevationReconciler) patchStatus(ctx context.Context, original, el *
 
 // SetupWithManager registers the reconciler and its watches: a change to a server, or to a
 // Secret a server uses, re-queues every elevation of that server, found through the elevation
-// index (Setup shares one; without it, one is registered here).
+// index.
 func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.setDefaults()
-	if r.index == nil {
-		index, err := newElevationIndex(context.Background(), mgr.GetCache())
-		if err != nil {
-			return err
-		}
-		r.index = index
+	index, err := newElevationIndex(context.Background(), mgr.GetCache())
+	if err != nil {
+		return err
 	}
+	r.index = index
 	mapper := &elevationMapper{index: r.index}
 	return ctrl.NewControllerManagedBy(mgr).
 		// The operator's own status patches must not wake it: that would cut every backoff short.

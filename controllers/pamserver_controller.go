@@ -37,7 +37,7 @@ type ServerReconciler struct {
 	// RecheckInterval is how often a usable server's Secret is checked again.
 	RecheckInterval time.Duration
 
-	// index tells whether elevations still need a server; Setup shares it.
+	// index tells whether elevations still need a server; set up by SetupWithManager.
 	index *elevationIndex
 }
 
@@ -97,6 +97,11 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 
 // SetupWithManager registers the reconciler for the kind NewObject returns.
 func (r *ServerReconciler) SetupWithManager(mgr ctrl.Manager, name string) error {
+	index, err := newElevationIndex(context.Background(), mgr.GetCache())
+	if err != nil {
+		return err
+	}
+	r.index = index
 	return ctrl.NewControllerManagedBy(mgr).
 		Named(name).
 		// A finalizer change comes back here: the in-use decision it carried may be stale by now.

@@ -35,12 +35,8 @@ type Options struct {
 	UserAgent string
 }
 
-// Setup registers the elevation indexes and every reconciler with the manager.
+// Setup registers every reconciler with the manager.
 func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
-	index, err := newElevationIndex(ctx, mgr.GetCache())
-	if err != nil {
-		return err
-	}
 	if err := registerStateMetrics(mgr.GetClient()); err != nil {
 		return err
 	}
@@ -62,7 +58,6 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		MaxRetryDelay:           opts.MaxRetryDelay,
 		MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
 		ClockSkewMargin:         opts.ClockSkewMargin,
-		index:                   index,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
@@ -73,12 +68,12 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	if recheck <= 0 {
 		recheck = DefaultSyncInterval
 	}
-	if err := (&ServerReconciler{Client: mgr.GetClient(), Connector: connector, RetryInterval: retry, RecheckInterval: recheck, index: index,
+	if err := (&ServerReconciler{Client: mgr.GetClient(), Connector: connector, RetryInterval: retry, RecheckInterval: recheck,
 		NewObject: func() pamv1.ServerObject { return &pamv1.PamServer{} },
 	}).SetupWithManager(mgr, "pamserver"); err != nil {
 		return err
 	}
-	if err := (&ServerReconciler{Client: mgr.GetClient(), Connector: connector, RetryInterval: retry, RecheckInterval: recheck, index: index,
+	if err := (&ServerReconciler{Client: mgr.GetClient(), Connector: connector, RetryInterval: retry, RecheckInterval: recheck,
 		NewObject: func() pamv1.ServerObject { return &pamv1.ClusterPamServer{} },
 	}).SetupWithManager(mgr, "clusterpamserver"); err != nil {
 		return err

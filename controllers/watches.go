@@ -34,7 +34,7 @@ type elevationIndex struct {
 }
 
 // newElevationIndex registers the indexes with the cache's PamElevation informer, unless they
-// already are, and returns them.
+// already are, and returns them: every reconciler that asks shares the same ones.
 func newElevationIndex(ctx context.Context, c cache.Cache) (*elevationIndex, error) {
 	inf, err := c.GetInformer(ctx, &pamv1.PamElevation{})
 	if err != nil {
