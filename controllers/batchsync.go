@@ -74,19 +74,36 @@ func (b *batchSyncer) lookup(ctx context.Context, serverKey string, connect func
 		}
 		// A fetch shared with a caller that started it earlier may predate what this one needs.
 		if batch.at.After(notBefore) && !batch.since.After(since) {
-			key, ok := keyOf(id)
-			entry, found := batch.byID[key]
-			if !ok || !found {
-				return pam.Request{}, batch.at, false, nil
-			}
-			req := pam.Request{ID: id, Status: entry.status}
-			if entry.expiration != 0 {
-				req.ExpirationTime = time.Unix(0, entry.expiration).UTC()
-			}
-			return req, batch.at, true, nil
+			req, found := batch.request(id)
+			return req, batch.at, found, nil
 		}
 	}
 	return pam.Request{}, time.Time{}, false, nil
+}
+
+// request returns the request with the id as the batch lists it.
+func (batch *requestBatch) request(id string) (pam.Request, bool) {
+	key, ok := keyOf(id)
+	entry, found := batch.byID[key]
+	if !ok || !found {
+		return pam.Request{}, false
+	}
+	req := pam.Request{ID: id, Status: entry.status}
+	if entry.expiration != 0 {
+		req.ExpirationTime = time.Unix(0, entry.expiration).UTC()
+	}
+	return req, true
+}
+
+// batchSince is the CreationTime bound of a batch asked for at now. It moves by the hour, so
+// that the batches of one hour can serve each other's callers.
+func batchSince(now time.Time) time.Time {
+	return now.Add(-batchLookback).Truncate(time.Hour)
+}
+
+// fresher reports whether the server's newest batch was taken after notBefore.
+func (b *batchSyncer) fresher(serverKey string, notBefore, since time.Time) bool {
+	return b.usable(serverKey, notBefore, since) != nil
 }
 
 func (b *batchSyncer) usable(serverKey string, notBefore, since time.Time) *requestBatch {

@@ -139,7 +139,7 @@ func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.Pam
 	}
 	log := ctrl.LoggerFrom(ctx).WithValues("requestID", el.Spec.RequestID, "reason", reason)
 	log.Info("Closing PAM request")
-	r.lastSynced.closeSent(el.UID)
+	r.lastSynced.closeSent(el.UID, r.Clock.Now())
 	start := time.Now()
 	err := pc.Close(ctx, normalizedID(el))
 	if err == nil {
@@ -274,14 +274,7 @@ func (r *PamElevationReconciler) syncBatched(ctx context.Context, el *pamv1.PamE
 	if r.lastSync(el).IsZero() {
 		return syncAlone()
 	}
-	// The batch must be newer than what the object already knows, and not older than the object.
-	// Both times are stored with a resolution of one second: a batch counts as newer than the
-	// last sync only a second after it, else the same batch would be taken again and again.
-	notBefore := el.CreationTimestamp.Add(-time.Second)
-	if last := r.lastSync(el); !last.IsZero() && last.Add(time.Second).After(notBefore) {
-		notBefore = last.Add(time.Second)
-	}
-	since := p.now.Add(-batchLookback).Truncate(time.Hour)
+	notBefore, since := r.syncedUpTo(el), batchSince(p.now)
 	req, at, found, err := r.Connector.batches.lookup(ctx, serverCacheKey(server), conn.get, normalizedID(el), notBefore, since, r.Clock.Now)
 	if cf, ok := errors.AsType[*connectFailure](err); ok {
 		p.failConnect(cf.err)
@@ -297,22 +290,51 @@ func (r *PamElevationReconciler) syncBatched(ctx context.Context, el *pamv1.PamE
 	return r.applySync(ctx, el, &req, at, false, p)
 }
 
+// syncedUpTo is the time a read must be newer than to tell el anything new: its last read, else
+// just before its creation. The status keeps whole seconds, so a time read back from it counts
+// from a second later, else the batch it came from would be taken again and again.
+func (r *PamElevationReconciler) syncedUpTo(el *pamv1.PamElevation) time.Time {
+	upTo := el.CreationTimestamp.Add(-time.Second)
+	if t, ok := r.lastSynced.load(el.UID); ok && t.After(upTo) {
+		upTo = t
+	}
+	if t := el.Status.LastSyncTime; t != nil && t.Add(time.Second).After(upTo) {
+		upTo = t.Add(time.Second)
+	}
+	return upTo
+}
+
+// expirationOf is PAM's ExpirationTime of the request in the whole seconds the status keeps.
+func expirationOf(req *pam.Request) *metav1.Time {
+	if req.ExpirationTime.IsZero() {
+		return nil
+	}
+	return &metav1.Time{Time: req.ExpirationTime.Truncate(time.Second)}
+}
+
+// readOpen reports whether a read that found the request in this state found it open.
+func readOpen(status pam.RequestStatus) bool {
+	return !status.Ended() && status != pam.StatusClosing
+}
+
+// changesStatus reports whether recording the request, read at at, changes el's status. A sync
+// that learned nothing new is not written: at thousands of elevations, a status write per
+// elevation and interval would use up the API budget. The time is kept in memory for
+// scheduling, and written with any change, or once it is statusSyncRefresh old.
+func changesStatus(el *pamv1.PamElevation, req *pam.Request, at time.Time) bool {
+	return el.Status.RequestStatus != string(req.Status) || !expirationOf(req).Equal(el.Status.RequestExpirationTime) ||
+		el.Status.LastSyncTime == nil || at.Sub(el.Status.LastSyncTime.Time) >= statusSyncRefresh ||
+		(req.Status.Ended() && !isClosed(el))
+}
+
 // applySync records the request as PAM showed it at the time at.
 func (r *PamElevationReconciler) applySync(ctx context.Context, el *pamv1.PamElevation, req *pam.Request, at time.Time, live bool, p *pass) bool {
 	p.synced, p.syncedLive = req, live
-	r.lastSynced.store(el.UID, at, !req.Status.Ended() && req.Status != pam.StatusClosing)
-	var expiration *metav1.Time
-	if !req.ExpirationTime.IsZero() {
-		// The status keeps whole seconds: compare in what it can hold.
-		expiration = &metav1.Time{Time: req.ExpirationTime.Truncate(time.Second)}
-	}
-	// A sync that learned nothing new is not written: at thousands of elevations, a status
-	// write per elevation and interval would use up the API budget. The time is kept in
-	// memory for scheduling, and written with any change, or once it is statusSyncRefresh old.
-	changed := el.Status.RequestStatus != string(req.Status) || !expiration.Equal(el.Status.RequestExpirationTime)
-	if changed || el.Status.LastSyncTime == nil || at.Sub(el.Status.LastSyncTime.Time) >= statusSyncRefresh {
+	r.lastSynced.store(el.UID, at, readOpen(req.Status))
+	if changesStatus(el, req, at) {
 		el.Status.LastSyncTime = &metav1.Time{Time: at}
 	}
+	expiration := expirationOf(req)
 	el.Status.RequestStatus = string(req.Status)
 	el.Status.RequestExpirationTime = expiration
 	if req.Status.Ended() && !isClosed(el) {

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 )
@@ -145,9 +146,11 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 		return 0
 	}
 	// A pass that closes reads the request live, before the close or after it, so a sync that
-	// is due as well is left to it.
+	// is due as well is left to it. A pass that finds a list of the server's requests newer
+	// than its last read takes it, as it costs no call: the sweep queues the elevations a new
+	// list changes.
 	expired := hasExpiry && !p.now.Before(expiry.Time)
-	if due := r.nextSync(el); !expired && !p.now.Before(due) {
+	if !expired && (!p.now.Before(r.nextSync(el)) || r.Connector.batches.fresher(serverCacheKey(server), r.syncedUpTo(el), batchSince(p.now))) {
 		if !r.syncBatched(ctx, el, server, p) || isClosed(el) {
 			r.endedByPAMExpiry(ctx, el, p)
 			return 0
@@ -162,11 +165,13 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 		return 0
 	}
 
-	next := r.nextSync(el).Sub(p.now)
-	if hasExpiry && expiry.Sub(p.now) <= next {
-		next, p.closing = expiry.Sub(p.now), true
+	// The periodic sync is the sweep's (syncsweep.go): an idle elevation waits for it outside
+	// the queue, which holds it only until its expiry.
+	if !hasExpiry {
+		return 0
 	}
-	return max(next, time.Millisecond)
+	p.closing = true
+	return max(expiry.Sub(p.now), time.Millisecond)
 }
 
 // Queue priorities: a pass that closes goes before the periodic syncs, whatever else is waiting.
@@ -263,16 +268,19 @@ type syncTimes struct {
 }
 
 type syncRecord struct {
-	at int64 // Unix nanoseconds
-	// open: the read found the request open, and no close has been sent for it since.
+	at int64 // Unix nanoseconds; 0 when the request has not been read
+	// open: the read found the request open.
 	open bool
+	// closeSent is when a close was last sent, in Unix nanoseconds: a read from before it no
+	// longer says whether the request is open.
+	closeSent int64
 }
 
 func (s *syncTimes) load(uid types.UID) (time.Time, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rec, ok := s.m[uid]
-	if !ok {
+	if !ok || rec.at == 0 {
 		return time.Time{}, false
 	}
 	return time.Unix(0, rec.at), true
@@ -283,30 +291,49 @@ func (s *syncTimes) openAt(uid types.UID) (time.Time, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rec, ok := s.m[uid]
-	if !ok || !rec.open {
+	if !ok || !rec.open || rec.closeSent >= rec.at {
 		return time.Time{}, false
 	}
 	return time.Unix(0, rec.at), true
 }
 
+// store records a read of the request made at t.
 func (s *syncTimes) store(uid types.UID, t time.Time, open bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
 		s.m = map[types.UID]syncRecord{}
 	}
+	rec := s.m[uid]
+	rec.at, rec.open = t.UnixNano(), open
+	s.m[uid] = rec
+}
+
+// storeIfNewer records a read made at t unless a newer read or a close since makes it stale:
+// for the sweep, whose list may have been taken while a pass was reading or closing.
+func (s *syncTimes) storeIfNewer(uid types.UID, t time.Time, open bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rec, ok := s.m[uid]; ok && (rec.at >= t.UnixNano() || rec.closeSent >= t.UnixNano()) {
+		return
+	}
+	if s.m == nil {
+		s.m = map[types.UID]syncRecord{}
+	}
 	s.m[uid] = syncRecord{at: t.UnixNano(), open: open}
 }
 
-// closeSent forgets that the request was read open: whatever the close's outcome, it may be
-// closed now, and only a new read can tell.
-func (s *syncTimes) closeSent(uid types.UID) {
+// closeSent records that a close is going out at t: whatever its outcome, the request may be
+// closed now, and only a newer read can tell.
+func (s *syncTimes) closeSent(uid types.UID, t time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if rec, ok := s.m[uid]; ok {
-		rec.open = false
-		s.m[uid] = rec
+	if s.m == nil {
+		s.m = map[types.UID]syncRecord{}
 	}
+	rec := s.m[uid]
+	rec.closeSent = t.UnixNano()
+	s.m[uid] = rec
 }
 
 func (s *syncTimes) delete(uid types.UID) {
@@ -346,6 +373,7 @@ func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}),
 			predicate.Not(deletionStarting))).
 		Watches(&pamv1.PamElevation{}, deletionsFirst).
+		WatchesRawSource(source.Func(r.startSweep)).
 		Watches(&pamv1.PamServer{}, handler.EnqueueRequestsFromMapFunc(mapper.forServer),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&pamv1.ClusterPamServer{}, handler.EnqueueRequestsFromMapFunc(mapper.forServer),

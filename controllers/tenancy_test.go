@@ -140,6 +140,32 @@ func TestSyncIsBatchedPerServer(t *testing.T) {
 	_ = ctx
 }
 
+// TestIdleElevationIsQueuedOnlyForItsExpiry: the sweep does the periodic sync, so a pass of an
+// idle elevation leaves nothing in the work queue for it, and one with an expiry only its timer.
+// A reconciler of its own makes the pass, so the suite's does not race it.
+func TestIdleElevationIsQueuedOnlyForItsExpiry(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	withServer(t, ns)
+	expiry := metav1.NewTime(time.Now().Add(time.Hour))
+	idle := elevation(ns, "idle", seedRequest(pamUser, 2*time.Hour))
+	expiring := elevation(ns, "expiring", seedRequest(pamUser, 2*time.Hour), func(el *pamv1.PamElevation) { el.Spec.ExpiresAt = &expiry })
+	create(t, idle)
+	create(t, expiring)
+	waitActive(t, idle)
+	waitActive(t, expiring)
+
+	r := handReconciler(t, managerClient, k8sClient, nil)
+	res, err := r.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(idle)})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.RequeueAfter).To(BeZero(), "an idle elevation waits for the sweep outside the queue")
+	res, err = r.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(expiring)})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.RequeueAfter).To(And(BeNumerically(">", time.Until(expiry.Time)-time.Minute), BeNumerically("<=", time.Until(expiry.Time))),
+		"an elevation with an expiry is queued for it, not for a sync before it")
+}
+
 // secretReads counts the Secrets read through it.
 type secretReads struct {
 	client.Reader

@@ -136,3 +136,8 @@ func (m *elevationMapper) forServer(ctx context.Context, o client.Object) []reco
 	}
 	return reqs
 }
+
+// servers returns the servers that cached elevations use.
+func (x *elevationIndex) servers() []string {
+	return x.indexer.ListIndexFuncValues(serverIndexName)
+}

@@ -25,7 +25,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -304,6 +306,11 @@ func (b *bench) memory(ctx context.Context) error {
 		b.report.add(fmt.Sprintf("memory: RSS per elevation above empty, at %d", total),
 			float64(rss-rss0)/float64(total)/1024, "KiB", "goal: ≤ 2 KiB")
 		if err := b.saveProfile(ctx, fmt.Sprintf("heap-%d.pb.gz", total), "heap?gc=1"); err != nil {
+			return err
+		}
+		// The runtime's own account (runtime.MemStats, at the end): what the RSS holds besides
+		// the live heap, such as freed memory not yet returned and goroutine stacks.
+		if err := b.saveProfile(ctx, fmt.Sprintf("heap-%d.txt", total), "heap?debug=1"); err != nil {
 			return err
 		}
 	}
@@ -605,12 +612,18 @@ func (b *bench) mass(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	releaseRate, err := b.releaseCeiling(ctx, n)
+	if err != nil {
+		return err
+	}
 	// A close of a request read open costs the Close and a confirming read: two calls under the limit.
 	pamRate := float64(b.cfg.rateLimit) / 2
 	b.report.add("ceiling: emulator raw Close throughput (16 plain clients)", emuRate, "closes/s", "")
 	b.report.add(fmt.Sprintf("ceiling: API server writes at the manager's QPS %d", b.cfg.kubeAPIQPS), apiRate, "writes/s", "one write per close")
 	b.report.add(fmt.Sprintf("ceiling: PAM rateLimit %d calls/s ÷ 2 calls per close", b.cfg.rateLimit), pamRate, "closes/s", "")
-	lowest := min(emuRate, apiRate, pamRate)
+	b.report.add(fmt.Sprintf("ceiling: API server deletes %d elevations, released at QPS %d by a client that only removes the finalizer", n, b.cfg.kubeAPIQPS),
+		releaseRate, "deletions/s", "the Kubernetes side of a mass revocation alone")
+	lowest := min(emuRate, apiRate, pamRate, releaseRate)
 	b.report.add("mass revocation / lowest ceiling", rate/lowest, "×", "goal: ≥ 0.9")
 	b.report.add(fmt.Sprintf("limit: API server marks a delete-collection of %d finalized objects, nothing else running", n),
 		markRate, "deletions/s", "a deletion cannot be closed before it is marked")
@@ -662,6 +675,66 @@ func (b *bench) deletionMarkCeiling(ctx context.Context, n int) (float64, error)
 		return client.IgnoreNotFound(b.h.client.Patch(ctx, cm, patch))
 	})
 	return rate, err
+}
+
+// releaseCeiling is the Kubernetes side of a mass revocation on its own: n elevations deleted in
+// one delete-collection and released by the least a controller can do, remove the finalizer
+// when it sees the deletion, with the manager's QPS, burst and workers. The manager is stopped
+// meanwhile, so the elevations call no PAM, and the API server does only what any controller's
+// mass release costs it: mark each deletion, take the finalizer patch, and delete.
+func (b *bench) releaseCeiling(ctx context.Context, n int) (float64, error) {
+	const ns = "bench-release"
+	b.manager.stop()
+	defer func() { _ = b.startManager(ctx) }()
+	if err := b.h.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return 0, err
+	}
+	if err := parallel(ctx, n, 16, func(i int) error {
+		return b.h.client.Create(ctx, &pamv1.PamElevation{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("released-%06d", i), Finalizers: []string{pamv1.ElevationFinalizer}},
+			Spec:       pamv1.PamElevationSpec{RequestID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i), ServerRef: pamv1.ServerReference{Name: "pam"}}})
+	}); err != nil {
+		return 0, err
+	}
+	cfg := rest.CopyConfig(b.h.env.Config)
+	cfg.QPS, cfg.Burst = float32(b.cfg.kubeAPIQPS), 2*b.cfg.kubeAPIQPS
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: b.h.client.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0", Cache: cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}}})
+	if err != nil {
+		return 0, err
+	}
+	c := mgr.GetClient()
+	err = ctrl.NewControllerManagedBy(mgr).Named("releaser").For(&pamv1.PamElevation{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: b.cfg.workers}).
+		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+			el := &pamv1.PamElevation{}
+			if err := c.Get(ctx, req.NamespacedName, el); err != nil || el.DeletionTimestamp.IsZero() {
+				return reconcile.Result{}, client.IgnoreNotFound(err)
+			}
+			patch := client.MergeFromWithOptions(el.DeepCopy(), client.MergeFromWithOptimisticLock{})
+			el.Finalizers = nil
+			return reconcile.Result{}, client.IgnoreNotFound(c.Patch(ctx, el, patch))
+		}))
+	if err != nil {
+		return 0, err
+	}
+	releaserCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { _ = mgr.Start(releaserCtx) }()
+	if !mgr.GetCache().WaitForCacheSync(releaserCtx) {
+		return 0, fmt.Errorf("the releaser's cache did not sync")
+	}
+	start := time.Now()
+	if err := b.deleteCollection(ctx, &pamv1.PamElevation{}, ns); err != nil {
+		return 0, err
+	}
+	if err := poll(ctx, 10*time.Minute, 100*time.Millisecond, func() (bool, error) {
+		total, _, err := b.baseline.count(ctx, ns)
+		return total == 0, err
+	}); err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
 }
 
 // reconcileStats are the sums and counts of the manager's PamElevation reconcile and queue-wait

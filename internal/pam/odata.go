@@ -3,6 +3,7 @@ package pam
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -52,23 +53,24 @@ func parseErrorBody(body []byte) (code, message string) {
 	return truncate(code, 64), truncate(message, maxMessageLen)
 }
 
-// decodeRequests reads a list answer {"value":[…]}.
+// decodeRequests reads a list answer {"value":[…]}. It decodes only the properties it keeps,
+// straight from the answer: a list of the account's requests may hold thousands, and copies of
+// it were most of what a periodic sync allocated.
 func decodeRequests(body []byte) ([]Request, error) {
-	var doc map[string]json.RawMessage
-	if err := json.Unmarshal(body, &doc); err != nil {
+	var answer struct{ Value requestList }
+	if err := json.Unmarshal(body, &answer); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && strings.EqualFold(typeErr.Field, "value") {
+			return nil, fmt.Errorf("value is not an array: %w", err)
+		}
 		return nil, fmt.Errorf("invalid JSON: %w", err)
 	}
-	raw, ok := lookupFold(doc, "value")
-	if !ok {
+	if !answer.Value.present {
 		return nil, fmt.Errorf("answer has no value array")
 	}
-	var items []json.RawMessage
-	if err := json.Unmarshal(raw, &items); err != nil {
-		return nil, fmt.Errorf("value is not an array: %w", err)
-	}
-	out := make([]Request, 0, len(items))
-	for i, item := range items {
-		r, err := decodeRequest(item)
+	out := make([]Request, 0, len(answer.Value.items))
+	for i := range answer.Value.items {
+		r, err := answer.Value.items[i].request()
 		if err != nil {
 			return nil, fmt.Errorf("value[%d]: %w", i, err)
 		}
@@ -77,48 +79,76 @@ func decodeRequests(body []byte) ([]Request, error) {
 	return out, nil
 }
 
-// decodeRequest reads one request object. Property names match case-insensitively because
-// PAM's own documentation spells them both RequestId and RequestID; numbers may be strings.
+// requestList is the value array of a list answer; null holds no requests.
+type requestList struct {
+	items   []requestProps
+	present bool
+}
+
+func (l *requestList) UnmarshalJSON(raw []byte) error {
+	l.present = true
+	if string(raw) == "null" {
+		return nil
+	}
+	return json.Unmarshal(raw, &l.items)
+}
+
+// decodeRequest reads one request object.
 func decodeRequest(raw []byte) (*Request, error) {
-	var props map[string]json.RawMessage
+	var props requestProps
 	if err := json.Unmarshal(raw, &props); err != nil {
 		return nil, fmt.Errorf("request is not an object: %w", err)
 	}
-	str := func(name string) string {
-		v, _ := lookupFold(props, name)
-		return jsonString(v)
-	}
+	return props.request()
+}
+
+// requestProps are the properties of a request PAM answers with. encoding/json matches the names
+// case-insensitively, as PAM's own documentation spells them both RequestId and RequestID.
+type requestProps struct {
+	RequestID, CreatorID, RoleID, Justification, DisplayName, CreationMethod scalar
+	CreationTime, RequestedTime, ExpirationTime                              scalar
+	RequestStatus, RequestedStatus, RequestedTTL                             scalar
+}
+
+// scalar is a JSON scalar as text (see jsonString): numbers may come as strings, or the reverse.
+type scalar string
+
+func (s *scalar) UnmarshalJSON(raw []byte) error {
+	*s = scalar(jsonString(raw))
+	return nil
+}
+
+func (p *requestProps) request() (*Request, error) {
 	var err error
-	timeProp := func(name string) time.Time {
-		s := str(name)
+	timeProp := func(name string, s scalar) time.Time {
 		if s == "" || err != nil {
 			return time.Time{}
 		}
 		var t time.Time
-		if t, err = ParseTime(s); err != nil {
+		if t, err = ParseTime(string(s)); err != nil {
 			err = fmt.Errorf("%s: %w", name, err)
 		}
 		return t
 	}
 	r := &Request{
-		ID:             strings.ToLower(str("RequestId")),
-		CreatorID:      strings.ToLower(str("CreatorID")),
-		RoleID:         strings.ToLower(str("RoleId")),
-		Justification:  str("Justification"),
-		DisplayName:    str("DisplayName"),
-		CreationMethod: str("CreationMethod"),
-		CreationTime:   timeProp("CreationTime"),
-		RequestedTime:  timeProp("RequestedTime"),
-		ExpirationTime: timeProp("ExpirationTime"),
-		Status:         RequestStatus(str("RequestStatus")),
+		ID:             strings.ToLower(string(p.RequestID)),
+		CreatorID:      strings.ToLower(string(p.CreatorID)),
+		RoleID:         strings.ToLower(string(p.RoleID)),
+		Justification:  string(p.Justification),
+		DisplayName:    string(p.DisplayName),
+		CreationMethod: string(p.CreationMethod),
+		CreationTime:   timeProp("CreationTime", p.CreationTime),
+		RequestedTime:  timeProp("RequestedTime", p.RequestedTime),
+		ExpirationTime: timeProp("ExpirationTime", p.ExpirationTime),
+		Status:         RequestStatus(p.RequestStatus),
 	}
 	if err != nil {
 		return nil, err
 	}
 	if r.Status == "" {
-		r.Status = RequestStatus(str("RequestedStatus"))
+		r.Status = RequestStatus(p.RequestedStatus)
 	}
-	if ttl := str("RequestedTTL"); ttl != "" {
+	if ttl := string(p.RequestedTTL); ttl != "" {
 		secs, perr := strconv.ParseFloat(ttl, 64)
 		if perr != nil || secs < 0 || secs > 1e9 {
 			return nil, fmt.Errorf("RequestedTTL %q is not a number of seconds", truncate(ttl, 32))
@@ -168,6 +198,12 @@ func jsonString(raw json.RawMessage) string {
 		return ""
 	}
 	if raw[0] == '"' {
+		// Most strings have no escapes: read them without a decoder of their own.
+		if len(raw) >= 2 && raw[len(raw)-1] == '"' {
+			if inner := raw[1 : len(raw)-1]; bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+				return string(inner)
+			}
+		}
 		var s string
 		if json.Unmarshal(raw, &s) == nil {
 			return s
