@@ -166,6 +166,51 @@ func TestIdleElevationIsQueuedOnlyForItsExpiry(t *testing.T) {
 		"an elevation with an expiry is queued for it, not for a sync before it")
 }
 
+// TestIdleElevationsAreNotQueuedForTheirSync: over three sync intervals, elevations whose
+// requests did not change cost no pass at all; each interval's list answers for them. The server
+// has an emulator of its own, so its lists count this test's sweeps only. (Objects other tests
+// left retrying add a few passes; a pass per elevation and interval would add 150.)
+func TestIdleElevationsAreNotQueuedForTheirSync(t *testing.T) {
+	g := NewWithT(t)
+	own := emulator.New(emulator.Options{Users: map[string]string{pamUser: pamPassword}})
+	srv := httptest.NewServer(own)
+	defer srv.Close()
+	ns := newNamespace(t)
+	create(t, basicSecret(ns, "pam-credentials", pamUser, pamPassword))
+	spec := basicServerSpec("pam-credentials")
+	spec.URL = srv.URL
+	create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}, Spec: spec})
+	const count = 50
+	els := make([]*pamv1.PamElevation, count)
+	for i := range els {
+		els[i] = elevation(ns, fmt.Sprintf("idle-%d", i), own.AddRequest(emulator.Request{Owner: pamUser, RoleID: randomGUID(), RequestedTTL: time.Hour}).ID)
+		create(t, els[i])
+	}
+	for _, el := range els {
+		waitActive(t, el)
+	}
+
+	lists := func() int {
+		n := 0
+		for _, c := range own.Calls() {
+			if c.Endpoint == emulator.EndpointListRequests && strings.Contains(strings.ToLower(c.Query), "creationtime") {
+				n++
+			}
+		}
+		return n
+	}
+	adds := func() float64 {
+		return metricValue(t, "workqueue_adds_total", map[string]string{"name": "pamelevation"})
+	}
+	// After a first sweep has recorded every elevation's read, three more are counted.
+	first := lists()
+	g.Eventually(lists).WithTimeout(waitTimeout).WithPolling(pollEvery).Should(BeNumerically(">", first))
+	addsBefore, listsBefore := adds(), lists()
+	g.Eventually(lists).WithTimeout(waitTimeout).WithPolling(pollEvery).Should(BeNumerically(">=", listsBefore+3))
+	g.Expect(adds()-addsBefore).To(BeNumerically("<", count),
+		"three sync intervals of %d idle elevations queued them for passes", count)
+}
+
 // secretReads counts the Secrets read through it.
 type secretReads struct {
 	client.Reader

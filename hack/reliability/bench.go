@@ -50,6 +50,8 @@ type benchConfig struct {
 	rateLimit int
 	// workers is the manager's --max-concurrent-reconciles.
 	workers int
+	// managerGOGC is the manager's GOGC; 0 leaves Go's default (100).
+	managerGOGC int
 	// steps names the benchmarks to run; nil runs all.
 	steps map[string]bool
 }
@@ -83,6 +85,9 @@ func runBench(ctx context.Context, workDir string, cfg benchConfig, progress io.
 		return nil, err
 	}
 	defer h.stop()
+	if cfg.managerGOGC > 0 {
+		h.managerEnv = append(h.managerEnv, fmt.Sprintf("GOGC=%d", cfg.managerGOGC))
+	}
 	b := &bench{h: h, cfg: cfg, report: report, progress: progress}
 	if root, err := repoRoot(); err == nil {
 		b.profileDir = filepath.Join(root, "bin", "bench", "profiles-"+report.Started.Format("20060102T150405Z"))
@@ -258,6 +263,10 @@ func (b *bench) memory(ctx context.Context) error {
 	}
 	b.report.add("memory: RSS, 0 elevations", mib(rss0), "MiB", "")
 	b.report.add("memory: Go heap in use, 0 elevations", mib(heap0), "MiB", "")
+	live0, err := b.liveHeap(ctx, 0)
+	if err != nil {
+		return err
+	}
 	total := 0
 	for i, size := range b.cfg.memorySizes {
 		created := time.Now()
@@ -308,13 +317,44 @@ func (b *bench) memory(ctx context.Context) error {
 		if err := b.saveProfile(ctx, fmt.Sprintf("heap-%d.pb.gz", total), "heap?gc=1"); err != nil {
 			return err
 		}
-		// The runtime's own account (runtime.MemStats, at the end): what the RSS holds besides
-		// the live heap, such as freed memory not yet returned and goroutine stacks.
-		if err := b.saveProfile(ctx, fmt.Sprintf("heap-%d.txt", total), "heap?debug=1"); err != nil {
+		live, err := b.liveHeap(ctx, total)
+		if err != nil {
 			return err
 		}
+		b.report.add(fmt.Sprintf("memory: live Go heap per elevation above empty, at %d", total),
+			float64(live-live0)/float64(total)/1024, "KiB", "after a forced GC: what the elevations hold, without the GC's headroom")
 	}
 	return b.deleteAll(ctx)
+}
+
+// liveHeap forces a collection in the manager and returns the heap still allocated after it.
+// The runtime's whole account (runtime.MemStats) is kept as heap-<size>.txt: what the RSS holds
+// besides the live heap, such as freed memory not yet returned and goroutine stacks.
+func (b *bench) liveHeap(ctx context.Context, size int) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.pprofURL+"heap?gc=1&debug=1", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	dump, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("heap dump: HTTP %d: %v", resp.StatusCode, err)
+	}
+	if b.profileDir != "" {
+		if err := b.writeProfile(fmt.Sprintf("heap-%d.txt", size), bytes.NewReader(dump)); err != nil {
+			return 0, err
+		}
+	}
+	for line := range strings.Lines(string(dump)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "# HeapAlloc = "); ok {
+			return strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("heap dump without HeapAlloc")
 }
 
 // latency deletes elevations one by one and times the Close reaching the emulator and the

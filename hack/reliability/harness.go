@@ -53,6 +53,8 @@ type harness struct {
 	pamURL     string
 	httpServer *http.Server
 	managerBin string
+	// managerEnv is added to the environment of every manager started (the benchmarks' GOGC).
+	managerEnv []string
 	// apiProxy stands between the managers and kube-apiserver, so a scenario can cut them off;
 	// nil when the harness runs without faults (the benchmarks), whose managers connect directly.
 	apiProxy *cutProxy
@@ -345,7 +347,7 @@ func (h *harness) startManager(name string, leaderElect bool, extraArgs ...strin
 			"--leader-election-retry-period", "500ms")
 	}
 	cmd := exec.Command(h.managerBin, append(args, extraArgs...)...)
-	cmd.Env = append(os.Environ(), "POD_NAME="+name, "POD_NAMESPACE="+operatorNamespace)
+	cmd.Env = append(append(os.Environ(), h.managerEnv...), "POD_NAME="+name, "POD_NAMESPACE="+operatorNamespace)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
