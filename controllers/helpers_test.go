@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -82,6 +83,24 @@ func handReconciler(t *testing.T, c client.Client, live client.Reader, clk clock
 		t.Fatal(err)
 	}
 	return r
+}
+
+// withOwnEmulator creates a namespace whose PamServer "pam" calls an emulator of its own, so
+// that the calls it records are this test's only; adjust may change the server's spec.
+func withOwnEmulator(t *testing.T, adjust func(*pamv1.PamServerSpec)) (string, *emulator.Server) {
+	t.Helper()
+	own := emulator.New(emulator.Options{Users: map[string]string{pamUser: pamPassword}})
+	srv := httptest.NewServer(own)
+	t.Cleanup(srv.Close)
+	ns := newNamespace(t)
+	create(t, basicSecret(ns, "pam-credentials", pamUser, pamPassword))
+	spec := basicServerSpec("pam-credentials")
+	spec.URL = srv.URL
+	if adjust != nil {
+		adjust(&spec)
+	}
+	create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}, Spec: spec})
+	return ns, own
 }
 
 // seedRequest creates an Active request owned by owner in the emulator, as if the owner had

@@ -3,7 +3,6 @@ package controllers_test
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -172,14 +171,7 @@ func TestIdleElevationIsQueuedOnlyForItsExpiry(t *testing.T) {
 // left retrying add a few passes; a pass per elevation and interval would add 150.)
 func TestIdleElevationsAreNotQueuedForTheirSync(t *testing.T) {
 	g := NewWithT(t)
-	own := emulator.New(emulator.Options{Users: map[string]string{pamUser: pamPassword}})
-	srv := httptest.NewServer(own)
-	defer srv.Close()
-	ns := newNamespace(t)
-	create(t, basicSecret(ns, "pam-credentials", pamUser, pamPassword))
-	spec := basicServerSpec("pam-credentials")
-	spec.URL = srv.URL
-	create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}, Spec: spec})
+	ns, own := withOwnEmulator(t, nil)
 	const count = 50
 	els := make([]*pamv1.PamElevation, count)
 	for i := range els {
@@ -264,18 +256,11 @@ func TestBatchAnsweredSyncReadsNoCredentials(t *testing.T) {
 func TestRateLimitPacesCallsToOneServer(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	paced := emulator.New(emulator.Options{Users: map[string]string{pamUser: pamPassword}})
-	paced.InjectFault(emulator.Fault{Delay: 50 * time.Millisecond})
-	srv := httptest.NewServer(paced)
-	defer srv.Close()
-
-	ns := newNamespace(t)
-	create(t, basicSecret(ns, "pam-credentials", pamUser, pamPassword))
-	spec := basicServerSpec("pam-credentials")
-	spec.URL = srv.URL
 	const qps, burst = 20, 2
-	spec.RateLimit = &pamv1.RateLimit{QPS: qps, Burst: burst, MaxConcurrentCalls: 2}
-	create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}, Spec: spec})
+	ns, paced := withOwnEmulator(t, func(spec *pamv1.PamServerSpec) {
+		spec.RateLimit = &pamv1.RateLimit{QPS: qps, Burst: burst, MaxConcurrentCalls: 2}
+	})
+	paced.InjectFault(emulator.Fault{Delay: 50 * time.Millisecond})
 	const count = 8
 	ids := make([]string, count)
 	for i := range ids {
