@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"strings"
 	"sync"
 	"time"
@@ -56,8 +57,14 @@ func keyOf(id string) (key requestKey, ok bool) {
 type batchSyncer struct {
 	mu      sync.Mutex
 	batches map[string]*requestBatch
+	// windows is how many CreationTime windows a server's list is split into, when one answer
+	// would hold more than the client reads; 1 unless one was too large.
+	windows map[string]int
 	flight  singleflight.Group
 }
+
+// maxListWindows bounds the split of a list: at 7 days of lookback, windows of 40 minutes.
+const maxListWindows = 256
 
 // lookup returns the request as a batch of the server shows it, taken after notBefore and
 // covering requests created since since; it lists the server's requests again when the newest
@@ -129,29 +136,28 @@ func (b *batchSyncer) fetch(ctx context.Context, serverKey string, connect func(
 		if err != nil {
 			return nil, &connectFailure{err: err}
 		}
-		batch := &requestBatch{at: now(), since: since}
-		reqs, err := pc.List(ctx, pam.FilterCreatedSince(since))
-		if err != nil {
-			return nil, err
-		}
-		batch.byID = make(map[requestKey]batchEntry, len(reqs))
-		for _, r := range reqs {
-			key, ok := keyOf(r.ID)
-			if !ok {
-				continue // not a GUID: no elevation can name it
+		batch := &requestBatch{at: now(), since: since, byID: map[requestKey]batchEntry{}}
+		b.mu.Lock()
+		windows := max(b.windows[serverKey], 1)
+		b.mu.Unlock()
+		for {
+			err := listInWindows(ctx, pc, since, batch.at, windows, batch.add)
+			if err == nil {
+				break
 			}
-			entry := batchEntry{status: intern(r.Status)}
-			if !r.ExpirationTime.IsZero() {
-				entry.expiration = r.ExpirationTime.UnixNano()
+			if !errors.Is(err, pam.ErrAnswerTooLarge) || windows >= maxListWindows {
+				return nil, err
 			}
-			batch.byID[key] = entry
+			windows *= 2
+			clear(batch.byID)
 		}
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		if b.batches == nil {
-			b.batches = map[string]*requestBatch{}
+			b.batches, b.windows = map[string]*requestBatch{}, map[string]int{}
 		}
 		b.batches[serverKey] = batch
+		b.windows[serverKey] = windows
 		return batch, nil
 	})
 	if err != nil {
@@ -160,9 +166,48 @@ func (b *batchSyncer) fetch(ctx context.Context, serverKey string, connect func(
 	return v.(*requestBatch), nil
 }
 
-// forget drops a server's batch, when its client changes or it is deleted.
+// listInWindows lists the requests created since since, in windows of equal length up to until
+// and one open-ended after it, and hands each answer to add.
+func listInWindows(ctx context.Context, pc pam.Client, since, until time.Time, windows int, add func([]pam.Request)) error {
+	step := until.Sub(since) / time.Duration(windows)
+	from := since
+	for i := range windows {
+		filter := pam.FilterCreatedSince(from)
+		var to time.Time
+		if i < windows-1 {
+			// The bounds are written in milliseconds: a window ends exactly where the next begins.
+			to = since.Add(step * time.Duration(i+1)).Truncate(time.Millisecond)
+			filter = pam.FilterCreatedBetween(from, to)
+		}
+		reqs, err := pc.List(ctx, filter)
+		if err != nil {
+			return err
+		}
+		add(reqs)
+		from = to
+	}
+	return nil
+}
+
+// add keeps what a sync needs of each request.
+func (batch *requestBatch) add(reqs []pam.Request) {
+	for _, r := range reqs {
+		key, ok := keyOf(r.ID)
+		if !ok {
+			continue // not a GUID: no elevation can name it
+		}
+		entry := batchEntry{status: intern(r.Status)}
+		if !r.ExpirationTime.IsZero() {
+			entry.expiration = r.ExpirationTime.UnixNano()
+		}
+		batch.byID[key] = entry
+	}
+}
+
+// forget drops a server's batch and its list split, when its client changes or it is deleted.
 func (b *batchSyncer) forget(serverKey string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.batches, serverKey)
+	delete(b.windows, serverKey)
 }

@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -171,7 +172,10 @@ func TestIdleElevationIsQueuedOnlyForItsExpiry(t *testing.T) {
 // left retrying add a few passes; a pass per elevation and interval would add 150.)
 func TestIdleElevationsAreNotQueuedForTheirSync(t *testing.T) {
 	g := NewWithT(t)
-	ns, own := withOwnEmulator(t, nil)
+	ns, own := withOwnEmulator(t, func(spec *pamv1.PamServerSpec) {
+		// Their closes at the end are not what is measured: they need not queue at 10 calls/s.
+		spec.RateLimit = &pamv1.RateLimit{QPS: 200, Burst: 200, MaxConcurrentCalls: 16}
+	})
 	const count = 50
 	els := make([]*pamv1.PamElevation, count)
 	for i := range els {
@@ -201,6 +205,52 @@ func TestIdleElevationsAreNotQueuedForTheirSync(t *testing.T) {
 	g.Eventually(lists).WithTimeout(waitTimeout).WithPolling(pollEvery).Should(BeNumerically(">=", listsBefore+3))
 	g.Expect(adds()-addsBefore).To(BeNumerically("<", count),
 		"three sync intervals of %d idle elevations queued them for passes", count)
+
+	// Closed while their emulator still answers: left behind, they would retry for the rest of the suite.
+	g.Expect(k8sClient.DeleteAllOf(context.Background(), &pamv1.PamElevation{}, client.InNamespace(ns))).To(Succeed())
+	for _, el := range els {
+		waitGone(t, el)
+	}
+}
+
+// TestListTooLargeForOneAnswerIsSplitIntoWindows: an account with more requests in the lookback
+// than the client reads in one answer (8 MiB) is listed in CreationTime windows, and its
+// elevations still sync from the list, not each on its own.
+func TestListTooLargeForOneAnswerIsSplitIntoWindows(t *testing.T) {
+	g := NewWithT(t)
+	ns, own := withOwnEmulator(t, nil)
+	const history = 26000 // about 10 MB of answer
+	first := time.Now().Add(-6 * 24 * time.Hour)
+	for i := range history {
+		created := first.Add(time.Duration(i) * (6 * 24 * time.Hour / history))
+		own.AddRequest(emulator.Request{Owner: pamUser, RoleID: randomGUID(), CreationTime: created,
+			RequestedTTL: time.Hour, Status: emulator.StatusExpired})
+	}
+	id := own.AddRequest(emulator.Request{Owner: pamUser, RoleID: randomGUID(), RequestedTTL: time.Hour}).ID
+	el := elevation(ns, "among-many", id)
+	create(t, el)
+	waitActive(t, el)
+
+	own.ResetCalls()
+	g.Expect(own.SetRequestStatus(id, emulator.StatusExpired)).To(BeTrue())
+	waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
+		expectCondition(g, el.Status.Conditions, pamv1.ConditionClosed, metav1.ConditionTrue, pamv1.ReasonEndedInPAM)
+	})
+	windowed, single := 0, 0
+	for _, c := range own.Calls() {
+		query, _ := url.QueryUnescape(c.Query)
+		query = strings.ToLower(query)
+		if strings.Contains(query, "creationtime lt") {
+			windowed++
+		}
+		if strings.Contains(query, id) {
+			single++
+		}
+	}
+	g.Expect(windowed).To(BeNumerically(">", 0), "the list was not split into windows")
+	g.Expect(single).To(BeZero(), "the request was read on its own, not through the list")
+	deleteObj(t, el)
+	waitGone(t, el)
 }
 
 // secretReads counts the Secrets read through it.

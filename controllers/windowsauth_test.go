@@ -84,7 +84,7 @@ func TestKerberosClosesThroughRealKDC(t *testing.T) {
 				g.Expect(call.User).To(Equal(owner))
 			}
 		}
-		g.Expect(eventNotes(t, el, pamv1.ConditionClosed)).To(ContainElement(ContainSubstring("HTTP 200")))
+		waitEvent(t, el, pamv1.ConditionClosed, "HTTP 200")
 		assertNoSecretIn(t, ns, kerberosCanary)
 	}
 }

@@ -104,5 +104,15 @@ func FilterByID(id string) (string, error) {
 
 // FilterCreatedSince is the OData filter that selects the requests created at or after t.
 func FilterCreatedSince(t time.Time) string {
-	return "CreationTime ge datetime'" + t.UTC().Format("2006-01-02T15:04:05.000Z") + "'"
+	return "CreationTime ge " + datetimeLiteral(t)
+}
+
+// FilterCreatedBetween selects the requests created at or after from and before to, so that
+// windows that share their bounds hold each request once.
+func FilterCreatedBetween(from, to time.Time) string {
+	return FilterCreatedSince(from) + " and CreationTime lt " + datetimeLiteral(to)
+}
+
+func datetimeLiteral(t time.Time) string {
+	return "datetime'" + t.UTC().Format("2006-01-02T15:04:05.000Z") + "'"
 }

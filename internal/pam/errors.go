@@ -56,6 +56,10 @@ type Error struct {
 	Err error
 }
 
+// ErrAnswerTooLarge is the error under an answer larger than the client reads: a list that
+// holds too many requests, to be asked for in narrower windows.
+var ErrAnswerTooLarge = errors.New("answer too large")
+
 // Error describes the failure without volatile detail, so it can go into a condition as is.
 func (e *Error) Error() string {
 	msg := "PAM " + e.Op + ": "

@@ -275,7 +275,7 @@ func (c *httpClient) do(ctx context.Context, op, method, resource, filter string
 			return nil, &Error{Op: op, Class: ClassRetryable, Err: err}
 		}
 		if len(data) > maxBodyBytes {
-			return nil, &Error{Op: op, Class: ClassOther, StatusCode: resp.StatusCode, Message: fmt.Sprintf("answer larger than %d bytes", maxBodyBytes)}
+			return nil, &Error{Op: op, Class: ClassOther, StatusCode: resp.StatusCode, Message: fmt.Sprintf("answer larger than %d bytes", maxBodyBytes), Err: ErrAnswerTooLarge}
 		}
 		return data, nil
 	}
