@@ -146,24 +146,35 @@ func (b *batchSyncer) fetch(ctx context.Context, serverKey string, connect func(
 				break
 			}
 			if !errors.Is(err, pam.ErrAnswerTooLarge) || windows >= maxListWindows {
+				// The narrowest split is kept, so that the next fetch does not search for it again.
+				b.keepWindows(serverKey, windows)
 				return nil, err
 			}
 			windows *= 2
 			clear(batch.byID)
 		}
+		b.keepWindows(serverKey, windows)
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		if b.batches == nil {
-			b.batches, b.windows = map[string]*requestBatch{}, map[string]int{}
+			b.batches = map[string]*requestBatch{}
 		}
 		b.batches[serverKey] = batch
-		b.windows[serverKey] = windows
 		return batch, nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return v.(*requestBatch), nil
+}
+
+func (b *batchSyncer) keepWindows(serverKey string, windows int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.windows == nil {
+		b.windows = map[string]int{}
+	}
+	b.windows[serverKey] = windows
 }
 
 // listInWindows lists the requests created since since, in windows of equal length up to until

@@ -142,6 +142,9 @@ func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.Pam
 	r.lastSynced.closeSent(el.UID, r.Clock.Now())
 	start := time.Now()
 	err := pc.Close(ctx, normalizedID(el))
+	// Again once answered: a list asked for while the close was on its way may still show the
+	// request open, and must not count as newer than it.
+	r.lastSynced.closeSent(el.UID, r.Clock.Now())
 	if err == nil {
 		return r.confirmClose(ctx, el, pc, p, reason, time.Since(start))
 	}
@@ -280,7 +283,8 @@ func (r *PamElevationReconciler) syncBatched(ctx context.Context, el *pamv1.PamE
 		p.failConnect(cf.err)
 		return false
 	}
-	if err != nil {
+	// A list too large even in its narrowest windows leaves each request to be read alone.
+	if err != nil && !errors.Is(err, pam.ErrAnswerTooLarge) {
 		p.fail(err)
 		return false
 	}

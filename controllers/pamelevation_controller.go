@@ -320,7 +320,9 @@ func (s *syncTimes) storeIfNewer(uid types.UID, t time.Time, open bool) {
 	if s.m == nil {
 		s.m = map[types.UID]syncRecord{}
 	}
-	s.m[uid] = syncRecord{at: t.UnixNano(), open: open}
+	rec := s.m[uid]
+	rec.at, rec.open = t.UnixNano(), open
+	s.m[uid] = rec
 }
 
 // closeSent records that a close is going out at t: whatever its outcome, the request may be

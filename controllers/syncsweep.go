@@ -24,7 +24,11 @@ import (
 // an entry and a metric timestamp: at ten thousand elevations, a third of their memory.
 
 // startSweep starts the sweep with the controller, so it runs only while this replica leads.
+// Each server is swept on its own: one that answers slowly, or not at all, holds up no other; a
+// server whose sweep of the last interval is still under way is left to it.
 func (r *PamElevationReconciler) startSweep(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+	var mu sync.Mutex
+	sweeping := map[string]bool{}
 	go func() {
 		ticker := time.NewTicker(r.SyncInterval)
 		defer ticker.Stop()
@@ -34,12 +38,23 @@ func (r *PamElevationReconciler) startSweep(ctx context.Context, q workqueue.Typ
 				return
 			case <-ticker.C:
 			}
-			var wg sync.WaitGroup
-			// Servers are swept side by side: one that does not answer must not hold up the rest.
 			for _, serverKey := range r.index.servers() {
-				wg.Go(func() { r.sweep(ctx, serverKey, q) })
+				mu.Lock()
+				busy := sweeping[serverKey]
+				sweeping[serverKey] = true
+				mu.Unlock()
+				if busy {
+					continue
+				}
+				go func() {
+					defer func() {
+						mu.Lock()
+						delete(sweeping, serverKey)
+						mu.Unlock()
+					}()
+					r.sweep(ctx, serverKey, q)
+				}()
 			}
-			wg.Wait()
 		}
 	}()
 	return nil

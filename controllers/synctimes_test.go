@@ -49,4 +49,9 @@ func TestSyncTimesIgnoreAListOlderThanAClose(t *testing.T) {
 	if _, ok := s.openAt(uid); ok {
 		t.Fatal("with no read recorded, a list from before the close made the request known open")
 	}
+	s.storeIfNewer(uid, at(6*time.Second), true)
+	s.store(uid, at(4800*time.Millisecond), true)
+	if _, ok := s.openAt(uid); ok {
+		t.Fatal("a list recorded after the close made the close forgotten: an older read counts as open again")
+	}
 }
