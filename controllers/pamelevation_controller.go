@@ -206,9 +206,14 @@ var deletionsFirst = handler.Funcs{
 }
 
 func addFirst(q workqueue.TypedRateLimitingInterface[reconcile.Request], obj client.Object) {
+	addAt(q, obj, closePriority)
+}
+
+// addAt queues a pass of obj at the priority, on a queue that has priorities.
+func addAt(q workqueue.TypedRateLimitingInterface[reconcile.Request], obj client.Object, priority int) {
 	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)}
 	if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
-		pq.AddWithOpts(priorityqueue.AddOpts{Priority: new(int(closePriority))}, req)
+		pq.AddWithOpts(priorityqueue.AddOpts{Priority: &priority}, req)
 		return
 	}
 	q.Add(req)
@@ -299,42 +304,34 @@ func (s *syncTimes) openAt(uid types.UID) (time.Time, bool) {
 
 // store records a read of the request made at t.
 func (s *syncTimes) store(uid types.UID, t time.Time, open bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = map[types.UID]syncRecord{}
-	}
-	rec := s.m[uid]
-	rec.at, rec.open = t.UnixNano(), open
-	s.m[uid] = rec
+	s.update(uid, func(rec *syncRecord) { rec.at, rec.open = t.UnixNano(), open })
 }
 
 // storeIfNewer records a read made at t unless a newer read or a close since makes it stale:
 // for the sweep, whose list may have been taken while a pass was reading or closing.
 func (s *syncTimes) storeIfNewer(uid types.UID, t time.Time, open bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if rec, ok := s.m[uid]; ok && (rec.at >= t.UnixNano() || rec.closeSent >= t.UnixNano()) {
-		return
-	}
-	if s.m == nil {
-		s.m = map[types.UID]syncRecord{}
-	}
-	rec := s.m[uid]
-	rec.at, rec.open = t.UnixNano(), open
-	s.m[uid] = rec
+	s.update(uid, func(rec *syncRecord) {
+		if rec.at < t.UnixNano() && rec.closeSent < t.UnixNano() {
+			rec.at, rec.open = t.UnixNano(), open
+		}
+	})
 }
 
 // closeSent records that a close is going out at t: whatever its outcome, the request may be
 // closed now, and only a newer read can tell.
 func (s *syncTimes) closeSent(uid types.UID, t time.Time) {
+	s.update(uid, func(rec *syncRecord) { rec.closeSent = t.UnixNano() })
+}
+
+// update changes the record of uid, which starts empty, under the lock.
+func (s *syncTimes) update(uid types.UID, change func(*syncRecord)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
 		s.m = map[types.UID]syncRecord{}
 	}
 	rec := s.m[uid]
-	rec.closeSent = t.UnixNano()
+	change(&rec)
 	s.m[uid] = rec
 }
 

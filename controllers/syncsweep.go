@@ -10,7 +10,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
@@ -96,7 +95,7 @@ func (r *PamElevationReconciler) sweep(ctx context.Context, serverKey string, q 
 		}
 		req, found := batch.request(normalizedID(el))
 		if !ok || !found || changesStatus(el, &req, batch.at) || !r.stillIdle(el) {
-			queueSync(q, el)
+			addAt(q, el, syncPriority)
 			continue
 		}
 		r.lastSynced.storeIfNewer(el.UID, batch.at, readOpen(req.Status))
@@ -128,17 +127,7 @@ func (r *PamElevationReconciler) stillIdle(el *pamv1.PamElevation) bool {
 func (r *PamElevationReconciler) queueDue(q workqueue.TypedRateLimitingInterface[reconcile.Request], idle []*pamv1.PamElevation, now time.Time) {
 	for _, el := range idle {
 		if !now.Before(r.nextSync(el)) {
-			queueSync(q, el)
+			addAt(q, el, syncPriority)
 		}
 	}
-}
-
-// queueSync queues a pass of the elevation at the priority of the periodic syncs.
-func queueSync(q workqueue.TypedRateLimitingInterface[reconcile.Request], el *pamv1.PamElevation) {
-	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(el)}
-	if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
-		pq.AddWithOpts(priorityqueue.AddOpts{Priority: new(int(syncPriority))}, req)
-		return
-	}
-	q.Add(req)
 }

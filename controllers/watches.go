@@ -102,6 +102,11 @@ func (x *elevationIndex) byServer(serverKey string, fn func(*pamv1.PamElevation)
 	return x.each(serverIndexName, serverKey, fn)
 }
 
+// servers returns the servers that cached elevations use.
+func (x *elevationIndex) servers() []string {
+	return x.indexer.ListIndexFuncValues(serverIndexName)
+}
+
 // inUse reports whether any cached elevation still needs the server. It costs the number of
 // servers in use, not of elevations: the index keeps a value only while something is under it.
 func (x *elevationIndex) inUse(serverKey string) bool {
@@ -135,9 +140,4 @@ func (m *elevationMapper) forServer(ctx context.Context, o client.Object) []reco
 		ctrl.LoggerFrom(ctx).Error(err, "Finding the elevations of a server", "server", serverKey)
 	}
 	return reqs
-}
-
-// servers returns the servers that cached elevations use.
-func (x *elevationIndex) servers() []string {
-	return x.indexer.ListIndexFuncValues(serverIndexName)
 }

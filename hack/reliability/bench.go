@@ -736,8 +736,7 @@ func (b *bench) releaseCeiling(ctx context.Context, n int) (float64, error) {
 	}); err != nil {
 		return 0, err
 	}
-	cfg := rest.CopyConfig(b.h.env.Config)
-	cfg.QPS, cfg.Burst = float32(b.cfg.kubeAPIQPS), 2*b.cfg.kubeAPIQPS
+	cfg := b.managerRateConfig()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: b.h.client.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0", Cache: cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}}})
 	if err != nil {
@@ -912,8 +911,7 @@ func (b *bench) rawCloseThroughput(ctx context.Context, n, workers int) (float64
 // apiWriteCeiling patches n ConfigMaps from a client limited like the manager's and returns
 // writes per second: what the manager's finalizer removals can reach at best.
 func (b *bench) apiWriteCeiling(ctx context.Context, n int) (float64, error) {
-	cfg := rest.CopyConfig(b.h.env.Config)
-	cfg.QPS, cfg.Burst = float32(b.cfg.kubeAPIQPS), 2*b.cfg.kubeAPIQPS
+	cfg := b.managerRateConfig()
 	c, err := client.New(cfg, client.Options{Scheme: b.h.client.Scheme()})
 	if err != nil {
 		return 0, err
@@ -928,6 +926,13 @@ func (b *bench) apiWriteCeiling(ctx context.Context, n int) (float64, error) {
 		return c.Patch(ctx, cm.DeepCopy(), patch)
 	})
 	return float64(n) / time.Since(start).Seconds(), err
+}
+
+// managerRateConfig is a client configuration with the manager's QPS and burst.
+func (b *bench) managerRateConfig() *rest.Config {
+	cfg := rest.CopyConfig(b.h.env.Config)
+	cfg.QPS, cfg.Burst = float32(b.cfg.kubeAPIQPS), 2*b.cfg.kubeAPIQPS
+	return cfg
 }
 
 // deletionWatcher is the latency baseline: the least a controller-runtime controller can do,
