@@ -1,10 +1,12 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -62,7 +64,14 @@ type Connector struct {
 	limits map[string]*serverLimits
 	// escrowed is the source version each server's escrow holds, "" when it has none.
 	escrowed map[string]string
+	// freshFor replaces credentialsFreshFor when set (tests).
+	freshFor time.Duration
 }
+
+// credentialsFreshFor is how long after a read of a server's credentials a close goes out without
+// reading them again alongside. In a mass revocation that read would cost the API server (and
+// etcd) one request per close; a close refused within it reads them at once all the same.
+const credentialsFreshFor = time.Second
 
 type cachedClient struct {
 	// server is the server's UID and generation the client was built for; version adds the
@@ -70,6 +79,8 @@ type cachedClient struct {
 	server  string
 	version string
 	client  pam.Client
+	// readAt is when the last read that found these credentials current started.
+	readAt time.Time
 	// close releases what the auth method holds (Kerberos tickets), nil when nothing.
 	close func()
 }
@@ -116,6 +127,7 @@ func (c *Connector) connect(ctx context.Context, server pamv1.ServerObject) (pam
 	}
 	serverVersion := serverVersionOf(server)
 	version := serverVersion
+	readAt := time.Now()
 
 	var closeAuth func()
 	var creds *credentials
@@ -168,6 +180,10 @@ func (c *Connector) connect(ctx context.Context, server pamv1.ServerObject) (pam
 		if closeAuth != nil {
 			closeAuth() // built for nothing: the cached one is current
 		}
+		if readAt.After(cached.readAt) {
+			cached.readAt = readAt
+			c.clients[cacheKey] = cached
+		}
 		return cached.client, creds, nil
 	}
 	pc, err := pam.NewClient(cfg)
@@ -184,13 +200,14 @@ func (c *Connector) connect(ctx context.Context, server pamv1.ServerObject) (pam
 		old.close() // its tickets belong to credentials that changed
 	}
 	limited := &limitedClient{inner: pc, limits: limits}
-	c.clients[cacheKey] = cachedClient{server: serverVersion, version: version, client: limited, close: closeAuth}
+	c.clients[cacheKey] = cachedClient{server: serverVersion, version: version, client: limited, close: closeAuth, readAt: readAt}
 	return limited, creds, nil
 }
 
 // ConnectAhead returns the client last built for this generation of the server at once, and
 // current, which returns the client for the credentials as they are now: they are read
-// alongside, as Connect reads them. A close need not wait for that read, yet a changed Secret
+// alongside, as Connect reads them, unless a read began less than credentialsFreshFor ago, when
+// current reads them only once called. A close need not wait for that read, yet a changed Secret
 // is seen by the same pass. Without a client built before, ahead is nil and current connects.
 func (c *Connector) ConnectAhead(ctx context.Context, server pamv1.ServerObject) (ahead pam.Client, current func() (pam.Client, error)) {
 	c.mu.Lock()
@@ -198,6 +215,10 @@ func (c *Connector) ConnectAhead(ctx context.Context, server pamv1.ServerObject)
 	c.mu.Unlock()
 	if !ok || cached.server != serverVersionOf(server) {
 		return nil, func() (pam.Client, error) { return c.Connect(ctx, server) }
+	}
+	if fresh := cmp.Or(c.freshFor, credentialsFreshFor); time.Since(cached.readAt) < fresh {
+		// Read a moment ago: they are read again only if the close is refused.
+		return cached.client, func() (pam.Client, error) { return c.Connect(ctx, server) }
 	}
 	done := make(chan struct{})
 	var latest pam.Client

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"reflect"
+	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -10,6 +11,10 @@ import (
 
 // NewCoalescingReader lets the tests drive the live reader directly.
 func NewCoalescingReader(r client.Reader) *coalescingReader { return &coalescingReader{Reader: r} }
+
+// SetCredentialsFreshFor sets how long after a read of its credentials the connector closes
+// without reading them again.
+func (c *Connector) SetCredentialsFreshFor(d time.Duration) { c.freshFor = d }
 
 // Queued is how many callers wait for the read queued behind the one in flight for obj's type
 // and key.

@@ -101,7 +101,8 @@ func (c *elevationStates) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var list pamv1.PamElevationList
-	if err := c.reader.List(ctx, &list); err != nil {
+	// Only read, so the cache's own objects will do: a scrape must not copy every elevation.
+	if err := c.reader.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		return
 	}
 	counts := map[string]int{"active": 0, "pending": 0, "closed": 0, "stalled": 0, "retrying": 0, "terminating": 0}

@@ -78,10 +78,10 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 }
 
 // closeVia closes the request through the server. The close goes out at once, with the client
-// built from the credentials last read, while they are read again alongside: the Secret is
-// still read on every close, but neither the close nor, once it succeeded, the release of the
-// object waits for it. A close that failed with credentials the read shows have changed is sent
-// again with the new ones.
+// built from the credentials last read, while they are read again alongside (unless they were
+// read within the last second): neither the close nor, once it succeeded, the release of the
+// object waits for that read. A close that failed with credentials the read shows have changed
+// is sent again with the new ones.
 func (r *PamElevationReconciler) closeVia(ctx context.Context, el *pamv1.PamElevation, server pamv1.ServerObject, p *pass, reason string) bool {
 	ahead, current := r.Connector.ConnectAhead(ctx, server)
 	if ahead == nil {

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/controllers"
 	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 )
 
@@ -298,6 +299,53 @@ func TestBatchAnsweredSyncReadsNoCredentials(t *testing.T) {
 	_, err = r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(second)})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(reads.n()).To(Equal(1), "a sync the batch answers reads no credentials")
+}
+
+// TestCloseBurstReadsCredentialsOnce: in a burst, a close goes out with credentials read a
+// moment before and reads them no more, so a mass revocation does not cost the API server a
+// Secret read per close; a close that is refused reads them at once and gets the client for the
+// changed Secret. The window is an hour here, so that the test does not depend on timing.
+func TestCloseBurstReadsCredentialsOnce(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	secret := withServerAs(t, ns, "burst-"+strings.ToLower(randomGUID()[:8]), "first-password")
+	server := &pamv1.PamServer{}
+	g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pam"}, server)).To(Succeed())
+
+	reads := &secretReads{Reader: k8sClient}
+	c := &controllers.Connector{Client: k8sClient, LiveReader: reads, Writer: k8sClient,
+		OperatorNamespace: clusterResourceNamespace, ClusterResourceNamespace: clusterResourceNamespace}
+	c.SetCredentialsFreshFor(time.Hour)
+	first, err := c.Connect(ctx, server)
+	g.Expect(err).NotTo(HaveOccurred())
+	readsAfterConnect := reads.n()
+	g.Expect(readsAfterConnect).To(BeNumerically(">", 0))
+
+	for range 50 {
+		ahead, _ := c.ConnectAhead(ctx, server)
+		g.Expect(ahead).To(BeIdenticalTo(first))
+	}
+	g.Expect(reads.n()).To(Equal(readsAfterConnect), "closes within the window read no credentials")
+
+	rotatePassword(t, secret, "second-password")
+	ahead, current := c.ConnectAhead(ctx, server)
+	g.Expect(ahead).To(BeIdenticalTo(first), "the close goes out with the client it has")
+	g.Expect(reads.n()).To(Equal(readsAfterConnect))
+	latest, err := current()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(reads.n()).To(BeNumerically(">", readsAfterConnect), "a refused close reads the credentials")
+	g.Expect(latest).NotTo(BeIdenticalTo(first), "and gets the client for the changed Secret")
+
+	// Once the window has passed, each close reads them alongside again.
+	c.SetCredentialsFreshFor(time.Nanosecond)
+	readsBefore := reads.n()
+	ahead, current = c.ConnectAhead(ctx, server)
+	g.Expect(ahead).To(BeIdenticalTo(latest))
+	again, err := current()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(again).To(BeIdenticalTo(latest))
+	g.Expect(reads.n()).To(BeNumerically(">", readsBefore), "read alongside the close")
 }
 
 // TestRateLimitPacesCallsToOneServer: a mass deletion reaches PAM no faster than the server's

@@ -3,10 +3,12 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand"
 	"net/http"
 	"os"
@@ -531,13 +533,25 @@ func (b *bench) auditLines() (int, error) {
 	return n, scanner.Err()
 }
 
-// managerWrites counts the manager's writes to one elevation, and its Events, after line skip
-// of the audit log.
-func (b *bench) managerWrites(skip int, name string) (writeCounts, error) {
-	var counts writeCounts
+// managerRequest is one request of the manager's, as the audit log records it.
+type managerRequest struct {
+	Verb      string `json:"verb"`
+	Stage     string `json:"stage"`
+	ObjectRef *struct {
+		Resource string `json:"resource"`
+		Name     string `json:"name"`
+	} `json:"objectRef"`
+	ImpersonatedUser *struct {
+		Username string `json:"username"`
+	} `json:"impersonatedUser"`
+}
+
+// managerRequests calls fn with each completed request of the manager's on an object, after
+// line skip of the audit log.
+func (b *bench) managerRequests(skip int, fn func(managerRequest)) error {
 	f, err := os.Open(filepath.Join(b.h.workDir, auditLogName))
 	if err != nil {
-		return counts, err
+		return err
 	}
 	defer f.Close()
 	scanner := bufio.NewScanner(f)
@@ -546,32 +560,53 @@ func (b *bench) managerWrites(skip int, name string) (writeCounts, error) {
 		if line < skip {
 			continue
 		}
-		var ev struct {
-			Verb             string `json:"verb"`
-			Stage            string `json:"stage"`
-			ImpersonatedUser *struct {
-				Username string `json:"username"`
-			} `json:"impersonatedUser"`
-			ObjectRef *struct {
-				Resource string `json:"resource"`
-				Name     string `json:"name"`
-			} `json:"objectRef"`
-		}
-		if json.Unmarshal(scanner.Bytes(), &ev) != nil || ev.ImpersonatedUser == nil ||
-			ev.ImpersonatedUser.Username != managerServiceAccount || ev.ObjectRef == nil || ev.Stage != "ResponseComplete" {
+		var req managerRequest
+		if json.Unmarshal(scanner.Bytes(), &req) != nil || req.ImpersonatedUser == nil ||
+			req.ImpersonatedUser.Username != managerServiceAccount || req.ObjectRef == nil || req.Stage != "ResponseComplete" {
 			continue
 		}
-		if !slices.Contains([]string{"create", "update", "patch", "delete"}, ev.Verb) {
-			continue
+		fn(req)
+	}
+	return scanner.Err()
+}
+
+// managerWrites counts the manager's writes to one elevation, and its Events, after line skip
+// of the audit log.
+func (b *bench) managerWrites(skip int, name string) (writeCounts, error) {
+	var counts writeCounts
+	err := b.managerRequests(skip, func(req managerRequest) {
+		if !slices.Contains([]string{"create", "update", "patch", "delete"}, req.Verb) {
+			return
 		}
 		switch {
-		case ev.ObjectRef.Resource == "pamelevations" && ev.ObjectRef.Name == name:
+		case req.ObjectRef.Resource == "pamelevations" && req.ObjectRef.Name == name:
 			counts.objects++
-		case ev.ObjectRef.Resource == "events" && ev.Verb == "create":
+		case req.ObjectRef.Resource == "events" && req.Verb == "create":
 			counts.events++
 		}
+	})
+	return counts, err
+}
+
+// managerRequestsPer returns the manager's requests after line skip of the audit log, per
+// each of n, and how they divide by verb and resource, largest first ("patch pamelevations
+// 1.00, ...", leaving out those under 0.005).
+func (b *bench) managerRequestsPer(skip, n int) (float64, string, error) {
+	byKind := map[string]int{}
+	total := 0
+	err := b.managerRequests(skip, func(req managerRequest) {
+		byKind[req.Verb+" "+req.ObjectRef.Resource]++
+		total++
+	})
+	kinds := slices.Collect(maps.Keys(byKind))
+	slices.SortFunc(kinds, func(a, b string) int { return cmp.Or(byKind[b]-byKind[a], strings.Compare(a, b)) })
+	var parts []string
+	for _, kind := range kinds {
+		if per := float64(byKind[kind]) / float64(n); per >= 0.005 {
+			parts = append(parts, fmt.Sprintf("%s %.2f", kind, per))
+		}
 	}
-	return counts, scanner.Err()
+	return float64(total) / float64(n), strings.Join(parts, ", "), err
 }
 
 // mass deletes many elevations in one call and times until every Close succeeded and every
@@ -587,6 +622,14 @@ func (b *bench) mass(ctx context.Context) error {
 	}
 	b.h.pam.ResetCalls()
 	before := b.reconcileStats()
+	auditBefore, err := b.auditLines()
+	if err != nil {
+		return err
+	}
+	etcdBefore, err := b.elevationEtcdTimes(ctx)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(b.progress, "    deleting %d elevations in one call\n", n)
 	profiled := make(chan error, 2)
 	go func() { profiled <- b.saveProfile(ctx, "cpu-mass.pb.gz", "profile?seconds=20") }()
@@ -596,6 +639,10 @@ func (b *bench) mass(ctx context.Context) error {
 		return err
 	}
 	took := time.Since(start)
+	etcdAfter, err := b.elevationEtcdTimes(ctx)
+	if err != nil {
+		return err
+	}
 	for range 2 {
 		if err := <-profiled; err != nil {
 			return err
@@ -639,6 +686,11 @@ func (b *bench) mass(ctx context.Context) error {
 	b.report.add("mass revocation: mean queue wait", after.meanQueueWait(before), "ms", "")
 	b.report.add(fmt.Sprintf("mass revocation: %d elevations, delete-collection → all closed and gone", n), took.Seconds(), "s", "")
 	b.report.add("mass revocation: closes per second", rate, "closes/s", "")
+	perClose, byKind, err := b.managerRequestsPer(auditBefore, n)
+	if err != nil {
+		return err
+	}
+	b.report.add("mass revocation: the manager's Kubernetes API requests per close", perClose, "requests", byKind)
 
 	emuRate, err := b.rawCloseThroughput(ctx, 2000, 16)
 	if err != nil {
@@ -652,7 +704,7 @@ func (b *bench) mass(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	releaseRate, err := b.releaseCeiling(ctx, n)
+	releaseRate, releaseEtcd, err := b.releaseCeiling(ctx, n)
 	if err != nil {
 		return err
 	}
@@ -665,6 +717,10 @@ func (b *bench) mass(ctx context.Context) error {
 		releaseRate, "deletions/s", "the Kubernetes side of a mass revocation alone")
 	lowest := min(emuRate, apiRate, pamRate, releaseRate)
 	b.report.add("mass revocation / lowest ceiling", rate/lowest, "×", "goal: ≥ 0.9")
+	for _, op := range []string{"get", "update"} {
+		b.report.add(fmt.Sprintf("mass revocation: API server → etcd, mean %s of an elevation", op),
+			etcdAfter.meanSince(etcdBefore, op), "ms", fmt.Sprintf("%.2f ms in the ceiling; marking a deletion takes one get and one update", releaseEtcd[op]))
+	}
 	b.report.add(fmt.Sprintf("limit: API server marks a delete-collection of %d finalized objects, nothing else running", n),
 		markRate, "deletions/s", "a deletion cannot be closed before it is marked")
 	b.report.add("mass revocation / deletion marking", rate/markRate, "×", "")
@@ -722,25 +778,25 @@ func (b *bench) deletionMarkCeiling(ctx context.Context, n int) (float64, error)
 // when it sees the deletion, with the manager's QPS, burst and workers. The manager is stopped
 // meanwhile, so the elevations call no PAM, and the API server does only what any controller's
 // mass release costs it: mark each deletion, take the finalizer patch, and delete.
-func (b *bench) releaseCeiling(ctx context.Context, n int) (float64, error) {
+func (b *bench) releaseCeiling(ctx context.Context, n int) (float64, map[string]float64, error) {
 	const ns = "bench-release"
 	b.manager.stop()
 	defer func() { _ = b.startManager(ctx) }()
 	if err := b.h.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if err := parallel(ctx, n, 16, func(i int) error {
 		return b.h.client.Create(ctx, &pamv1.PamElevation{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("released-%06d", i), Finalizers: []string{pamv1.ElevationFinalizer}},
 			Spec:       pamv1.PamElevationSpec{RequestID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i), ServerRef: pamv1.ServerReference{Name: "pam"}}})
 	}); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	cfg := b.managerRateConfig()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: b.h.client.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0", Cache: cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}}})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	c := mgr.GetClient()
 	err = ctrl.NewControllerManagedBy(mgr).Named("releaser").For(&pamv1.PamElevation{}).
@@ -755,25 +811,34 @@ func (b *bench) releaseCeiling(ctx context.Context, n int) (float64, error) {
 			return reconcile.Result{}, client.IgnoreNotFound(c.Patch(ctx, el, patch))
 		}))
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	releaserCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() { _ = mgr.Start(releaserCtx) }()
 	if !mgr.GetCache().WaitForCacheSync(releaserCtx) {
-		return 0, fmt.Errorf("the releaser's cache did not sync")
+		return 0, nil, fmt.Errorf("the releaser's cache did not sync")
+	}
+	etcdBefore, err := b.elevationEtcdTimes(ctx)
+	if err != nil {
+		return 0, nil, err
 	}
 	start := time.Now()
 	if err := b.deleteCollection(ctx, &pamv1.PamElevation{}, ns); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if err := poll(ctx, 10*time.Minute, 100*time.Millisecond, func() (bool, error) {
 		total, _, err := b.baseline.count(ctx, ns)
 		return total == 0, err
 	}); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	rate := float64(n) / time.Since(start).Seconds()
+	etcdAfter, err := b.elevationEtcdTimes(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	return rate, map[string]float64{"get": etcdAfter.meanSince(etcdBefore, "get"), "update": etcdAfter.meanSince(etcdBefore, "update")}, nil
 }
 
 // reconcileStats are the sums and counts of the manager's PamElevation reconcile and queue-wait
@@ -876,6 +941,54 @@ func (b *bench) saveAPIServerProfile(ctx context.Context, file string, d time.Du
 		return fmt.Errorf("kube-apiserver profile: %w", err)
 	}
 	return b.writeProfile(file, bytes.NewReader(body))
+}
+
+// etcdTimes are kube-apiserver's etcd_request_duration_seconds for elevations: the sum and count
+// per operation.
+type etcdTimes map[string][2]float64
+
+// elevationEtcdTimes reads etcdTimes from kube-apiserver's metrics.
+func (b *bench) elevationEtcdTimes(ctx context.Context) (etcdTimes, error) {
+	cs, err := kubernetes.NewForConfig(b.h.env.Config)
+	if err != nil {
+		return nil, err
+	}
+	body, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("kube-apiserver metrics: %w", err)
+	}
+	field := map[string]int{"etcd_request_duration_seconds_sum": 0, "etcd_request_duration_seconds_count": 1}
+	times := etcdTimes{}
+	for line := range strings.Lines(string(body)) {
+		name, rest, _ := strings.Cut(line, "{")
+		i, ok := field[name]
+		if !ok || !strings.Contains(rest, `resource="pamelevations"`) {
+			continue
+		}
+		_, op, _ := strings.Cut(rest, `operation="`)
+		op, _, _ = strings.Cut(op, `"`)
+		fields := strings.Fields(rest)
+		if op == "" || len(fields) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+		if err != nil {
+			continue
+		}
+		t := times[op]
+		t[i] = v
+		times[op] = t
+	}
+	return times, nil
+}
+
+// meanSince is the mean time of an operation since before, in milliseconds.
+func (t etcdTimes) meanSince(before etcdTimes, op string) float64 {
+	n := t[op][1] - before[op][1]
+	if n <= 0 {
+		return 0
+	}
+	return (t[op][0] - before[op][0]) / n * 1000
 }
 
 func (b *bench) writeProfile(file string, profile io.Reader) error {
