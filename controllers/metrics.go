@@ -1,13 +1,11 @@
 package controllers
 
 import (
-	"context"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
@@ -39,9 +37,9 @@ func init() {
 	ctrlmetrics.Registry.MustRegister(closeAttempts, pamCallDuration, closeLag)
 }
 
-// registerStateMetrics adds the elevation state gauge, read from the manager's cache.
-func registerStateMetrics(reader client.Reader) error {
-	err := ctrlmetrics.Registry.Register(newElevationStates(reader))
+// registerStateMetrics adds the elevation state gauge, counted from the cached elevations.
+func registerStateMetrics(index *elevationIndex) error {
+	err := ctrlmetrics.Registry.Register(newElevationStates(index))
 	if _, dup := err.(prometheus.AlreadyRegisteredError); dup {
 		return nil
 	}
@@ -82,33 +80,29 @@ func observeCloseSuccess(el *pamv1.PamElevation, reason string, now time.Time) {
 }
 
 // elevationStates is a collector that counts elevations by state from the cache at scrape time,
-// so the gauge is never stale and costs nothing between scrapes.
+// so the gauge is never stale and costs nothing between scrapes. It reads the cached objects in
+// place: a scrape copies none of them.
 type elevationStates struct {
-	reader client.Reader
-	desc   *prometheus.Desc
+	index *elevationIndex
+	desc  *prometheus.Desc
 }
 
-func newElevationStates(reader client.Reader) *elevationStates {
-	return &elevationStates{reader: reader, desc: prometheus.NewDesc("pam_operator_elevations",
+func newElevationStates(index *elevationIndex) *elevationStates {
+	return &elevationStates{index: index, desc: prometheus.NewDesc("pam_operator_elevations",
 		"PamElevations by state: active, pending, closed, stalled, retrying, terminating.", []string{"state"}, nil)}
 }
 
 // Describe implements prometheus.Collector.
 func (c *elevationStates) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
-// Collect implements prometheus.Collector.
+// Collect implements prometheus.Collector. Until the cache has synced it reports nothing, rather
+// than counts that are short.
 func (c *elevationStates) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	var list pamv1.PamElevationList
-	// Only read, so the cache's own objects will do: a scrape must not copy every elevation.
-	if err := c.reader.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+	if !c.index.synced() {
 		return
 	}
 	counts := map[string]int{"active": 0, "pending": 0, "closed": 0, "stalled": 0, "retrying": 0, "terminating": 0}
-	for i := range list.Items {
-		counts[stateOf(&list.Items[i])]++
-	}
+	c.index.all(func(el *pamv1.PamElevation) { counts[stateOf(el)]++ })
 	for state, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), state)
 	}

@@ -37,7 +37,11 @@ type Options struct {
 
 // Setup registers every reconciler with the manager.
 func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
-	if err := registerStateMetrics(mgr.GetClient()); err != nil {
+	index, err := newElevationIndex(ctx, mgr.GetCache())
+	if err != nil {
+		return err
+	}
+	if err := registerStateMetrics(index); err != nil {
 		return err
 	}
 	connector := &Connector{

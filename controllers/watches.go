@@ -31,6 +31,7 @@ const (
 // need. The objects it hands out are the cache's own: they must not be changed.
 type elevationIndex struct {
 	indexer toolscache.Indexer
+	synced  toolscache.InformerSynced
 }
 
 // newElevationIndex registers the indexes with the cache's PamElevation informer, unless they
@@ -62,7 +63,7 @@ func newElevationIndex(ctx context.Context, c cache.Cache) (*elevationIndex, err
 			return nil, err
 		}
 	}
-	return &elevationIndex{indexer: shared.GetIndexer()}, nil
+	return &elevationIndex{indexer: shared.GetIndexer(), synced: shared.HasSynced}, nil
 }
 
 // elevationIndexFunc indexes an elevation under the value of fn, and not at all under "".
@@ -89,6 +90,15 @@ func (x *elevationIndex) each(index, value string, fn func(*pamv1.PamElevation))
 		}
 	}
 	return nil
+}
+
+// all calls fn with every cached elevation.
+func (x *elevationIndex) all(fn func(*pamv1.PamElevation)) {
+	for _, obj := range x.indexer.List() {
+		if el, ok := obj.(*pamv1.PamElevation); ok {
+			fn(el)
+		}
+	}
 }
 
 // byRequest calls fn with each cached elevation of the request's bucket, for it to filter by
