@@ -40,7 +40,8 @@ func (e *configError) Error() string { return e.message }
 // Connector builds PAM clients from PamServer and ClusterPamServer objects and their Secrets.
 // Clients are kept per server generation and Secret resourceVersion: a client holds cookies
 // and kept-alive connections (which Windows authentication binds to), so it must outlive a
-// reconcile, yet any change to the server or its Secret takes effect on the next call.
+// reconcile, yet a change to the server takes effect on the next call, and one to its Secret
+// within credentialsFreshFor, or at once for a call that fails.
 type Connector struct {
 	// Client reads servers from the cache.
 	Client client.Client
@@ -176,6 +177,13 @@ func (c *Connector) connect(ctx context.Context, server pamv1.ServerObject) (pam
 	} else {
 		limits.update(spec.RateLimit.Effective())
 	}
+	if cached, ok := c.clients[cacheKey]; ok && cached.server == serverVersion && cached.version != version && cached.readAt.After(readAt) {
+		// A read that began after this one built the cached client: its credentials are newer.
+		if closeAuth != nil {
+			closeAuth()
+		}
+		return cached.client, creds, nil
+	}
 	if cached, ok := c.clients[cacheKey]; ok && cached.version == version {
 		if closeAuth != nil {
 			closeAuth() // built for nothing: the cached one is current
@@ -207,8 +215,9 @@ func (c *Connector) connect(ctx context.Context, server pamv1.ServerObject) (pam
 // ConnectAhead returns the client last built for this generation of the server at once, and
 // current, which returns the client for the credentials as they are now: they are read
 // alongside, as Connect reads them, unless a read began less than credentialsFreshFor ago, when
-// current reads them only once called. A close need not wait for that read, yet a changed Secret
-// is seen by the same pass. Without a client built before, ahead is nil and current connects.
+// current reads them only once called. A close need not wait for that read, yet a close that
+// fails sees a changed Secret in the same pass. Without a client built before, ahead is nil and
+// current connects.
 func (c *Connector) ConnectAhead(ctx context.Context, server pamv1.ServerObject) (ahead pam.Client, current func() (pam.Client, error)) {
 	c.mu.Lock()
 	cached, ok := c.clients[serverCacheKey(server)]
@@ -217,7 +226,7 @@ func (c *Connector) ConnectAhead(ctx context.Context, server pamv1.ServerObject)
 		return nil, func() (pam.Client, error) { return c.Connect(ctx, server) }
 	}
 	if fresh := cmp.Or(c.freshFor, credentialsFreshFor); time.Since(cached.readAt) < fresh {
-		// Read a moment ago: they are read again only if the close is refused.
+		// Read a moment ago: they are read again only if the close fails.
 		return cached.client, func() (pam.Client, error) { return c.Connect(ctx, server) }
 	}
 	done := make(chan struct{})

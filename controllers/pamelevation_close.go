@@ -93,7 +93,7 @@ func (r *PamElevationReconciler) closeVia(ctx context.Context, el *pamv1.PamElev
 		return r.closeRequest(ctx, el, pc, p, reason)
 	}
 	if r.closeRequest(ctx, el, ahead, p, reason) {
-		return true // the read goes on alongside and refreshes the client for the next call
+		return true // a read alongside, if one was started, refreshes the client for the next call
 	}
 	latest, err := current()
 	switch {

@@ -546,8 +546,8 @@ type managerRequest struct {
 	} `json:"impersonatedUser"`
 }
 
-// managerRequests calls fn with each completed request of the manager's on an object, after
-// line skip of the audit log.
+// managerRequests calls fn with each completed request of the manager's on a resource (reads,
+// lists and writes), after line skip of the audit log.
 func (b *bench) managerRequests(skip int, fn func(managerRequest)) error {
 	f, err := os.Open(filepath.Join(b.h.workDir, auditLogName))
 	if err != nil {
