@@ -18,6 +18,7 @@ import (
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/controllers"
+	"github.com/pam-operator/pam-operator/internal/pam"
 	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 )
 
@@ -346,6 +347,63 @@ func TestCloseBurstReadsCredentialsOnce(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(again).To(BeIdenticalTo(latest))
 	g.Expect(reads.n()).To(BeNumerically(">", readsBefore), "read alongside the close")
+}
+
+// TestOlderCredentialsReadDoesNotReplaceNewerClient: of two reads of a server's credentials, the
+// one that began first may finish last, holding the Secret as it was before a rotation. The
+// client built from the later read stays; the earlier read gets it too.
+func TestOlderCredentialsReadDoesNotReplaceNewerClient(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	secret := withServerAs(t, ns, "reads-"+strings.ToLower(randomGUID()[:8]), "first-password")
+	server := &pamv1.PamServer{}
+	g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pam"}, server)).To(Succeed())
+
+	held := &heldSecretRead{Reader: k8sClient, read: make(chan struct{}), release: make(chan struct{})}
+	c := &controllers.Connector{Client: k8sClient, LiveReader: held, Writer: k8sClient,
+		OperatorNamespace: clusterResourceNamespace, ClusterResourceNamespace: clusterResourceNamespace}
+	type result struct {
+		client pam.Client
+		err    error
+	}
+	earlier := make(chan result, 1)
+	go func() {
+		pc, err := c.Connect(ctx, server)
+		earlier <- result{pc, err}
+	}()
+	<-held.read // the earlier read holds the first password
+
+	rotatePassword(t, secret, "second-password")
+	later, err := c.Connect(ctx, server)
+	g.Expect(err).NotTo(HaveOccurred())
+	close(held.release)
+	got := <-earlier
+	g.Expect(got.err).NotTo(HaveOccurred())
+	g.Expect(got.client).To(BeIdenticalTo(later), "the earlier read hands out the newer client")
+	ahead, _ := c.ConnectAhead(ctx, server)
+	g.Expect(ahead).To(BeIdenticalTo(later), "and leaves it cached")
+}
+
+// heldSecretRead holds the answer of the first Secret read until release is closed, once it
+// has signalled read.
+type heldSecretRead struct {
+	client.Reader
+	once          sync.Once
+	read, release chan struct{}
+}
+
+func (r *heldSecretRead) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	err := r.Reader.Get(ctx, key, obj, opts...)
+	if _, ok := obj.(*corev1.Secret); ok {
+		first := false
+		r.once.Do(func() { first = true })
+		if first {
+			close(r.read)
+			<-r.release
+		}
+	}
+	return err
 }
 
 // TestRateLimitPacesCallsToOneServer: a mass deletion reaches PAM no faster than the server's
