@@ -309,14 +309,8 @@ func TestBatchAnsweredSyncReadsNoCredentials(t *testing.T) {
 func TestCloseBurstReadsCredentialsOnce(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	ns := newNamespace(t)
-	secret := withServerAs(t, ns, "burst-"+strings.ToLower(randomGUID()[:8]), "first-password")
-	server := &pamv1.PamServer{}
-	g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pam"}, server)).To(Succeed())
-
 	reads := &secretReads{Reader: k8sClient}
-	c := &controllers.Connector{Client: k8sClient, LiveReader: reads, Writer: k8sClient,
-		OperatorNamespace: clusterResourceNamespace, ClusterResourceNamespace: clusterResourceNamespace}
+	c, server, secret := connectorOfOwnServer(t, reads)
 	c.SetCredentialsFreshFor(time.Hour)
 	first, err := c.Connect(ctx, server)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -355,14 +349,8 @@ func TestCloseBurstReadsCredentialsOnce(t *testing.T) {
 func TestOlderCredentialsReadDoesNotReplaceNewerClient(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	ns := newNamespace(t)
-	secret := withServerAs(t, ns, "reads-"+strings.ToLower(randomGUID()[:8]), "first-password")
-	server := &pamv1.PamServer{}
-	g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pam"}, server)).To(Succeed())
-
 	held := &heldSecretRead{Reader: k8sClient, read: make(chan struct{}), release: make(chan struct{})}
-	c := &controllers.Connector{Client: k8sClient, LiveReader: held, Writer: k8sClient,
-		OperatorNamespace: clusterResourceNamespace, ClusterResourceNamespace: clusterResourceNamespace}
+	c, server, secret := connectorOfOwnServer(t, held)
 	type result struct {
 		client pam.Client
 		err    error
@@ -383,6 +371,21 @@ func TestOlderCredentialsReadDoesNotReplaceNewerClient(t *testing.T) {
 	g.Expect(got.client).To(BeIdenticalTo(later), "the earlier read hands out the newer client")
 	ahead, _ := c.ConnectAhead(ctx, server)
 	g.Expect(ahead).To(BeIdenticalTo(later), "and leaves it cached")
+}
+
+// connectorOfOwnServer creates a namespace with a PamServer of a user of its own, whose password is
+// "first-password", and returns a Connector of its own that reads credentials through live, the
+// server, and its Secret, to rotate it.
+func connectorOfOwnServer(t *testing.T, live client.Reader) (*controllers.Connector, *pamv1.PamServer, *corev1.Secret) {
+	t.Helper()
+	ns := newNamespace(t)
+	secret := withServerAs(t, ns, "own-"+strings.ToLower(randomGUID()[:8]), "first-password")
+	server := &pamv1.PamServer{}
+	if err := k8sClient.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "pam"}, server); err != nil {
+		t.Fatal(err)
+	}
+	return &controllers.Connector{Client: k8sClient, LiveReader: live, Writer: k8sClient,
+		OperatorNamespace: clusterResourceNamespace, ClusterResourceNamespace: clusterResourceNamespace}, server, secret
 }
 
 // heldSecretRead holds the answer of the first Secret read until release is closed, once it
