@@ -63,8 +63,12 @@ type Connector struct {
 	batches batchSyncer
 	// limits pace the calls to each server.
 	limits map[string]*serverLimits
-	// escrowed is the source version each server's escrow holds, "" when it has none.
-	escrowed map[string]string
+	// escrowed is the source version each server's escrow holds, "" when it has none, and
+	// escrowedAt when the read of what it holds began.
+	escrowed   map[string]string
+	escrowedAt map[string]time.Time
+	// escrowWrites lets one escrow write or deletion run at a time.
+	escrowWrites sync.Mutex
 	// freshFor replaces credentialsFreshFor when set (tests).
 	freshFor time.Duration
 }

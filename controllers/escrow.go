@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -44,6 +45,8 @@ type credentials struct {
 	source string
 	// escrowed is true when the originals are gone and the copy is used.
 	escrowed bool
+	// readAt is when the read began: of two reads, the one that began later holds the newer data.
+	readAt time.Time
 }
 
 // escrowName is the name of a server's escrow Secret: a hash, since a server's kind, namespace
@@ -56,8 +59,12 @@ func escrowName(server pamv1.ServerObject) string {
 // loadCredentials reads the server's Secret (and ConfigMap) live, or its escrow when they are
 // gone.
 func (c *Connector) loadCredentials(ctx context.Context, server pamv1.ServerObject) (*credentials, error) {
+	readAt := time.Now()
 	creds, err := c.readSource(ctx, server)
 	if _, missing := asConfigError(err); !missing {
+		if creds != nil {
+			creds.readAt = readAt
+		}
 		return creds, err
 	}
 	escrow := &corev1.Secret{}
@@ -68,7 +75,7 @@ func (c *Connector) loadCredentials(ctx context.Context, server pamv1.ServerObje
 		return nil, getErr
 	}
 	kept := &credentials{data: map[string][]byte{}, version: "escrow/" + escrow.ResourceVersion,
-		source: "the copy kept in Secret " + c.OperatorNamespace + "/" + escrow.Name, escrowed: true}
+		source: "the copy kept in Secret " + c.OperatorNamespace + "/" + escrow.Name, escrowed: true, readAt: readAt}
 	for k, v := range escrow.Data {
 		if key, ok := strings.CutPrefix(k, escrowSecretPrefix); ok {
 			kept.data[key] = v
@@ -123,12 +130,17 @@ func (c *Connector) refreshEscrow(ctx context.Context, server pamv1.ServerObject
 	return c.writeEscrow(ctx, server, creds)
 }
 
+// writeEscrow makes the server's escrow hold creds, unless it holds them already or holds what a
+// later read found: a read that began first may finish last, with the credentials as they were
+// before a rotation. Escrow writes go one at a time, so that check holds until the write is done.
 func (c *Connector) writeEscrow(ctx context.Context, server pamv1.ServerObject, creds *credentials) error {
+	c.escrowWrites.Lock()
+	defer c.escrowWrites.Unlock()
 	key := serverCacheKey(server)
 	c.mu.Lock()
-	kept := c.escrowed[key]
+	kept, keptAt := c.escrowed[key], c.escrowedAt[key]
 	c.mu.Unlock()
-	if kept == creds.version {
+	if kept == creds.version || creds.readAt.Before(keptAt) {
 		return nil
 	}
 	desired := &corev1.Secret{
@@ -162,15 +174,17 @@ func (c *Connector) writeEscrow(ctx context.Context, server pamv1.ServerObject, 
 	}
 	c.mu.Lock()
 	if c.escrowed == nil {
-		c.escrowed = map[string]string{}
+		c.escrowed, c.escrowedAt = map[string]string{}, map[string]time.Time{}
 	}
-	c.escrowed[key] = creds.version
+	c.escrowed[key], c.escrowedAt[key] = creds.version, creds.readAt
 	c.mu.Unlock()
 	return nil
 }
 
 // dropEscrow deletes the server's escrow: no elevation needs its credentials any more.
 func (c *Connector) dropEscrow(ctx context.Context, server pamv1.ServerObject) error {
+	c.escrowWrites.Lock()
+	defer c.escrowWrites.Unlock()
 	escrow := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.OperatorNamespace, Name: escrowName(server)}}
 	key := serverCacheKey(server)
 	c.mu.Lock()
@@ -184,9 +198,10 @@ func (c *Connector) dropEscrow(ctx context.Context, server pamv1.ServerObject) e
 	}
 	c.mu.Lock()
 	if c.escrowed == nil {
-		c.escrowed = map[string]string{}
+		c.escrowed, c.escrowedAt = map[string]string{}, map[string]time.Time{}
 	}
 	c.escrowed[key] = "" // "" records that there is none
+	delete(c.escrowedAt, key)
 	c.mu.Unlock()
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 )
 
 // NewCoalescingReader lets the tests drive the live reader directly.
@@ -15,6 +17,19 @@ func NewCoalescingReader(r client.Reader) *coalescingReader { return &coalescing
 // SetCredentialsFreshFor sets how long after a read of its credentials the connector closes
 // without reading them again.
 func (c *Connector) SetCredentialsFreshFor(d time.Duration) { c.freshFor = d }
+
+// KeepEscrow connects to the server and makes its escrow hold the credentials read, as the
+// server's reconciler does while an elevation needs it.
+func (c *Connector) KeepEscrow(ctx context.Context, server pamv1.ServerObject) error {
+	_, creds, err := c.connect(ctx, server)
+	if err != nil {
+		return err
+	}
+	return c.keepEscrow(ctx, server, creds)
+}
+
+// EscrowName is the name of the server's escrow Secret.
+func EscrowName(server pamv1.ServerObject) string { return escrowName(server) }
 
 // Queued is how many callers wait for the read queued behind the one in flight for obj's type
 // and key.

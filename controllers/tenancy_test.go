@@ -373,6 +373,36 @@ func TestOlderCredentialsReadDoesNotReplaceNewerClient(t *testing.T) {
 	g.Expect(ahead).To(BeIdenticalTo(later), "and leaves it cached")
 }
 
+// TestOlderCredentialsReadDoesNotOverwriteEscrow: the escrow keeps what the later of two reads
+// found, even when the earlier one, holding the Secret as it was before a rotation, finishes last:
+// should the Secret then be deleted, closes fall back to the current credentials, not the old.
+func TestOlderCredentialsReadDoesNotOverwriteEscrow(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	c, server, secret := connectorOfOwnServer(t, k8sClient)
+	escrow := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: clusterResourceNamespace, Name: controllers.EscrowName(server)}}
+	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), escrow) })
+	g.Expect(c.KeepEscrow(ctx, server)).To(Succeed())
+
+	held := &heldSecretRead{Reader: k8sClient, read: make(chan struct{}), release: make(chan struct{})}
+	c.LiveReader = held
+	earlier := make(chan error, 1)
+	go func() {
+		_, err := c.Connect(ctx, server)
+		earlier <- err
+	}()
+	<-held.read // the earlier read holds the first password
+
+	rotatePassword(t, secret, "second-password")
+	_, err := c.Connect(ctx, server)
+	g.Expect(err).NotTo(HaveOccurred())
+	close(held.release)
+	g.Expect(<-earlier).To(Succeed())
+
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(escrow), escrow)).To(Succeed())
+	g.Expect(string(escrow.Data["secret.password"])).To(Equal("second-password"), "the escrow holds the rotated password")
+}
+
 // connectorOfOwnServer creates a namespace with a PamServer of a user of its own, whose password is
 // "first-password", and returns a Connector of its own that reads credentials through live, the
 // server, and its Secret, to rotate it.
