@@ -141,6 +141,7 @@ func (c *Connector) connect(ctx context.Context, server pamv1.ServerObject) (pam
 		if creds, err = c.loadCredentials(ctx, server); err != nil {
 			return nil, nil, err
 		}
+		creds.readAt = readAt
 		if err := c.refreshEscrow(ctx, server, creds); err != nil {
 			return nil, creds, err
 		}
@@ -181,18 +182,13 @@ func (c *Connector) connect(ctx context.Context, server pamv1.ServerObject) (pam
 	} else {
 		limits.update(spec.RateLimit.Effective())
 	}
-	if cached, ok := c.clients[cacheKey]; ok && cached.server == serverVersion && cached.version != version && cached.readAt.After(readAt) {
-		// A read that began after this one built the cached client: its credentials are newer.
+	// The cached client stays when it is current, or when a read that began after this one built
+	// it: its credentials are newer.
+	if cached, ok := c.clients[cacheKey]; ok && cached.server == serverVersion && (cached.version == version || cached.readAt.After(readAt)) {
 		if closeAuth != nil {
-			closeAuth()
+			closeAuth() // built for nothing
 		}
-		return cached.client, creds, nil
-	}
-	if cached, ok := c.clients[cacheKey]; ok && cached.version == version {
-		if closeAuth != nil {
-			closeAuth() // built for nothing: the cached one is current
-		}
-		if readAt.After(cached.readAt) {
+		if cached.version == version && readAt.After(cached.readAt) {
 			cached.readAt = readAt
 			c.clients[cacheKey] = cached
 		}

@@ -45,7 +45,8 @@ type credentials struct {
 	source string
 	// escrowed is true when the originals are gone and the copy is used.
 	escrowed bool
-	// readAt is when the read began: of two reads, the one that began later holds the newer data.
+	// readAt is when the read began (set by connect): of two reads, the one that began later
+	// holds the newer data.
 	readAt time.Time
 }
 
@@ -59,12 +60,8 @@ func escrowName(server pamv1.ServerObject) string {
 // loadCredentials reads the server's Secret (and ConfigMap) live, or its escrow when they are
 // gone.
 func (c *Connector) loadCredentials(ctx context.Context, server pamv1.ServerObject) (*credentials, error) {
-	readAt := time.Now()
 	creds, err := c.readSource(ctx, server)
 	if _, missing := asConfigError(err); !missing {
-		if creds != nil {
-			creds.readAt = readAt
-		}
 		return creds, err
 	}
 	escrow := &corev1.Secret{}
@@ -75,7 +72,7 @@ func (c *Connector) loadCredentials(ctx context.Context, server pamv1.ServerObje
 		return nil, getErr
 	}
 	kept := &credentials{data: map[string][]byte{}, version: "escrow/" + escrow.ResourceVersion,
-		source: "the copy kept in Secret " + c.OperatorNamespace + "/" + escrow.Name, escrowed: true, readAt: readAt}
+		source: "the copy kept in Secret " + c.OperatorNamespace + "/" + escrow.Name, escrowed: true}
 	for k, v := range escrow.Data {
 		if key, ok := strings.CutPrefix(k, escrowSecretPrefix); ok {
 			kept.data[key] = v

@@ -362,6 +362,9 @@ func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	r.index = index
+	if err := registerStateMetrics(index); err != nil {
+		return err
+	}
 	mapper := &elevationMapper{index: r.index}
 	return ctrl.NewControllerManagedBy(mgr).
 		// The operator's own status patches must not wake it: that would cut every backoff short.

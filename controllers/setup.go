@@ -37,13 +37,6 @@ type Options struct {
 
 // Setup registers every reconciler with the manager.
 func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
-	index, err := newElevationIndex(ctx, mgr.GetCache())
-	if err != nil {
-		return err
-	}
-	if err := registerStateMetrics(index); err != nil {
-		return err
-	}
 	connector := &Connector{
 		Client:                   mgr.GetClient(),
 		LiveReader:               &coalescingReader{Reader: mgr.GetAPIReader()},
