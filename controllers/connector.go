@@ -234,6 +234,7 @@ func (c *Connector) ConnectAhead(ctx context.Context, server pamv1.ServerObject)
 	var err error
 	go func() {
 		defer close(done)
+		defer recoverAsError(&err)
 		latest, err = c.Connect(ctx, server)
 	}()
 	return cached.client, func() (pam.Client, error) {

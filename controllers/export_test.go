@@ -5,8 +5,10 @@ import (
 	"reflect"
 	"time"
 
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 )
@@ -54,3 +56,8 @@ func (r *PamElevationReconciler) SetDefaults(ctx context.Context, c cache.Cache)
 
 // DeletionsFirst is the handler that queues an elevation whose deletion began.
 var DeletionsFirst = deletionsFirst
+
+// Sweep runs the periodic sync of one server once, queueing onto q.
+func (r *PamElevationReconciler) Sweep(ctx context.Context, serverKey string, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	r.sweep(ctx, serverKey, q)
+}

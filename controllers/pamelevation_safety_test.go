@@ -10,7 +10,10 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/workqueue"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/controllers"
@@ -226,4 +229,30 @@ func TestInUseProtectionFollowsAnElevationToAnotherServer(t *testing.T) {
 	waitFor(t, first, func(g Gomega, s *pamv1.PamServer) {
 		g.Expect(s.Finalizers).NotTo(ContainElement(controllers.InUseFinalizer))
 	})
+}
+
+// TestSweepThatPanicsQueuesItsDueElevations: a panic in the periodic sync of one server ends
+// neither the process nor the sync of its elevations: those whose sync is due are queued for
+// passes of their own. The reconciler here, an hour ahead, has no connector, so the sweep panics
+// as it looks its server up.
+func TestSweepThatPanicsQueuesItsDueElevations(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	el, _ := trackActive(t, "swept")
+	g.Eventually(func(g Gomega) {
+		cached := &pamv1.PamElevation{}
+		g.Expect(managerClient.Get(ctx, client.ObjectKeyFromObject(el), cached)).To(Succeed())
+		g.Expect(cached.Status.LastSyncTime).NotTo(BeNil())
+		expectCondition(g, cached.Status.Conditions, pamv1.ConditionReady, metav1.ConditionTrue, pamv1.ReasonActive)
+	}).WithTimeout(waitTimeout).WithPolling(pollEvery).Should(Succeed(), "the cache holds the elevation idle")
+
+	r := handReconciler(t, managerClient, k8sClient, clocktesting.NewFakePassiveClock(time.Now().Add(time.Hour)))
+	r.Connector = nil
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer q.ShutDown()
+	r.Sweep(ctx, el.ServerKey(), q)
+
+	g.Expect(q.Len()).To(Equal(1), "the due elevation is queued")
+	queued, _ := q.Get()
+	g.Expect(queued.NamespacedName).To(Equal(client.ObjectKeyFromObject(el)))
 }

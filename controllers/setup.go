@@ -3,6 +3,8 @@ package controllers
 import (
 	"cmp"
 	"context"
+	"fmt"
+	"runtime/debug"
 	"time"
 	"unique"
 
@@ -122,4 +124,13 @@ func intern[S ~string](s S) S {
 		return s
 	}
 	return unique.Make(s).Value()
+}
+
+// recoverAsError, deferred, turns a panic in a goroutine of the operator's own into *err, as
+// controller-runtime does for a reconcile: one bad object or server must not end the process and,
+// with it, every close it owes.
+func recoverAsError(err *error) {
+	if p := recover(); p != nil {
+		*err = fmt.Errorf("panic: %v [recovered]\n%s", p, debug.Stack())
+	}
 }

@@ -62,6 +62,14 @@ func (r *PamElevationReconciler) startSweep(ctx context.Context, q workqueue.Typ
 // sweep syncs the idle elevations of one server from one list of its requests.
 func (r *PamElevationReconciler) sweep(ctx context.Context, serverKey string, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 	var idle []*pamv1.PamElevation
+	var panicked error
+	defer func() {
+		if panicked != nil {
+			ctrl.LoggerFrom(ctx).Error(panicked, "The periodic sync of a server failed; its due elevations are synced in passes of their own", "server", serverKey)
+			r.queueDue(q, idle, r.Clock.Now())
+		}
+	}()
+	defer recoverAsError(&panicked)
 	_ = r.index.byServer(serverKey, func(el *pamv1.PamElevation) {
 		if sweepable(el) {
 			idle = append(idle, el)
