@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -57,10 +58,34 @@ func keyOf(id string) (key requestKey, ok bool) {
 type batchSyncer struct {
 	mu      sync.Mutex
 	batches map[string]*requestBatch
-	// windows is how many CreationTime windows a server's list is split into, when one answer
-	// would hold more than the client reads; 1 unless one was too large.
-	windows map[string]int
+	splits  map[string]listSplit
 	flight  singleflight.Group
+}
+
+// listSplit is how a server's list is asked for: in how many CreationTime windows, because one
+// answer would hold more than the client reads, and the most requests one answer has held.
+type listSplit struct {
+	windows int
+	fitted  int
+}
+
+// narrowest returns the fewest windows the list needs, judged from what each of windows held:
+// halved while the merged neighbours would hold no more requests than one answer already has.
+// The account's requests age out of the lookback, so a split made for a busy week does not
+// cost a call per window forever. Judged by count, not bytes, a halving may overflow after
+// all: the next fetch then splits again and learns anew what fits.
+func (split listSplit) narrowest(counts []int) int {
+	for len(counts) > 1 && len(counts)%2 == 0 {
+		merged := make([]int, len(counts)/2)
+		for i := range merged {
+			merged[i] = counts[2*i] + counts[2*i+1]
+		}
+		if slices.Max(merged) > split.fitted {
+			break
+		}
+		counts = merged
+	}
+	return len(counts)
 }
 
 // maxListWindows bounds the split of a list: at 7 days of lookback, windows of 40 minutes.
@@ -138,28 +163,32 @@ func (b *batchSyncer) fetch(ctx context.Context, serverKey string, connect func(
 		}
 		batch := &requestBatch{at: now(), since: since, byID: map[requestKey]batchEntry{}}
 		b.mu.Lock()
-		windows := max(b.windows[serverKey], 1)
+		split := b.splits[serverKey]
 		b.mu.Unlock()
+		split.windows = max(split.windows, 1)
 		for {
-			err := listInWindows(ctx, pc, since, batch.at, windows, batch.add)
+			counts, err := listInWindows(ctx, pc, since, batch.at, split.windows, batch.add)
 			if err == nil {
+				split.fitted = max(split.fitted, slices.Max(counts))
+				split.windows = split.narrowest(counts)
 				break
 			}
-			if !errors.Is(err, pam.ErrAnswerTooLarge) || windows >= maxListWindows {
+			if !errors.Is(err, pam.ErrAnswerTooLarge) || split.windows >= maxListWindows {
 				// The narrowest split is kept, so that the next fetch does not search for it again.
-				b.keepWindows(serverKey, windows)
+				b.keepSplit(serverKey, split)
 				return nil, err
 			}
-			windows *= 2
+			// What fitted before did not this time (longer requests): learn it again.
+			split.windows, split.fitted = split.windows*2, 0
 			clear(batch.byID)
 		}
-		b.keepWindows(serverKey, windows)
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		if b.batches == nil {
 			b.batches = map[string]*requestBatch{}
 		}
 		b.batches[serverKey] = batch
+		b.keepSplitLocked(serverKey, split)
 		return batch, nil
 	})
 	if err != nil {
@@ -168,20 +197,25 @@ func (b *batchSyncer) fetch(ctx context.Context, serverKey string, connect func(
 	return v.(*requestBatch), nil
 }
 
-func (b *batchSyncer) keepWindows(serverKey string, windows int) {
+func (b *batchSyncer) keepSplit(serverKey string, split listSplit) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.windows == nil {
-		b.windows = map[string]int{}
+	b.keepSplitLocked(serverKey, split)
+}
+
+func (b *batchSyncer) keepSplitLocked(serverKey string, split listSplit) {
+	if b.splits == nil {
+		b.splits = map[string]listSplit{}
 	}
-	b.windows[serverKey] = windows
+	b.splits[serverKey] = split
 }
 
 // listInWindows lists the requests created since since, in windows of equal length up to until
-// and one open-ended after it, and hands each answer to add.
-func listInWindows(ctx context.Context, pc pam.Client, since, until time.Time, windows int, add func([]pam.Request)) error {
+// and one open-ended after it, hands each answer to add and returns how many requests each held.
+func listInWindows(ctx context.Context, pc pam.Client, since, until time.Time, windows int, add func([]pam.Request)) ([]int, error) {
 	step := until.Sub(since) / time.Duration(windows)
 	from := since
+	counts := make([]int, windows)
 	for i := range windows {
 		filter := pam.FilterCreatedSince(from)
 		var to time.Time
@@ -192,12 +226,13 @@ func listInWindows(ctx context.Context, pc pam.Client, since, until time.Time, w
 		}
 		reqs, err := pc.List(ctx, filter)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		add(reqs)
+		counts[i] = len(reqs)
 		from = to
 	}
-	return nil
+	return counts, nil
 }
 
 // add keeps what a sync needs of each request.
@@ -220,5 +255,5 @@ func (b *batchSyncer) forget(serverKey string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.batches, serverKey)
-	delete(b.windows, serverKey)
+	delete(b.splits, serverKey)
 }

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/pam"
 )
 
 // NewCoalescingReader lets the tests drive the live reader directly.
@@ -60,4 +61,11 @@ var DeletionsFirst = deletionsFirst
 // Sweep runs the periodic sync of one server once, queueing onto q.
 func (r *PamElevationReconciler) Sweep(ctx context.Context, serverKey string, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 	r.sweep(ctx, serverKey, q)
+}
+
+// FetchBatch lists the server's requests created since since, as the periodic sync does.
+func (c *Connector) FetchBatch(ctx context.Context, server pamv1.ServerObject, since time.Time) error {
+	connect := func(ctx context.Context) (pam.Client, error) { return c.Connect(ctx, server) }
+	_, err := c.batches.fetch(ctx, client.ObjectKeyFromObject(server).String(), connect, since, time.Now)
+	return err
 }

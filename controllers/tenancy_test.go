@@ -255,6 +255,53 @@ func TestListTooLargeForOneAnswerIsSplitIntoWindows(t *testing.T) {
 	waitGone(t, el)
 }
 
+// TestListSplitNarrowsWhenRequestsAgeOut: a list split into CreationTime windows because the
+// account's requests filled more than one answer goes back to a single call once they have left
+// the lookback, and splits again when an answer overflows once more.
+func TestListSplitNarrowsWhenRequestsAgeOut(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns, own := withOwnEmulator(t, nil)
+	const history = 26000 // about 10 MB of answer
+	busyFrom, busyFor := time.Now().Add(-6*24*time.Hour), 3*24*time.Hour
+	for i := range history {
+		own.AddRequest(emulator.Request{Owner: pamUser, RoleID: randomGUID(), CreationTime: busyFrom.Add(time.Duration(i) * (busyFor / history)),
+			RequestedTTL: time.Hour, Status: emulator.StatusExpired})
+	}
+	server := &pamv1.PamServer{}
+	g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pam"}, server)).To(Succeed())
+	c := &controllers.Connector{Client: k8sClient, LiveReader: k8sClient, Writer: k8sClient,
+		OperatorNamespace: clusterResourceNamespace, ClusterResourceNamespace: clusterResourceNamespace}
+	listCalls := func(since time.Time) int {
+		own.ResetCalls()
+		g.Expect(c.FetchBatch(ctx, server, since)).To(Succeed())
+		n := 0
+		for _, call := range own.Calls() {
+			if call.Endpoint == emulator.EndpointListRequests {
+				n++
+			}
+		}
+		return n
+	}
+
+	busy, quiet := busyFrom.Add(-time.Hour), busyFrom.Add(busyFor+time.Hour)
+	g.Expect(listCalls(busy)).To(BeNumerically(">", 2), "one answer too large, then the split")
+	split := listCalls(busy)
+	g.Expect(split).To(BeNumerically(">=", 2), "the split is kept")
+	g.Expect(listCalls(quiet)).To(Equal(split), "the fetch that finds the windows nearly empty still uses them")
+	g.Expect(listCalls(quiet)).To(Equal(1), "once the busy days are out of the lookback, one call lists them")
+
+	// Busy again, with requests twice as long: half as many fill an answer. The split learns that,
+	// rather than narrowing by the count that fitted before and overflowing at every fetch.
+	longFrom := quiet.Add(24 * time.Hour)
+	for i := range history / 2 {
+		own.AddRequest(emulator.Request{Owner: pamUser, RoleID: randomGUID(), CreationTime: longFrom.Add(time.Duration(i) * (24 * time.Hour / history * 2)),
+			RequestedTTL: time.Hour, Status: emulator.StatusExpired, Justification: strings.Repeat("j", 500)})
+	}
+	g.Expect(listCalls(quiet)).To(BeNumerically(">", 2), "one answer too large, then the split")
+	g.Expect(listCalls(quiet)).To(Equal(2), "the split is kept")
+}
+
 // secretReads counts the Secrets read through it.
 type secretReads struct {
 	client.Reader
