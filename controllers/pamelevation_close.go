@@ -423,11 +423,16 @@ func (l *lazyClient) get(ctx context.Context) (pam.Client, error) {
 
 // removeFinalizer releases the object. The optimistic lock makes the patch fail on a stale copy,
 // so the finalizer only goes from the version this pass saw; a concurrent change (say, a user
-// switching deletionPolicy) wins and comes back through another pass.
+// switching deletionPolicy) wins and comes back through another pass. Only the metadata is asked
+// for back: the object is on its way out, and its whole body, encoded by the API server and
+// decoded here, would cost both of them CPU for nothing in a mass revocation.
 func (r *PamElevationReconciler) removeFinalizer(ctx context.Context, req reconcile.Request, el *pamv1.PamElevation) error {
-	patch := client.MergeFromWithOptions(el.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	controllerutil.RemoveFinalizer(el, pamv1.ElevationFinalizer)
-	if err := r.Patch(ctx, el, patch); err != nil {
+	released := &metav1.PartialObjectMetadata{}
+	released.SetGroupVersionKind(pamv1.GroupVersion.WithKind("PamElevation"))
+	el.ObjectMeta.DeepCopyInto(&released.ObjectMeta)
+	patch := client.MergeFromWithOptions(released.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	controllerutil.RemoveFinalizer(released, pamv1.ElevationFinalizer)
+	if err := r.Patch(ctx, released, patch); err != nil {
 		return client.IgnoreNotFound(err)
 	}
 	r.retries.Forget(req)

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -44,4 +45,32 @@ func TestStaleCopyOfAClosedDeletionSendsNoSecondClose(t *testing.T) {
 	_, err := r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(stale)})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(closeCalls(id)).To(HaveLen(1), "a second Close reached PAM")
+}
+
+// A pass working from a stale copy cannot release the object: the finalizer goes only from the
+// version the pass saw. Here the copy, behind a label change, shows the elevation deleted with
+// deletionPolicy Orphan, which would release it without a close; the object itself is live.
+func TestStaleCopyCannotReleaseTheObject(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	el, id := trackActive(t, "stale-release")
+	stale := el.DeepCopy()
+	now := metav1.Now()
+	stale.DeletionTimestamp = &now
+	stale.Spec.DeletionPolicy = pamv1.DeletionPolicyOrphan
+
+	patch := client.MergeFrom(el.DeepCopy())
+	el.Labels = map[string]string{"moved": "on"}
+	g.Expect(k8sClient.Patch(ctx, el, patch)).To(Succeed())
+
+	r := handReconciler(t, staleClient{Client: managerClient, stale: stale}, k8sClient, nil)
+	_, err := r.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(stale)})
+	g.Expect(apierrors.IsConflict(err)).To(BeTrue(), "the release from a stale copy was not refused: %v", err)
+	current := &pamv1.PamElevation{}
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(el), current)).To(Succeed())
+	g.Expect(current.Finalizers).To(ContainElement(pamv1.ElevationFinalizer))
+
+	deleteObj(t, el)
+	waitGone(t, el)
+	g.Expect(closeCalls(id)).To(HaveLen(1), "the deletion of the live object closes the request")
 }
