@@ -274,7 +274,7 @@ func (r *PamElevationReconciler) syncBatched(ctx context.Context, el *pamv1.PamE
 	}
 	// A first read goes alone: a burst of new elevations would otherwise ask for a new list of
 	// every request of the account for each of them, as each needs one newer than itself.
-	if r.lastSync(el).IsZero() {
+	if el.Status.LastSyncTime == nil {
 		return syncAlone()
 	}
 	notBefore, since := r.syncedUpTo(el), batchSince(p.now)

@@ -239,10 +239,13 @@ func (r *PamElevationReconciler) schedule(req reconcile.Request, p *pass, next t
 	return ctrl.Result{RequeueAfter: min(delay, r.MaxRetryDelay), Priority: &priority}, nil
 }
 
-// nextSync is when the request should next be read from PAM.
+// nextSync is when the request should next be read from PAM: now while the object shows no
+// read. A copy older than the status this process wrote after reading (a cache that has not
+// caught up) would otherwise report the request never read, patch that over the status, and
+// leave the elevation waiting for a sync nothing schedules: the sweep takes only Ready ones.
 func (r *PamElevationReconciler) nextSync(el *pamv1.PamElevation) time.Time {
 	last := r.lastSync(el)
-	if last.IsZero() {
+	if last.IsZero() || el.Status.LastSyncTime == nil {
 		return time.Time{}
 	}
 	return last.Add(r.SyncInterval)

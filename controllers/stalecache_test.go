@@ -74,3 +74,24 @@ func TestStaleCopyCannotReleaseTheObject(t *testing.T) {
 	waitGone(t, el)
 	g.Expect(closeCalls(id)).To(HaveLen(1), "the deletion of the live object closes the request")
 }
+
+// A pass whose cached copy predates the status this process wrote after its first read — the
+// copy still shows no read — reads the request again rather than report it never read: that
+// report, patched over the status, would leave the elevation waiting with nothing to wake it.
+func TestStaleCopyWithoutAReadDoesNotUndoTheFirstRead(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	el, _ := trackActive(t, "stale-first-read")
+	unread := el.DeepCopy()
+	unread.Status = pamv1.PamElevationStatus{} // as the cache showed it before the first read
+
+	r := handReconciler(t, staleClient{Client: managerClient, stale: unread}, k8sClient, nil)
+	for range 2 { // the second pass, with this process's read in memory, still sees the old copy
+		_, err := r.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(el)})
+		g.Expect(err).NotTo(HaveOccurred())
+	}
+	current := &pamv1.PamElevation{}
+	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(el), current)).To(Succeed())
+	g.Expect(current.Status.RequestStatus).To(Equal("Active"))
+	expectCondition(g, current.Status.Conditions, pamv1.ConditionReady, metav1.ConditionTrue, pamv1.ReasonActive)
+}
