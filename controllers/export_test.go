@@ -66,6 +66,6 @@ func (r *PamElevationReconciler) Sweep(ctx context.Context, serverKey string, q 
 // FetchBatch lists the server's requests created since since, as the periodic sync does.
 func (c *Connector) FetchBatch(ctx context.Context, server pamv1.ServerObject, since time.Time) error {
 	connect := func(ctx context.Context) (pam.Client, error) { return c.Connect(ctx, server) }
-	_, err := c.batches.fetch(ctx, client.ObjectKeyFromObject(server).String(), connect, since, time.Now)
+	_, err := c.batches.fetch(ctx, serverCacheKey(server), connect, since, time.Now)
 	return err
 }

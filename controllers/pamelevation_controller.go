@@ -244,11 +244,10 @@ func (r *PamElevationReconciler) schedule(req reconcile.Request, p *pass, next t
 // caught up) would otherwise report the request never read, patch that over the status, and
 // leave the elevation waiting for a sync nothing schedules: the sweep takes only Ready ones.
 func (r *PamElevationReconciler) nextSync(el *pamv1.PamElevation) time.Time {
-	last := r.lastSync(el)
-	if last.IsZero() || el.Status.LastSyncTime == nil {
+	if el.Status.LastSyncTime == nil {
 		return time.Time{}
 	}
-	return last.Add(r.SyncInterval)
+	return r.lastSync(el).Add(r.SyncInterval)
 }
 
 // statusSyncRefresh is how old status.lastSyncTime may grow while syncs learn nothing new.
