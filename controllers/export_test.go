@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"time"
 
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -68,4 +69,17 @@ func (c *Connector) FetchBatch(ctx context.Context, server pamv1.ServerObject, s
 	connect := func(ctx context.Context) (pam.Client, error) { return c.Connect(ctx, server) }
 	_, err := c.batches.fetch(ctx, serverCacheKey(server), connect, since, time.Now)
 	return err
+}
+
+// ElevationIndexers are the indexes the manager adds to its PamElevation informer.
+func ElevationIndexers() toolscache.Indexers { return elevationIndexers() }
+
+// HandReleasesTo makes q the queue of the release controller, as its start does.
+func (r *PamElevationReconciler) HandReleasesTo(q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	r.releases.Store(&q)
+}
+
+// Release runs one pass of the release controller.
+func (r *PamElevationReconciler) Release(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	return r.release(ctx, req)
 }

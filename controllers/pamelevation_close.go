@@ -32,8 +32,8 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 		r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonOrphaned, "Release",
 			"Released without closing PAM request %s (deletionPolicy Orphan)", el.Spec.RequestID)
 		return ctrl.Result{}, r.removeFinalizer(ctx, req, el)
-	case isClosed(el):
-		return ctrl.Result{}, r.removeFinalizer(ctx, req, el)
+	case isClosed(el), r.lastSynced.endedInPAM(el.UID):
+		return r.releaseNow(ctx, req, el)
 	}
 
 	// A duplicate never owned the request: deleting it must not revoke access the original tracks.
@@ -62,14 +62,13 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 	if err != nil {
 		p.failConnect(err)
 	} else if r.closeVia(ctx, el, server, p, pamv1.ReasonDeleted) {
-		// One write: the object goes away with the finalizer, so its status is not worth a patch.
-		return ctrl.Result{}, r.removeFinalizer(ctx, req, el)
+		return r.releaseNext(req, el)
 	}
 	if p.apiErr != nil {
 		return ctrl.Result{}, p.apiErr
 	}
 	if r.endedByPAMExpiry(ctx, el, p) {
-		return ctrl.Result{}, r.removeFinalizer(ctx, req, el)
+		return r.releaseNext(req, el)
 	}
 	if err := r.patchStatus(ctx, original, el, p); err != nil {
 		return ctrl.Result{}, err
@@ -432,8 +431,8 @@ func (r *PamElevationReconciler) removeFinalizer(ctx context.Context, req reconc
 	el.ObjectMeta.DeepCopyInto(&released.ObjectMeta)
 	patch := client.MergeFromWithOptions(released.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.RemoveFinalizer(released, pamv1.ElevationFinalizer)
-	if err := r.Patch(ctx, released, patch); err != nil {
-		return client.IgnoreNotFound(err)
+	if err := r.Patch(ctx, released, patch); err != nil && !apierrors.IsNotFound(err) {
+		return err
 	}
 	r.retries.Forget(req)
 	r.lastSynced.delete(el.UID)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -71,6 +72,8 @@ type PamElevationReconciler struct {
 	ClockSkewMargin time.Duration
 
 	retries workqueue.TypedRateLimiter[reconcile.Request]
+	// releases is the queue of the release controller (release.go), once it has started.
+	releases atomic.Pointer[workqueue.TypedRateLimitingInterface[reconcile.Request]]
 }
 
 // Least privilege, proven by the reliability test's audit of what the manager uses: objects are
@@ -174,7 +177,8 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 	return max(expiry.Sub(p.now), time.Millisecond)
 }
 
-// Queue priorities: a pass that closes goes before the periodic syncs, whatever else is waiting.
+// Queue priorities: a pass that closes goes before everything else waiting; the periodic syncs
+// go last.
 const (
 	closePriority = 100
 	syncPriority  = handler.LowPriority
@@ -278,6 +282,9 @@ type syncRecord struct {
 	at int64 // Unix nanoseconds; 0 when the request has not been read
 	// open: the read found the request open.
 	open bool
+	// ended: the request has ended in PAM, as a confirmed close or a read showed, and the object
+	// only waits for its release.
+	ended bool
 	// closeSent is when a close was last sent, in Unix nanoseconds: a read from before it no
 	// longer says whether the request is open.
 	closeSent int64
@@ -325,6 +332,18 @@ func (s *syncTimes) closeSent(uid types.UID, t time.Time) {
 	s.update(uid, func(rec *syncRecord) { rec.closeSent = t.UnixNano() })
 }
 
+// ended records that the request of uid has ended in PAM.
+func (s *syncTimes) ended(uid types.UID) {
+	s.update(uid, func(rec *syncRecord) { rec.ended = true })
+}
+
+// endedInPAM reports whether this process saw the request of uid end in PAM.
+func (s *syncTimes) endedInPAM(uid types.UID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[uid].ended
+}
+
 // update changes the record of uid, which starts empty, under the lock.
 func (s *syncTimes) update(uid types.UID, change func(*syncRecord)) {
 	s.mu.Lock()
@@ -368,7 +387,7 @@ func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	mapper := &elevationMapper{index: r.index}
-	return ctrl.NewControllerManagedBy(mgr).
+	if err := ctrl.NewControllerManagedBy(mgr).
 		// The operator's own status patches must not wake it: that would cut every backoff short.
 		// Deletion bumps the generation, so it still comes through.
 		// A deletion starting is queued once, by deletionsFirst: queued twice, it could run twice
@@ -377,13 +396,20 @@ func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}),
 			predicate.Not(deletionStarting))).
 		Watches(&pamv1.PamElevation{}, deletionsFirst).
+		// An object released by someone else leaves no read record behind.
+		Watches(&pamv1.PamElevation{}, handler.Funcs{DeleteFunc: func(_ context.Context, e event.DeleteEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.lastSynced.delete(e.Object.GetUID())
+		}}).
 		WatchesRawSource(source.Func(r.startSweep)).
 		Watches(&pamv1.PamServer{}, handler.EnqueueRequestsFromMapFunc(mapper.forServer),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&pamv1.ClusterPamServer{}, handler.EnqueueRequestsFromMapFunc(mapper.forServer),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
-		Complete(r)
+		Complete(r); err != nil {
+		return err
+	}
+	return r.setupReleases(mgr)
 }
 
 // setDefaults fills in what was left unset.

@@ -45,16 +45,7 @@ func newElevationIndex(ctx context.Context, c cache.Cache) (*elevationIndex, err
 	if !ok {
 		return nil, fmt.Errorf("the PamElevation informer (%T) has no index", inf)
 	}
-	indexers := toolscache.Indexers{
-		requestIndexName: elevationIndexFunc(func(el *pamv1.PamElevation) string { return requestBucket(normalizedID(el)) }),
-		serverIndexName:  elevationIndexFunc((*pamv1.PamElevation).ServerKey),
-		inUseIndexName: elevationIndexFunc(func(el *pamv1.PamElevation) string {
-			if needsServer(el) {
-				return el.ServerKey()
-			}
-			return ""
-		}),
-	}
+	indexers := elevationIndexers()
 	for name := range shared.GetIndexer().GetIndexers() {
 		delete(indexers, name)
 	}
@@ -64,6 +55,20 @@ func newElevationIndex(ctx context.Context, c cache.Cache) (*elevationIndex, err
 		}
 	}
 	return &elevationIndex{indexer: shared.GetIndexer(), synced: shared.HasSynced}, nil
+}
+
+// elevationIndexers are the indexes newElevationIndex adds to the informer.
+func elevationIndexers() toolscache.Indexers {
+	return toolscache.Indexers{
+		requestIndexName: elevationIndexFunc(func(el *pamv1.PamElevation) string { return requestBucket(normalizedID(el)) }),
+		serverIndexName:  elevationIndexFunc((*pamv1.PamElevation).ServerKey),
+		inUseIndexName: elevationIndexFunc(func(el *pamv1.PamElevation) string {
+			if needsServer(el) {
+				return el.ServerKey()
+			}
+			return ""
+		}),
+	}
 }
 
 // elevationIndexFunc indexes an elevation under the value of fn, and not at all under "".

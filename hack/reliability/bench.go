@@ -264,6 +264,9 @@ func (b *bench) memory(ctx context.Context) error {
 		return err
 	}
 	b.report.add("memory: RSS, 0 elevations", mib(rss0), "MiB", "")
+	if err := b.reportMemoryMap(0); err != nil {
+		return err
+	}
 	b.report.add("memory: Go heap in use, 0 elevations", mib(heap0), "MiB", "")
 	live0, err := b.liveHeap(ctx, 0)
 	if err != nil {
@@ -313,6 +316,9 @@ func (b *bench) memory(ctx context.Context) error {
 			return err
 		}
 		b.report.add(fmt.Sprintf("memory: RSS, %d elevations", total), mib(rss), "MiB", "")
+		if err := b.reportMemoryMap(total); err != nil {
+			return err
+		}
 		b.report.add(fmt.Sprintf("memory: Go heap in use, %d elevations", total), mib(heap), "MiB", "")
 		b.report.add(fmt.Sprintf("memory: RSS per elevation above empty, at %d", total),
 			float64(rss-rss0)/float64(total)/1024, "KiB", "goal: ≤ 2 KiB")
@@ -327,6 +333,32 @@ func (b *bench) memory(ctx context.Context) error {
 			float64(live-live0)/float64(total)/1024, "KiB", "after a forced GC: what the elevations hold, without the GC's headroom")
 	}
 	return b.deleteAll(ctx)
+}
+
+// reportMemoryMap reports how much of the manager's RSS is the binary's own pages, which grow
+// as code runs for the first time, not with the elevations held, and keeps the manager's
+// smaps_rollup as smaps-<size>.txt.
+func (b *bench) reportMemoryMap(size int) error {
+	rollup, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", b.manager.cmd.Process.Pid))
+	if err != nil {
+		return err
+	}
+	fields := map[string]int64{}
+	for line := range strings.Lines(string(rollup)) {
+		name, value, ok := strings.Cut(line, ":")
+		if kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(value), "kB")), 10, 64); ok && err == nil {
+			fields[name] = kb * 1024
+		}
+	}
+	if fields["Rss"] == 0 {
+		return fmt.Errorf("smaps_rollup without Rss")
+	}
+	b.report.add(fmt.Sprintf("memory: of the RSS, the binary's pages (file-backed), %d elevations", size),
+		mib(fields["Rss"]-fields["Anonymous"]), "MiB", "")
+	if b.profileDir == "" {
+		return nil
+	}
+	return b.writeProfile(fmt.Sprintf("smaps-%d.txt", size), bytes.NewReader(rollup))
 }
 
 // liveHeap forces a collection in the manager and returns the heap still allocated after it.
@@ -655,13 +687,16 @@ func (b *bench) mass(ctx context.Context) error {
 	// Where the time went: how long after the API server marked each deletion its Close came,
 	// and the manager's own reconcile and queue times over the run.
 	var lags, goneLags []time.Duration
-	var firstSeen, lastSeen time.Time
+	var firstSeen, lastSeen, lastClose time.Time
 	for i := range n {
+		closed, _ := b.h.closes.get(ids[i])
+		if closed.After(lastClose) {
+			lastClose = closed
+		}
 		seen, ok := b.baseline.deleting.get(names[i])
 		if !ok {
 			continue
 		}
-		closed, _ := b.h.closes.get(ids[i])
 		lags = append(lags, closed.Sub(seen))
 		if gone, ok := b.baseline.gone.get(names[i]); ok {
 			goneLags = append(goneLags, gone.Sub(seen))
@@ -685,6 +720,7 @@ func (b *bench) mass(ctx context.Context) error {
 	b.report.add("mass revocation: mean reconcile time", after.meanReconcile(before), "ms", "")
 	b.report.add("mass revocation: mean queue wait", after.meanQueueWait(before), "ms", "")
 	b.report.add(fmt.Sprintf("mass revocation: %d elevations, delete-collection → all closed and gone", n), took.Seconds(), "s", "")
+	b.report.add("mass revocation: delete-collection → the last Close", lastClose.Sub(start).Seconds(), "s", "when the last access was revoked")
 	b.report.add("mass revocation: closes per second", rate, "closes/s", "")
 	perClose, byKind, err := b.managerRequestsPer(auditBefore, n)
 	if err != nil {
@@ -858,8 +894,8 @@ func (b *bench) settle(ctx context.Context) error {
 		var depth, posts float64
 		for name, v := range b.manager.samples() {
 			switch {
-			case strings.HasPrefix(name, "workqueue_depth{") && strings.Contains(name, `name="pamelevation"`):
-				depth = v
+			case strings.HasPrefix(name, "workqueue_depth{") && strings.Contains(name, `name="pamelevation`):
+				depth += v // the elevations' queue and the releases
 			case strings.HasPrefix(name, "rest_client_requests_total{") && strings.Contains(name, `method="POST"`):
 				posts += v // the manager's only creates are Events (and an escrow Secret, once)
 			}
