@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -37,6 +36,12 @@ import (
 // this controller releases it.
 func (r *PamElevationReconciler) releaseNext(req reconcile.Request, el *pamv1.PamElevation) (ctrl.Result, error) {
 	r.lastSynced.ended(el.UID)
+	if _, ok := r.index.current(el); !ok {
+		// Released already, by a pass this one's stale copy did not show: the record this pass
+		// wrote would outlive the object, as its deletion has been seen.
+		r.lastSynced.delete(el.UID)
+		return ctrl.Result{}, nil
+	}
 	if q := r.releases.Load(); q != nil {
 		(*q).Add(req)
 		return ctrl.Result{}, nil
@@ -59,8 +64,14 @@ func (r *PamElevationReconciler) releaseNow(ctx context.Context, req reconcile.R
 func (r *PamElevationReconciler) setupReleases(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("pamelevation-release").
-		WatchesRawSource(source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
-			r.releases.Store(&q)
+		WatchesRawSource(source.Func(func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+			queue := &q
+			r.releases.Store(queue)
+			go func() {
+				// A stopping queue drops what is added: passes still running release directly.
+				<-ctx.Done()
+				r.releases.CompareAndSwap(queue, nil)
+			}()
 			return nil
 		})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
@@ -89,20 +100,30 @@ func (r *PamElevationReconciler) release(ctx context.Context, req reconcile.Requ
 // copy has it, of this object only; should the finalizers have changed, it is refused and the
 // release tried again.
 func (r *PamElevationReconciler) releaseEnded(ctx context.Context, req reconcile.Request, el *pamv1.PamElevation) error {
-	at := fmt.Sprintf("/metadata/finalizers/%d", slices.Index(el.Finalizers, pamv1.ElevationFinalizer))
-	patch, err := json.Marshal([]jsonPatchOp{
-		{Op: "test", Path: "/metadata/uid", Value: string(el.UID)},
-		{Op: "test", Path: at, Value: pamv1.ElevationFinalizer},
-		{Op: "remove", Path: at},
-	})
+	ops := []jsonPatchOp{{Op: "test", Path: "/metadata/uid", Value: string(el.UID)}}
+	// Every copy of the finalizer, which the API server lets a list hold twice, from the last, so
+	// that each removal leaves the places of those before it unchanged.
+	for i := len(el.Finalizers) - 1; i >= 0; i-- {
+		if el.Finalizers[i] == pamv1.ElevationFinalizer {
+			at := fmt.Sprintf("/metadata/finalizers/%d", i)
+			ops = append(ops, jsonPatchOp{Op: "test", Path: at, Value: pamv1.ElevationFinalizer}, jsonPatchOp{Op: "remove", Path: at})
+		}
+	}
+	patch, err := json.Marshal(ops)
 	if err != nil {
 		return err
 	}
 	released := &metav1.PartialObjectMetadata{}
 	released.SetGroupVersionKind(pamv1.GroupVersion.WithKind("PamElevation"))
 	released.Namespace, released.Name = el.Namespace, el.Name
-	if err := r.Patch(ctx, released, client.RawPatch(types.JSONPatchType, patch)); err != nil && !apierrors.IsNotFound(err) {
+	err = r.Patch(ctx, released, client.RawPatch(types.JSONPatchType, patch))
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
 		return err
+	case controllerutil.ContainsFinalizer(released, pamv1.ElevationFinalizer):
+		// Added once more since the copy was taken: the retry works from a newer copy.
+		return fmt.Errorf("the finalizer %s is still listed after its release", pamv1.ElevationFinalizer)
 	}
 	r.retries.Forget(req)
 	r.lastSynced.delete(el.UID)

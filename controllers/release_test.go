@@ -132,3 +132,41 @@ func TestReleaseAfterARestartSendsNoSecondClose(t *testing.T) {
 	g.Expect(closeAttempts(own, deleting.Spec.RequestID)).To(Equal(1), "a second Close reached PAM")
 	g.Expect(counter.releases.Load()).To(Equal(int32(1)))
 }
+
+// The API server lets a list hold a finalizer twice. A release removes every copy its copy of
+// the object shows, and one added since is removed by the retry, from a newer copy: the object
+// is not left waiting with nothing to wake it.
+func TestReleaseRemovesTheFinalizerListedTwice(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	deleting, _ := deletingCopy(t, "listed-twice")
+	r := handReconciler(t, staleClient{Client: managerClient, stale: deleting}, k8sClient, nil)
+	releases := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	t.Cleanup(releases.ShutDown)
+	r.HandReleasesTo(releases)
+	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(deleting)}
+	_, err := r.Reconcile(ctx, req)
+	g.Expect(err).NotTo(HaveOccurred())
+
+	twice := func() {
+		live := &pamv1.PamElevation{}
+		g.Expect(k8sClient.Get(ctx, req.NamespacedName, live)).To(Succeed())
+		patch := client.MergeFrom(live.DeepCopy())
+		live.Finalizers = append(live.Finalizers, pamv1.ElevationFinalizer)
+		g.Expect(k8sClient.Patch(ctx, live, patch)).To(Succeed())
+	}
+	twice()
+	_, err = r.Release(ctx, req)
+	g.Expect(err).To(MatchError(ContainSubstring("still listed")), "the copy taken before the second listing released only the first")
+
+	twice() // listed twice in the copy the retry works from
+	live := &pamv1.PamElevation{}
+	g.Expect(k8sClient.Get(ctx, req.NamespacedName, live)).To(Succeed())
+	g.Expect(live.Finalizers).To(Equal([]string{pamv1.ElevationFinalizer, pamv1.ElevationFinalizer}))
+	live.DeletionTimestamp = deleting.DeletionTimestamp
+	live.DeepCopyInto(deleting)
+	_, err = r.Release(ctx, req)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(k8sClient.Get(ctx, req.NamespacedName, live)).To(Succeed())
+	g.Expect(live.Finalizers).NotTo(ContainElement(pamv1.ElevationFinalizer))
+}

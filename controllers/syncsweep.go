@@ -8,7 +8,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -122,12 +121,8 @@ func sweepable(el *pamv1.PamElevation) bool {
 // stillIdle reports whether the cache still holds the elevation as the sweep found it, not
 // deleted in the meantime: a read recorded for an object already released would never be dropped.
 func (r *PamElevationReconciler) stillIdle(el *pamv1.PamElevation) bool {
-	obj, exists, err := r.index.indexer.GetByKey(client.ObjectKeyFromObject(el).String())
-	if err != nil || !exists {
-		return false
-	}
-	current, ok := obj.(*pamv1.PamElevation)
-	return ok && current.UID == el.UID && current.DeletionTimestamp == nil
+	current, ok := r.index.current(el)
+	return ok && current.DeletionTimestamp == nil
 }
 
 // queueDue queues the elevations whose sync is due, when no list could be had: each pass then

@@ -97,6 +97,16 @@ func (x *elevationIndex) each(index, value string, fn func(*pamv1.PamElevation))
 	return nil
 }
 
+// current returns the cache's copy of el, unless the cache no longer holds that object.
+func (x *elevationIndex) current(el *pamv1.PamElevation) (*pamv1.PamElevation, bool) {
+	obj, exists, err := x.indexer.GetByKey(client.ObjectKeyFromObject(el).String())
+	if err != nil || !exists {
+		return nil, false
+	}
+	current, ok := obj.(*pamv1.PamElevation)
+	return current, ok && current.UID == el.UID
+}
+
 // all calls fn with every cached elevation.
 func (x *elevationIndex) all(fn func(*pamv1.PamElevation)) {
 	for _, obj := range x.indexer.List() {
