@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/controllers"
 	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 )
 
@@ -69,6 +70,17 @@ func callsNaming(s *emulator.Server, id string) int {
 	return n
 }
 
+// withReleaseQueue returns a reconciler of the test's own on c, whose releases go to the queue
+// returned, as they go to the release controller's once it has started.
+func withReleaseQueue(t *testing.T, c client.Client) (*controllers.PamElevationReconciler, workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	t.Helper()
+	r := handReconciler(t, c, k8sClient, nil)
+	releases := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	t.Cleanup(releases.ShutDown)
+	r.HandReleasesTo(releases)
+	return r, releases
+}
+
 // A pass that closes a deleted elevation's request hands the release to the release controller
 // instead of patching the finalizer away itself: in a mass revocation, a worker waiting for its
 // patch's turn under the client's rate limit would hold back the next close. The release calls
@@ -78,10 +90,7 @@ func TestCloseGoesAheadOfTheRelease(t *testing.T) {
 	ctx := context.Background()
 	deleting, own := deletingCopy(t, "close-first")
 	counter := &releaseCounter{Client: managerClient}
-	r := handReconciler(t, staleClient{Client: counter, stale: deleting}, k8sClient, nil)
-	releases := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
-	t.Cleanup(releases.ShutDown)
-	r.HandReleasesTo(releases)
+	r, releases := withReleaseQueue(t, staleClient{Client: counter, stale: deleting})
 	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(deleting)}
 
 	result, err := r.Reconcile(ctx, req)
@@ -140,10 +149,7 @@ func TestReleaseRemovesTheFinalizerListedTwice(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	deleting, _ := deletingCopy(t, "listed-twice")
-	r := handReconciler(t, staleClient{Client: managerClient, stale: deleting}, k8sClient, nil)
-	releases := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
-	t.Cleanup(releases.ShutDown)
-	r.HandReleasesTo(releases)
+	r, _ := withReleaseQueue(t, staleClient{Client: managerClient, stale: deleting})
 	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(deleting)}
 	_, err := r.Reconcile(ctx, req)
 	g.Expect(err).NotTo(HaveOccurred())
