@@ -32,7 +32,7 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 		r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonOrphaned, "Release",
 			"Released without closing PAM request %s (deletionPolicy Orphan)", el.Spec.RequestID)
 		return ctrl.Result{}, r.removeFinalizer(ctx, req, el)
-	case isClosed(el), r.lastSynced.endedInPAM(el.UID):
+	case r.requestEnded(el):
 		return r.releaseNow(ctx, req, el)
 	}
 
@@ -426,17 +426,28 @@ func (l *lazyClient) get(ctx context.Context) (pam.Client, error) {
 // for back: the object is on its way out, and its whole body, encoded by the API server and
 // decoded here, would cost both of them CPU for nothing in a mass revocation.
 func (r *PamElevationReconciler) removeFinalizer(ctx context.Context, req reconcile.Request, el *pamv1.PamElevation) error {
-	released := &metav1.PartialObjectMetadata{}
-	released.SetGroupVersionKind(pamv1.GroupVersion.WithKind("PamElevation"))
+	released := elevationMetadata()
 	el.ObjectMeta.DeepCopyInto(&released.ObjectMeta)
 	patch := client.MergeFromWithOptions(released.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.RemoveFinalizer(released, pamv1.ElevationFinalizer)
 	if err := r.Patch(ctx, released, patch); err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
+	r.released(req, el)
+	return nil
+}
+
+// elevationMetadata is an elevation's metadata alone, to patch: the answer carries no body.
+func elevationMetadata() *metav1.PartialObjectMetadata {
+	obj := &metav1.PartialObjectMetadata{}
+	obj.SetGroupVersionKind(pamv1.GroupVersion.WithKind("PamElevation"))
+	return obj
+}
+
+// released forgets what was kept about el once it is released: its retries and its read record.
+func (r *PamElevationReconciler) released(req reconcile.Request, el *pamv1.PamElevation) {
 	r.retries.Forget(req)
 	r.lastSynced.delete(el.UID)
-	return nil
 }
 
 func normalizedID(el *pamv1.PamElevation) string {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -42,8 +41,7 @@ func (r *PamElevationReconciler) releaseNext(req reconcile.Request, el *pamv1.Pa
 		r.lastSynced.delete(el.UID)
 		return ctrl.Result{}, nil
 	}
-	if q := r.releases.Load(); q != nil {
-		(*q).Add(req)
+	if r.handOff(req) {
 		return ctrl.Result{}, nil
 	}
 	priority := closePriority
@@ -53,11 +51,25 @@ func (r *PamElevationReconciler) releaseNext(req reconcile.Request, el *pamv1.Pa
 // releaseNow releases el, whose request has ended in PAM, through the release controller when
 // it runs: there, releases never wait alongside closes.
 func (r *PamElevationReconciler) releaseNow(ctx context.Context, req reconcile.Request, el *pamv1.PamElevation) (ctrl.Result, error) {
-	if q := r.releases.Load(); q != nil {
-		(*q).Add(req)
+	if r.handOff(req) {
 		return ctrl.Result{}, nil
 	}
 	return ctrl.Result{}, r.releaseEnded(ctx, req, el)
+}
+
+// handOff queues the release of req with the release controller, and reports whether it runs.
+func (r *PamElevationReconciler) handOff(req reconcile.Request) bool {
+	q := r.releases.Load()
+	if q != nil {
+		(*q).Add(req)
+	}
+	return q != nil
+}
+
+// requestEnded reports whether el's request is known to have ended in PAM: its status records
+// it closed, or this process saw it end.
+func (r *PamElevationReconciler) requestEnded(el *pamv1.PamElevation) bool {
+	return isClosed(el) || r.lastSynced.endedInPAM(el.UID)
 }
 
 // setupReleases registers the release controller, with as many workers as the elevations'.
@@ -85,8 +97,7 @@ func (r *PamElevationReconciler) release(ctx context.Context, req reconcile.Requ
 	if err := r.Get(ctx, req.NamespacedName, el); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if el.DeletionTimestamp.IsZero() || !controllerutil.ContainsFinalizer(el, pamv1.ElevationFinalizer) ||
-		!(isClosed(el) || r.lastSynced.endedInPAM(el.UID)) {
+	if el.DeletionTimestamp.IsZero() || !controllerutil.ContainsFinalizer(el, pamv1.ElevationFinalizer) || !r.requestEnded(el) {
 		return ctrl.Result{}, nil
 	}
 	return ctrl.Result{}, r.releaseEnded(ctx, req, el)
@@ -113,8 +124,7 @@ func (r *PamElevationReconciler) releaseEnded(ctx context.Context, req reconcile
 	if err != nil {
 		return err
 	}
-	released := &metav1.PartialObjectMetadata{}
-	released.SetGroupVersionKind(pamv1.GroupVersion.WithKind("PamElevation"))
+	released := elevationMetadata()
 	released.Namespace, released.Name = el.Namespace, el.Name
 	err = r.Patch(ctx, released, client.RawPatch(types.JSONPatchType, patch))
 	switch {
@@ -125,8 +135,7 @@ func (r *PamElevationReconciler) releaseEnded(ctx context.Context, req reconcile
 		// Added once more since the copy was taken: the retry works from a newer copy.
 		return fmt.Errorf("the finalizer %s is still listed after its release", pamv1.ElevationFinalizer)
 	}
-	r.retries.Forget(req)
-	r.lastSynced.delete(el.UID)
+	r.released(req, el)
 	return nil
 }
 
