@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -82,4 +83,33 @@ func (r *PamElevationReconciler) HandReleasesTo(q workqueue.TypedRateLimitingInt
 // Release runs one pass of the release controller.
 func (r *PamElevationReconciler) Release(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	return r.release(ctx, req)
+}
+
+// PackForCache packs el as the manager's cache holds it.
+func PackForCache(el *pamv1.PamElevation) any { return packElevation(el) }
+
+// UnpackCached decodes an item of the cache's store, as readers of the cache get it.
+func UnpackCached(item any) any { return unpackAny(item) }
+
+// CachedMeta is the metadata client-go reads from an item of the cache's store.
+func CachedMeta(item any) metav1.Object { return item.(metav1.ObjectMetaAccessor).GetObjectMeta() }
+
+// StoreIndexers are indexers run on the cache's store, where elevations are packed.
+func StoreIndexers(indexers toolscache.Indexers) toolscache.Indexers {
+	return unpackingIndexers(indexers, &unpackMemo{})
+}
+
+// HeldPacked reports whether the cache's store holds the elevation packed.
+func HeldPacked(ctx context.Context, c cache.Cache, key client.ObjectKey) (bool, error) {
+	inf, err := c.GetInformer(ctx, &pamv1.PamElevation{})
+	if err != nil {
+		return false, err
+	}
+	store, ok := inf.(toolscache.SharedIndexInformer).GetIndexer().(packedIndexer)
+	if !ok {
+		return false, nil
+	}
+	item, exists, err := store.raw().GetByKey(key.String())
+	_, packed := item.(*packedElevation)
+	return exists && packed, err
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -364,8 +363,7 @@ func (r *PamElevationReconciler) trackedElsewhere(ctx context.Context, el *pamv1
 	self := client.ObjectKeyFromObject(el).String()
 	var owner string
 	err := r.index.byRequest(id, func(other *pamv1.PamElevation) {
-		// Admission takes only GUIDs: equal ignoring case is equal once normalized.
-		if owner != "" || !strings.EqualFold(other.Spec.RequestID, id) {
+		if owner != "" {
 			return
 		}
 		key := client.ObjectKeyFromObject(other).String()

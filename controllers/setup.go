@@ -85,8 +85,6 @@ const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
 
 // StripForCache drops what the controllers never read from cached objects: managed fields and
 // kubectl's copy of the last applied object, which together are most of an elevation's size.
-// The strings thousands of elevations share (namespace, server, finalizer, conditions) are
-// interned, so the cache holds each once instead of once per elevation.
 func StripForCache(obj any) (any, error) {
 	if accessor, ok := obj.(metav1.Object); ok {
 		accessor.SetManagedFields(nil)
@@ -95,26 +93,7 @@ func StripForCache(obj any) (any, error) {
 			accessor.SetAnnotations(annotations)
 		}
 	}
-	if el, ok := obj.(*pamv1.PamElevation); ok {
-		internShared(el)
-	}
 	return obj, nil
-}
-
-func internShared(el *pamv1.PamElevation) {
-	el.Namespace = intern(el.Namespace)
-	for i := range el.Finalizers {
-		el.Finalizers[i] = intern(el.Finalizers[i])
-	}
-	el.Spec.ServerRef.Kind = intern(el.Spec.ServerRef.Kind)
-	el.Spec.ServerRef.Name = intern(el.Spec.ServerRef.Name)
-	el.Spec.DeletionPolicy = intern(el.Spec.DeletionPolicy)
-	el.Status.RequestStatus = intern(el.Status.RequestStatus)
-	for i := range el.Status.Conditions {
-		c := &el.Status.Conditions[i]
-		c.Type, c.Reason, c.Message = intern(c.Type), intern(c.Reason), intern(c.Message)
-		c.Status = intern(c.Status)
-	}
 }
 
 // intern returns the canonical copy of s. The canonical copies are weakly held: one no cached

@@ -127,7 +127,7 @@ func runSuite(m *testing.M) int {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
-		Cache:                  cache.Options{DefaultTransform: controllers.StripForCache},
+		Cache:                  controllers.CacheOptions(),
 		HealthProbeBindAddress: "0",
 	})
 	if err != nil {

@@ -28,7 +28,8 @@ const (
 )
 
 // elevationIndex finds cached elevations by request, by server, and by the server they still
-// need. The objects it hands out are the cache's own: they must not be changed.
+// need. It reads the informer's store itself, where elevations are packed (packedcache.go), to
+// decode only those it hands out; they are decoded afresh for each caller.
 type elevationIndex struct {
 	indexer toolscache.Indexer
 	synced  toolscache.InformerSynced
@@ -54,7 +55,11 @@ func newElevationIndex(ctx context.Context, c cache.Cache) (*elevationIndex, err
 			return nil, err
 		}
 	}
-	return &elevationIndex{indexer: shared.GetIndexer(), synced: shared.HasSynced}, nil
+	store := shared.GetIndexer()
+	if packed, ok := store.(packedIndexer); ok {
+		store = packed.raw()
+	}
+	return &elevationIndex{indexer: store, synced: shared.HasSynced}, nil
 }
 
 // elevationIndexers are the indexes newElevationIndex adds to the informer.
@@ -83,14 +88,18 @@ func elevationIndexFunc(fn func(*pamv1.PamElevation) string) toolscache.IndexFun
 	}
 }
 
-// each calls fn with every cached elevation indexed under value.
-func (x *elevationIndex) each(index, value string, fn func(*pamv1.PamElevation)) error {
-	objs, err := x.indexer.ByIndex(index, value)
+// each calls fn with every cached elevation indexed under value that keep, given the stored
+// item, keeps (all, when keep is nil).
+func (x *elevationIndex) each(index, value string, keep func(any) bool, fn func(*pamv1.PamElevation)) error {
+	items, err := x.indexer.ByIndex(index, value)
 	if err != nil {
 		return err
 	}
-	for _, obj := range objs {
-		if el, ok := obj.(*pamv1.PamElevation); ok {
+	for _, item := range items {
+		if keep != nil && !keep(item) {
+			continue
+		}
+		if el, ok := unpackAny(item).(*pamv1.PamElevation); ok {
 			fn(el)
 		}
 	}
@@ -99,32 +108,32 @@ func (x *elevationIndex) each(index, value string, fn func(*pamv1.PamElevation))
 
 // current returns the cache's copy of el, unless the cache no longer holds that object.
 func (x *elevationIndex) current(el *pamv1.PamElevation) (*pamv1.PamElevation, bool) {
-	obj, exists, err := x.indexer.GetByKey(client.ObjectKeyFromObject(el).String())
+	item, exists, err := x.indexer.GetByKey(client.ObjectKeyFromObject(el).String())
 	if err != nil || !exists {
 		return nil, false
 	}
-	current, ok := obj.(*pamv1.PamElevation)
+	current, ok := unpackAny(item).(*pamv1.PamElevation)
 	return current, ok && current.UID == el.UID
 }
 
 // all calls fn with every cached elevation.
 func (x *elevationIndex) all(fn func(*pamv1.PamElevation)) {
-	for _, obj := range x.indexer.List() {
-		if el, ok := obj.(*pamv1.PamElevation); ok {
+	for _, item := range x.indexer.List() {
+		if el, ok := unpackAny(item).(*pamv1.PamElevation); ok {
 			fn(el)
 		}
 	}
 }
 
-// byRequest calls fn with each cached elevation of the request's bucket, for it to filter by
-// the exact id.
+// byRequest calls fn with each cached elevation of the request (equal ignoring case: admission
+// takes only GUIDs). Of the others in its bucket, only the request id is decoded.
 func (x *elevationIndex) byRequest(id string, fn func(*pamv1.PamElevation)) error {
-	return x.each(requestIndexName, requestBucket(id), fn)
+	return x.each(requestIndexName, requestBucket(id), func(item any) bool { return requestIDMatches(item, id) }, fn)
 }
 
 // byServer calls fn with each cached elevation of the server.
 func (x *elevationIndex) byServer(serverKey string, fn func(*pamv1.PamElevation)) error {
-	return x.each(serverIndexName, serverKey, fn)
+	return x.each(serverIndexName, serverKey, nil, fn)
 }
 
 // servers returns the servers that cached elevations use.

@@ -1,0 +1,117 @@
+package controllers_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/randfill"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/controllers"
+)
+
+// Every field of an elevation survives the cache's packing, including fields added to the API
+// later: the filler sets them all, so one the packing does not know fails here.
+func TestPackedElevationKeepsEveryField(t *testing.T) {
+	filler := randfill.NewWithSeed(1).NilChance(0.2).NumElements(0, 3)
+	for i := range 500 {
+		el := &pamv1.PamElevation{}
+		filler.Fill(el)
+		el.ManagedFields = nil // dropped by StripForCache before packing
+		if i%2 == 0 && el.DeletionTimestamp != nil {
+			el.DeletionTimestamp = &metav1.Time{Time: el.DeletionTimestamp.Add(123456789 * time.Nanosecond)}
+		}
+		packed := controllers.PackForCache(el)
+		decoded, ok := controllers.UnpackCached(packed).(*pamv1.PamElevation)
+		if !ok {
+			t.Fatalf("decoded %T", controllers.UnpackCached(packed))
+		}
+		if !equality.Semantic.DeepEqual(el, decoded) {
+			t.Fatalf("elevation %d changed in the cache (-sent +decoded):\n%s", i, cmp.Diff(el, decoded))
+		}
+		if meta := controllers.CachedMeta(packed); !equality.Semantic.DeepEqual(meta, &el.ObjectMeta) {
+			t.Fatalf("elevation %d: metadata changed (-sent +decoded):\n%s", i, cmp.Diff(&el.ObjectMeta, meta))
+		}
+	}
+}
+
+// Empty and absent lists, maps and times stay as they were: nil is not turned into empty.
+func TestPackedElevationKeepsNilApartFromEmpty(t *testing.T) {
+	g := NewWithT(t)
+	el := &pamv1.PamElevation{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{}, Finalizers: []string{}}}
+	el.Status.Conditions = []metav1.Condition{}
+	decoded := controllers.UnpackCached(controllers.PackForCache(el)).(*pamv1.PamElevation)
+	g.Expect(decoded.Labels).To(BeEmpty())
+	g.Expect(decoded.Labels).NotTo(BeNil())
+	g.Expect(decoded.Annotations).To(BeNil())
+	g.Expect(decoded.Finalizers).NotTo(BeNil())
+	g.Expect(decoded.OwnerReferences).To(BeNil())
+	g.Expect(decoded.Status.Conditions).NotTo(BeNil())
+	g.Expect(decoded.CreationTimestamp.IsZero()).To(BeTrue())
+	g.Expect(decoded.DeletionTimestamp).To(BeNil())
+}
+
+// The manager's cache holds an elevation packed and hands it out as the API server has it, less
+// what StripForCache drops.
+func TestCacheHandsOutTheElevationTheServerHas(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	el := &pamv1.PamElevation{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: "packed", Namespace: ns,
+			Labels: map[string]string{"team": "a"},
+			Annotations: map[string]string{
+				"note": "kept",
+				"kubectl.kubernetes.io/last-applied-configuration": `{"dropped":true}`,
+			},
+			Finalizers: []string{"example.com/keep"},
+		},
+		Spec: pamv1.PamElevationSpec{
+			RequestID:      "3f2b8a61-0c4d-4e8f-9a7b-1d2e3f405162",
+			ServerRef:      pamv1.ServerReference{Name: "absent"},
+			TTL:            &metav1.Duration{Duration: 90 * time.Minute},
+			DeletionPolicy: pamv1.DeletionPolicyOrphan,
+		},
+	}
+	g.Expect(k8sClient.Create(ctx, el)).To(Succeed())
+	t.Cleanup(func() {
+		_ = k8sClient.Patch(ctx, el, client.RawPatch("application/merge-patch+json", []byte(`{"metadata":{"finalizers":null}}`)))
+		_ = k8sClient.Delete(ctx, el)
+	})
+
+	fromServer := &pamv1.PamElevation{}
+	fromCache := &pamv1.PamElevation{}
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(el), fromServer)).To(Succeed())
+		g.Expect(managerClient.Get(ctx, client.ObjectKeyFromObject(el), fromCache)).To(Succeed())
+		g.Expect(fromCache.ResourceVersion).To(Equal(fromServer.ResourceVersion))
+	}).Should(Succeed())
+	held, err := controllers.HeldPacked(ctx, managerCache, client.ObjectKeyFromObject(el))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(held).To(BeTrue(), "the cache's store holds the elevation packed")
+
+	want := fromServer.DeepCopy()
+	want.ManagedFields = nil
+	delete(want.Annotations, "kubectl.kubernetes.io/last-applied-configuration")
+	fromCache.TypeMeta = want.TypeMeta
+	g.Expect(equality.Semantic.DeepEqual(fromCache, want)).To(BeTrue(), "(-server +cache):\n%s", cmp.Diff(want, fromCache))
+	g.Expect(fromCache.Labels).To(Equal(map[string]string{"team": "a"}))
+	g.Expect(fromCache.Spec.TTL).To(Equal(ptr.To(metav1.Duration{Duration: 90 * time.Minute})))
+
+	// A list through the cache decodes each item too.
+	var list pamv1.PamElevationList
+	g.Expect(managerClient.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
+	g.Expect(list.Items).To(HaveLen(1))
+	raw, err := json.Marshal(list.Items[0].Spec)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(raw)).To(ContainSubstring(`"requestID":"3f2b8a61-0c4d-4e8f-9a7b-1d2e3f405162"`))
+}
