@@ -211,8 +211,8 @@ func (b *batchSyncer) keepSplitLocked(serverKey string, split listSplit) {
 }
 
 // listInWindows lists the requests created since since, in windows of equal length up to until
-// and one open-ended after it, hands each answer to add and returns how many requests each held.
-func listInWindows(ctx context.Context, pc pam.Client, since, until time.Time, windows int, add func([]pam.Request)) ([]int, error) {
+// and one open-ended after it, hands each request to add and returns how many each window held.
+func listInWindows(ctx context.Context, pc pam.Client, since, until time.Time, windows int, add func(pam.Request)) ([]int, error) {
 	step := until.Sub(since) / time.Duration(windows)
 	from := since
 	counts := make([]int, windows)
@@ -224,30 +224,29 @@ func listInWindows(ctx context.Context, pc pam.Client, since, until time.Time, w
 			to = since.Add(step * time.Duration(i+1)).Truncate(time.Millisecond)
 			filter = pam.FilterCreatedBetween(from, to)
 		}
-		reqs, err := pc.List(ctx, filter)
+		err := pc.List(ctx, filter, func(r pam.Request) {
+			add(r)
+			counts[i]++
+		})
 		if err != nil {
 			return nil, err
 		}
-		add(reqs)
-		counts[i] = len(reqs)
 		from = to
 	}
 	return counts, nil
 }
 
-// add keeps what a sync needs of each request.
-func (batch *requestBatch) add(reqs []pam.Request) {
-	for _, r := range reqs {
-		key, ok := keyOf(r.ID)
-		if !ok {
-			continue // not a GUID: no elevation can name it
-		}
-		entry := batchEntry{status: intern(r.Status)}
-		if !r.ExpirationTime.IsZero() {
-			entry.expiration = r.ExpirationTime.UnixNano()
-		}
-		batch.byID[key] = entry
+// add keeps what a sync needs of a request.
+func (batch *requestBatch) add(r pam.Request) {
+	key, ok := keyOf(r.ID)
+	if !ok {
+		return // not a GUID: no elevation can name it
 	}
+	entry := batchEntry{status: intern(r.Status)}
+	if !r.ExpirationTime.IsZero() {
+		entry.expiration = r.ExpirationTime.UnixNano()
+	}
+	batch.byID[key] = entry
 }
 
 // forget drops a server's batch and its list split, when its client changes or it is deleted.

@@ -86,13 +86,13 @@ func (c *limitedClient) Get(ctx context.Context, requestID string) (*pam.Request
 	return c.inner.Get(ctx, requestID)
 }
 
-func (c *limitedClient) List(ctx context.Context, filter string) ([]pam.Request, error) {
+func (c *limitedClient) List(ctx context.Context, filter string, each func(pam.Request)) error {
 	release, err := c.limits.acquire(ctx, "list")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer release()
-	return c.inner.List(ctx, filter)
+	return c.inner.List(ctx, filter, each)
 }
 
 func (c *limitedClient) Create(ctx context.Context, opts pam.CreateOptions) (*pam.Request, error) {

@@ -67,8 +67,9 @@ type Client interface {
 	Close(ctx context.Context, requestID string) error
 	// Get reads one request of the calling account.
 	Get(ctx context.Context, requestID string) (*Request, error)
-	// List reads the calling account's requests matching an OData filter ("" for all).
-	List(ctx context.Context, filter string) ([]Request, error)
+	// List reads the calling account's requests matching an OData filter ("" for all), handing
+	// each to each as it is read. An error may come after some were handed over.
+	List(ctx context.Context, filter string, each func(Request)) error
 	// Create requests an elevation into a PAM role.
 	Create(ctx context.Context, opts CreateOptions) (*Request, error)
 }

@@ -148,7 +148,7 @@ func TestTimeoutIsRetryable(t *testing.T) {
 	emu, url := newEmulator(t)
 	emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointListRequests, Delay: 5 * time.Second, Times: 1})
 	c := newClient(t, pam.Config{URL: url, Timeout: 100 * time.Millisecond})
-	_, err := c.List(context.Background(), "")
+	err := c.List(context.Background(), "", func(pam.Request) {})
 	g.Expect(pam.ClassOf(err)).To(Equal(pam.ClassRetryable))
 	g.Expect(err.Error()).To(ContainSubstring("timed out"))
 }
@@ -175,13 +175,13 @@ func TestTLSWithCABundleSpeaksHTTP11(t *testing.T) {
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 
 	c := newClient(t, pam.Config{URL: srv.URL, CABundle: caPEM, Auth: func(rt http.RoundTripper) http.RoundTripper { return rt }})
-	_, err := c.List(context.Background(), "")
+	err := c.List(context.Background(), "", func(pam.Request) {})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(protos).To(Equal([]string{"HTTP/1.1"}), "IIS does not do Windows authentication over HTTP/2")
 
 	// Without the CA the server's certificate is refused, and no option skips verification.
 	untrusting := newClient(t, pam.Config{URL: srv.URL, Auth: func(rt http.RoundTripper) http.RoundTripper { return rt }})
-	_, err = untrusting.List(context.Background(), "")
+	err = untrusting.List(context.Background(), "", func(pam.Request) {})
 	g.Expect(err).To(HaveOccurred())
 	g.Expect(pam.ClassOf(err)).To(Equal(pam.ClassOther), "a certificate problem needs a person, not retries")
 	g.Expect(err.Error()).To(ContainSubstring("certificate"))
@@ -198,27 +198,35 @@ func TestHostileAnswers(t *testing.T) {
 		reason  string
 		handler http.HandlerFunc
 		class   pam.Class
+		is      error
 	}{
 		{"a redirect to another host is not followed", func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, other.URL+"/steal", http.StatusFound)
-		}, pam.ClassOther},
+		}, pam.ClassOther, nil},
 		{"an oversized body is refused", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write([]byte(`{"value":[`))
 			_, _ = w.Write([]byte(strings.Repeat(" ", 9<<20)))
 			_, _ = w.Write([]byte(`]}`))
-		}, pam.ClassOther},
-		{"invalid JSON", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(`{"value":[{`)) }, pam.ClassOther},
-		{"HTML with 200", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(`<html>login</html>`)) }, pam.ClassOther},
+		}, pam.ClassOther, pam.ErrAnswerTooLarge},
+		{"a body cut short is a dropped call", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "1000")
+			_, _ = w.Write([]byte(`{"value":[{"RequestId":"5ec10e61-cdd1-404e-a18e-740467d87dbf"},`))
+		}, pam.ClassRetryable, nil},
+		{"invalid JSON", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(`{"value":[{`)) }, pam.ClassOther, nil},
+		{"HTML with 200", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(`<html>login</html>`)) }, pam.ClassOther, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.reason, func(t *testing.T) {
 			g := NewWithT(t)
 			srv := httptest.NewServer(tc.handler)
 			defer srv.Close()
-			_, err := newClient(t, pam.Config{URL: srv.URL}).List(context.Background(), "")
+			err := newClient(t, pam.Config{URL: srv.URL}).List(context.Background(), "", func(pam.Request) {})
 			g.Expect(err).To(HaveOccurred())
 			g.Expect(pam.ClassOf(err)).To(Equal(tc.class), err.Error())
+			if tc.is != nil {
+				g.Expect(err).To(MatchError(tc.is))
+			}
 		})
 	}
 	NewWithT(t).Expect(otherHostHits.Load()).To(BeZero())
@@ -237,7 +245,7 @@ func TestCookiesAreKept(t *testing.T) {
 	defer srv.Close()
 	c := newClient(t, pam.Config{URL: srv.URL, Auth: func(rt http.RoundTripper) http.RoundTripper { return rt }})
 	for range 2 {
-		_, err := c.List(context.Background(), "")
+		err := c.List(context.Background(), "", func(pam.Request) {})
 		g.Expect(err).NotTo(HaveOccurred())
 	}
 	g.Expect(sawCookie).To(Equal([]bool{false, true}))

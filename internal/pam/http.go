@@ -161,30 +161,28 @@ func (c *httpClient) Get(ctx context.Context, requestID string) (*Request, error
 	if err != nil {
 		return nil, &Error{Op: "list", Class: ClassOther, Message: err.Error()}
 	}
-	reqs, err := c.List(ctx, filter)
+	want := strings.ToLower(requestID)
+	var found *Request
+	err = c.List(ctx, filter, func(r Request) {
+		if found == nil && r.ID == want {
+			found = &r
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
-	want := strings.ToLower(requestID)
-	for i := range reqs {
-		if reqs[i].ID == want {
-			return &reqs[i], nil
-		}
+	if found == nil {
+		return nil, &Error{Op: "list", Class: ClassNotFound, Message: "the account's requests do not include " + want}
 	}
-	return nil, &Error{Op: "list", Class: ClassNotFound, Message: "the account's requests do not include " + want}
+	return found, nil
 }
 
-// List implements Client.
-func (c *httpClient) List(ctx context.Context, filter string) ([]Request, error) {
-	body, err := c.do(ctx, "list", http.MethodGet, "pamrequests", filter, nil)
-	if err != nil {
-		return nil, err
-	}
-	reqs, err := decodeRequests(body)
-	if err != nil {
-		return nil, &Error{Op: "list", Class: ClassOther, Message: "unexpected answer: " + err.Error()}
-	}
-	return reqs, nil
+// List implements Client. The answer is decoded as it arrives: it may hold thousands of
+// requests, and neither it nor they are held whole.
+func (c *httpClient) List(ctx context.Context, filter string, each func(Request)) error {
+	return c.call(ctx, "list", http.MethodGet, "pamrequests", filter, nil, func(body io.Reader) error {
+		return decodeRequests(body, each)
+	})
 }
 
 // Create implements Client.
@@ -220,6 +218,18 @@ func (c *httpClient) Create(ctx context.Context, opts CreateOptions) (*Request, 
 
 // do sends one call and returns the body of a 2xx answer, or an *Error.
 func (c *httpClient) do(ctx context.Context, op, method, resource, filter string, payload []byte) ([]byte, error) {
+	var data []byte
+	err := c.call(ctx, op, method, resource, filter, payload, func(body io.Reader) error {
+		var err error
+		data, err = io.ReadAll(body)
+		return err
+	})
+	return data, err
+}
+
+// call sends one call and hands the body of a 2xx answer, at most maxBodyBytes of it, to read;
+// it returns an *Error for any other answer, or when reading the body fails.
+func (c *httpClient) call(ctx context.Context, op, method, resource, filter string, payload []byte, read func(io.Reader) error) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
@@ -235,7 +245,7 @@ func (c *httpClient) do(ctx context.Context, op, method, resource, filter string
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
-		return nil, &Error{Op: op, Class: ClassOther, Message: "building the call: " + err.Error()}
+		return &Error{Op: op, Class: ClassOther, Message: "building the call: " + err.Error()}
 	}
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", c.userAgent)
@@ -257,27 +267,32 @@ func (c *httpClient) do(ctx context.Context, op, method, resource, filter string
 		// will not fix itself either.
 		var authErr *auth.Error
 		if errors.As(err, &authErr) {
-			return nil, &Error{Op: op, Class: ClassAuth, Message: authErr.Error(), Err: err}
+			return &Error{Op: op, Class: ClassAuth, Message: authErr.Error(), Err: err}
 		}
 		// A certificate the caBundle does not trust will not fix itself: it needs a person.
 		var certErr *tls.CertificateVerificationError
 		if errors.As(err, &certErr) {
-			return nil, &Error{Op: op, Class: ClassOther, Err: err}
+			return &Error{Op: op, Class: ClassOther, Err: err}
 		}
-		return nil, &Error{Op: op, Class: ClassRetryable, Err: err}
+		return &Error{Op: op, Class: ClassRetryable, Err: err}
 	}
 	defer resp.Body.Close()
 
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		data, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes+1))
-		if err != nil {
+		body := &cappedBody{body: resp.Body, left: maxBodyBytes}
+		err := read(body)
+		switch {
+		case body.over:
+			return &Error{Op: op, Class: ClassOther, StatusCode: resp.StatusCode, Message: fmt.Sprintf("answer larger than %d bytes", maxBodyBytes), Err: ErrAnswerTooLarge}
+		case body.err != nil:
 			// The answer was cut short: its outcome is unknown, so treat it like a dropped call.
-			return nil, &Error{Op: op, Class: ClassRetryable, Err: err}
+			return &Error{Op: op, Class: ClassRetryable, Err: body.err}
+		case err != nil:
+			return &Error{Op: op, Class: ClassOther, StatusCode: resp.StatusCode, Message: "unexpected answer: " + err.Error()}
 		}
-		if len(data) > maxBodyBytes {
-			return nil, &Error{Op: op, Class: ClassOther, StatusCode: resp.StatusCode, Message: fmt.Sprintf("answer larger than %d bytes", maxBodyBytes), Err: ErrAnswerTooLarge}
-		}
-		return data, nil
+		// Read to its end, the connection can carry the next call.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBodyBytes))
+		return nil
 	}
 
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBodyBytes))
@@ -298,7 +313,45 @@ func (c *httpClient) do(ctx context.Context, op, method, resource, filter string
 			e.Message = "server offers " + offeredSchemes(offered)
 		}
 	}
-	return nil, e
+	return e
+}
+
+// cappedBody reads an answer's body up to left bytes. It records why reading stopped: over, when
+// the body holds more; err, when the connection failed.
+type cappedBody struct {
+	body io.Reader
+	left int64
+	over bool
+	err  error
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if b.over {
+		return 0, ErrAnswerTooLarge
+	}
+	if b.left <= 0 {
+		// At the cap: one more byte means the body is larger.
+		var probe [1]byte
+		n, err := b.body.Read(probe[:])
+		if n > 0 {
+			b.over = true
+			return 0, ErrAnswerTooLarge
+		}
+		return 0, b.record(err)
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.body.Read(p)
+	b.left -= int64(n)
+	return n, b.record(err)
+}
+
+func (b *cappedBody) record(err error) error {
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return err
 }
 
 // query builds the query string. It is written by hand so that `$filter` keeps its dollar sign

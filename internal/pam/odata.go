@@ -3,8 +3,8 @@ package pam
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -53,44 +53,79 @@ func parseErrorBody(body []byte) (code, message string) {
 	return truncate(code, 64), truncate(message, maxMessageLen)
 }
 
-// decodeRequests reads a list answer {"value":[…]}. It decodes only the properties it keeps,
-// straight from the answer: a list of the account's requests may hold thousands, and copies of
-// it were most of what a periodic sync allocated.
-func decodeRequests(body []byte) ([]Request, error) {
-	var answer struct{ Value requestList }
-	if err := json.Unmarshal(body, &answer); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) && strings.EqualFold(typeErr.Field, "value") {
-			return nil, fmt.Errorf("value is not an array: %w", err)
-		}
-		return nil, fmt.Errorf("invalid JSON: %w", err)
+// decodeRequests reads a list answer {"value":[…]} as it arrives, handing each request to each
+// in turn. It decodes only the properties it keeps: a list of the account's requests may hold
+// thousands, and neither the answer nor the list of them is held whole. A "value" property is
+// found whatever its case, as encoding/json would; null holds no requests.
+func decodeRequests(r io.Reader, each func(Request)) error {
+	dec := json.NewDecoder(r)
+	if err := expectDelim(dec, '{'); err != nil {
+		return fmt.Errorf("invalid JSON: %w", err)
 	}
-	if !answer.Value.present {
-		return nil, fmt.Errorf("answer has no value array")
-	}
-	out := make([]Request, 0, len(answer.Value.items))
-	for i := range answer.Value.items {
-		r, err := answer.Value.items[i].request()
+	found := false
+	for dec.More() {
+		tok, err := dec.Token()
 		if err != nil {
-			return nil, fmt.Errorf("value[%d]: %w", i, err)
+			return fmt.Errorf("invalid JSON: %w", err)
 		}
-		out = append(out, *r)
+		if name, _ := tok.(string); !strings.EqualFold(name, "value") {
+			var skipped json.RawMessage
+			if err := dec.Decode(&skipped); err != nil {
+				return fmt.Errorf("invalid JSON: %w", err)
+			}
+			continue
+		}
+		if found {
+			return fmt.Errorf("answer has more than one value array")
+		}
+		found = true
+		tok, err = dec.Token()
+		if err != nil {
+			return fmt.Errorf("invalid JSON: %w", err)
+		}
+		if tok == nil {
+			continue
+		}
+		if delim, _ := tok.(json.Delim); delim != '[' {
+			return fmt.Errorf("value is not an array")
+		}
+		for i := 0; dec.More(); i++ {
+			var props requestProps
+			if err := dec.Decode(&props); err != nil {
+				return fmt.Errorf("value[%d]: %w", i, err)
+			}
+			req, err := props.request()
+			if err != nil {
+				return fmt.Errorf("value[%d]: %w", i, err)
+			}
+			each(*req)
+		}
+		if err := expectDelim(dec, ']'); err != nil {
+			return fmt.Errorf("invalid JSON: %w", err)
+		}
 	}
-	return out, nil
+	if err := expectDelim(dec, '}'); err != nil {
+		return fmt.Errorf("invalid JSON: %w", err)
+	}
+	if !found {
+		return fmt.Errorf("answer has no value array")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("invalid JSON: data after the answer")
+	}
+	return nil
 }
 
-// requestList is the value array of a list answer; null holds no requests.
-type requestList struct {
-	items   []requestProps
-	present bool
-}
-
-func (l *requestList) UnmarshalJSON(raw []byte) error {
-	l.present = true
-	if string(raw) == "null" {
-		return nil
+// expectDelim reads the next token, which must be want.
+func expectDelim(dec *json.Decoder, want json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
 	}
-	return json.Unmarshal(raw, &l.items)
+	if delim, ok := tok.(json.Delim); !ok || delim != want {
+		return fmt.Errorf("expected %q, found %v", want, tok)
+	}
+	return nil
 }
 
 // decodeRequest reads one request object.

@@ -49,7 +49,7 @@ func TestDecodeRequest(t *testing.T) {
 	  {"RequestID":"0c4f4c2e-8f0d-4b8e-9a36-2f1c3d2b7a10","RoleID":"2f5a1c3e-1111-4a2b-8c3d-4e5f6a7b8c9d",
 	   "RequestedTTL":7200,"ExpirationTime":"2015-06-23T13:34:38Z","RequestedStatus":"Active"}
 	]}`
-	reqs, err := decodeRequests([]byte(body))
+	reqs, err := decodeAll([]byte(body))
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(reqs).To(HaveLen(2))
 
@@ -69,6 +69,25 @@ func TestDecodeRequest(t *testing.T) {
 	g.Expect(second.ExpirationTime).To(Equal(time.Date(2015, 6, 23, 13, 34, 38, 0, time.UTC)))
 }
 
+// decodeAll decodes a whole list answer.
+func decodeAll(body []byte) ([]Request, error) {
+	var reqs []Request
+	err := decodeRequests(bytes.NewReader(body), func(r Request) { reqs = append(reqs, r) })
+	return reqs, err
+}
+
+// A value of null holds no requests; other properties, whatever they hold, are skipped.
+func TestDecodeRequestsSkipsOtherProperties(t *testing.T) {
+	g := NewWithT(t)
+	reqs, err := decodeAll([]byte(`{"odata.metadata":{"nested":[1,2,{"value":[]}]},"VALUE":null,"odata.count":3}`))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(reqs).To(BeEmpty())
+	reqs, err = decodeAll([]byte(`{"value":[{"RequestId":"A"}],"odata.nextLink":"x"}`))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(reqs).To(HaveLen(1))
+	g.Expect(reqs[0].ID).To(Equal("a"))
+}
+
 func TestDecodeRequestsRejectsBadAnswers(t *testing.T) {
 	cases := []struct{ reason, body string }{
 		{"not JSON", `<html></html>`},
@@ -77,10 +96,14 @@ func TestDecodeRequestsRejectsBadAnswers(t *testing.T) {
 		{"request without id", `{"value":[{"RequestStatus":"Active"}]}`},
 		{"unparseable time", `{"value":[{"RequestId":"x","CreationTime":"yesterday"}]}`},
 		{"TTL not a number", `{"value":[{"RequestId":"x","RequestedTTL":"an hour"}]}`},
+		{"cut short", `{"value":[{"RequestId":"x"}`},
+		{"two value arrays", `{"value":[],"Value":[{"RequestId":"x"}]}`},
+		{"data after the answer", `{"value":[]} {"value":[]}`},
+		{"an array", `[{"RequestId":"x"}]`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.reason, func(t *testing.T) {
-			_, err := decodeRequests([]byte(tc.body))
+			_, err := decodeAll([]byte(tc.body))
 			NewWithT(t).Expect(err).To(HaveOccurred())
 		})
 	}
@@ -127,7 +150,7 @@ func FuzzDecodeRequests(f *testing.F) {
 	f.Add([]byte(`{"value":[{"RequestId":"a","RequestedTTL":"3600","ExpirationTime":"0001-01-01T00:00:00"}]}`))
 	f.Add([]byte(`{"value":[{"requestid":"a","CreationTime":"2015-07-11T23:38:09.036164-07:00"}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		_, _ = decodeRequests(body)
+		_, _ = decodeAll(body)
 	})
 }
 
@@ -167,7 +190,7 @@ func BenchmarkDecodeRequests(b *testing.B) {
 	b.SetBytes(int64(body.Len()))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := decodeRequests(body.Bytes()); err != nil {
+		if err := decodeRequests(bytes.NewReader(body.Bytes()), func(Request) {}); err != nil {
 			b.Fatal(err)
 		}
 	}
