@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -38,6 +39,13 @@ func main() {
 // (WatchListClient, on by default since 1.35).
 const watchListEnv = "KUBE_FEATURE_WatchListClient"
 
+// defaultGCPercent is the garbage collector's target (GOGC) unless the environment sets one. Most
+// of the heap is the cache, which lives as long as the process, and little is allocated between
+// syncs: at Go's default of 100 the heap may grow to twice the cache before it is collected, and
+// the runtime keeps what the heap grew to. At 25 it grows by a quarter, for more collections
+// while the manager is busy (see Performance in the README).
+const defaultGCPercent = 25
+
 func run() error {
 	// Informers list and then watch, unless told otherwise. Under API server throttling (429 on
 	// the first watch) the streaming list was seen to lose elevations created during startup in
@@ -45,6 +53,9 @@ func run() error {
 	// a close. A plain list is the long-proven path. It must be set before client-go reads it.
 	if _, set := os.LookupEnv(watchListEnv); !set {
 		_ = os.Setenv(watchListEnv, "false")
+	}
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(defaultGCPercent)
 	}
 
 	var (

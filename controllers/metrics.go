@@ -101,12 +101,13 @@ func (c *elevationStates) Collect(ch chan<- prometheus.Metric) {
 	if !c.index.synced() {
 		return
 	}
-	counts := map[string]int{"active": 0, "pending": 0, "closed": 0, "stalled": 0, "retrying": 0, "terminating": 0}
-	c.index.all(func(el *pamv1.PamElevation) { counts[stateOf(el)]++ })
-	for state, n := range counts {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), state)
+	for _, state := range elevationStateNames {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(c.index.count(state)), state)
 	}
 }
+
+// elevationStateNames are the values of stateOf.
+var elevationStateNames = []string{"active", "pending", "closed", "stalled", "retrying", "terminating"}
 
 func stateOf(el *pamv1.PamElevation) string {
 	switch {

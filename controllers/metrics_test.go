@@ -62,7 +62,10 @@ func TestMetricsRecordCloses(t *testing.T) {
 	el := elevation(ns, "metered", seedRequest(pamUser, time.Hour))
 	create(t, el)
 	waitActive(t, el)
-	g.Expect(metricValue(t, "pam_operator_elevations", map[string]string{"state": "active"})).To(BeNumerically(">=", 1))
+	// The gauge counts the manager's cache, which may see the status a moment after the API server.
+	g.Eventually(func() float64 {
+		return metricValue(t, "pam_operator_elevations", map[string]string{"state": "active"})
+	}).Should(BeNumerically(">=", 1))
 
 	deleteObj(t, el)
 	waitGone(t, el)

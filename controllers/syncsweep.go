@@ -60,7 +60,7 @@ func (r *PamElevationReconciler) startSweep(ctx context.Context, q workqueue.Typ
 
 // sweep syncs the idle elevations of one server from one list of its requests.
 func (r *PamElevationReconciler) sweep(ctx context.Context, serverKey string, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	var idle []*pamv1.PamElevation
+	var idle cachedElevations
 	var panicked error
 	defer func() {
 		if panicked != nil {
@@ -69,16 +69,18 @@ func (r *PamElevationReconciler) sweep(ctx context.Context, serverKey string, q 
 		}
 	}()
 	defer recoverAsError(&panicked)
-	_ = r.index.byServer(serverKey, func(el *pamv1.PamElevation) {
-		if sweepable(el) {
-			idle = append(idle, el)
+	var first *pamv1.PamElevation
+	idle = r.index.byServerHeld(serverKey, func(el *pamv1.PamElevation) bool {
+		if first == nil && sweepable(el) {
+			first = el
 		}
+		return sweepable(el)
 	})
-	if len(idle) == 0 {
+	if first == nil {
 		return
 	}
 	now := r.Clock.Now()
-	server, err := r.Connector.GetServer(ctx, idle[0])
+	server, err := r.Connector.GetServer(ctx, first)
 	if err != nil {
 		r.queueDue(q, idle, now) // their passes report why
 		return
@@ -91,9 +93,9 @@ func (r *PamElevationReconciler) sweep(ctx context.Context, serverKey string, q 
 		return
 	}
 	allowed := map[string]bool{}
-	for _, el := range idle {
+	idle.each(func(el *pamv1.PamElevation) {
 		if !batch.at.After(r.syncedUpTo(el)) {
-			continue // read since the list was asked for
+			return // read since the list was asked for
 		}
 		ok, known := allowed[el.Namespace]
 		if !known {
@@ -103,10 +105,10 @@ func (r *PamElevationReconciler) sweep(ctx context.Context, serverKey string, q 
 		req, found := batch.request(normalizedID(el))
 		if !ok || !found || changesStatus(el, &req, batch.at) || !r.stillIdle(el) {
 			addAt(q, el, syncPriority)
-			continue
+			return
 		}
 		r.lastSynced.storeIfNewer(el.UID, batch.at, readOpen(req.Status))
-	}
+	})
 }
 
 // sweepable reports whether the sweep syncs the elevation: one whose last pass settled with
@@ -127,10 +129,10 @@ func (r *PamElevationReconciler) stillIdle(el *pamv1.PamElevation) bool {
 
 // queueDue queues the elevations whose sync is due, when no list could be had: each pass then
 // tries on its own, and reports and retries what fails.
-func (r *PamElevationReconciler) queueDue(q workqueue.TypedRateLimitingInterface[reconcile.Request], idle []*pamv1.PamElevation, now time.Time) {
-	for _, el := range idle {
+func (r *PamElevationReconciler) queueDue(q workqueue.TypedRateLimitingInterface[reconcile.Request], idle cachedElevations, now time.Time) {
+	idle.each(func(el *pamv1.PamElevation) {
 		if !now.Before(r.nextSync(el)) {
 			addAt(q, el, syncPriority)
 		}
-	}
+	})
 }

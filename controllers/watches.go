@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -25,6 +26,9 @@ const (
 	serverIndexName = "pam.mim.dev/server"
 	// inUseIndexName maps the elevations that may still call PAM to their server (see needsServer).
 	inUseIndexName = "pam.mim.dev/in-use"
+	// stateIndexName maps elevations to their state (see stateOf), which the
+	// pam_operator_elevations gauge counts without decoding any.
+	stateIndexName = "pam.mim.dev/state"
 )
 
 // elevationIndex finds cached elevations by request, by server, and by the server they still
@@ -73,6 +77,7 @@ func elevationIndexers() toolscache.Indexers {
 			}
 			return ""
 		}),
+		stateIndexName: elevationIndexFunc(stateOf),
 	}
 }
 
@@ -116,13 +121,13 @@ func (x *elevationIndex) current(el *pamv1.PamElevation) (*pamv1.PamElevation, b
 	return current, ok && current.UID == el.UID
 }
 
-// all calls fn with every cached elevation.
-func (x *elevationIndex) all(fn func(*pamv1.PamElevation)) {
-	for _, item := range x.indexer.List() {
-		if el, ok := unpackAny(item).(*pamv1.PamElevation); ok {
-			fn(el)
-		}
+// count returns how many cached elevations are in the state.
+func (x *elevationIndex) count(state string) int {
+	keys, err := x.indexer.IndexKeys(stateIndexName, state)
+	if err != nil {
+		return 0
 	}
+	return len(keys)
 }
 
 // byRequest calls fn with each cached elevation of the request (equal ignoring case: admission
@@ -131,10 +136,34 @@ func (x *elevationIndex) byRequest(id string, fn func(*pamv1.PamElevation)) erro
 	return x.each(requestIndexName, requestBucket(id), func(item any) bool { return requestIDMatches(item, id) }, fn)
 }
 
-// byServer calls fn with each cached elevation of the server.
-func (x *elevationIndex) byServer(serverKey string, fn func(*pamv1.PamElevation)) error {
-	return x.each(serverIndexName, serverKey, nil, fn)
+// cachedElevations are elevations as the cache holds them, packed, for a caller that goes over
+// many of them more than once: it decodes one at a time instead of holding them all decoded.
+type cachedElevations []any
+
+// each calls fn with each elevation, decoded.
+func (c cachedElevations) each(fn func(*pamv1.PamElevation)) {
+	for _, item := range c {
+		if el, ok := unpackAny(item).(*pamv1.PamElevation); ok {
+			fn(el)
+		}
+	}
 }
+
+// byServerHeld returns the server's cached elevations that keep, given each decoded, keeps.
+func (x *elevationIndex) byServerHeld(serverKey string, keep func(*pamv1.PamElevation) bool) cachedElevations {
+	items, err := x.indexer.ByIndex(serverIndexName, serverKey)
+	if err != nil {
+		return nil
+	}
+	held := items[:0]
+	for _, item := range items {
+		if el, ok := unpackAny(item).(*pamv1.PamElevation); ok && keep(el) {
+			held = append(held, item)
+		}
+	}
+	return held
+}
+
 
 // servers returns the servers that cached elevations use.
 func (x *elevationIndex) servers() []string {
@@ -166,12 +195,17 @@ type elevationMapper struct {
 // forServer maps a PamServer or ClusterPamServer to its elevations.
 func (m *elevationMapper) forServer(ctx context.Context, o client.Object) []reconcile.Request {
 	serverKey := serverCacheKey(o.(pamv1.ServerObject))
-	var reqs []reconcile.Request
-	err := m.index.byServer(serverKey, func(el *pamv1.PamElevation) {
-		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(el)})
-	})
+	keys, err := m.index.indexer.IndexKeys(serverIndexName, serverKey)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Finding the elevations of a server", "server", serverKey)
+	}
+	reqs := make([]reconcile.Request, 0, len(keys))
+	for _, key := range keys {
+		namespace, name, err := toolscache.SplitMetaNamespaceKey(key)
+		if err != nil {
+			continue
+		}
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: namespace, Name: name}})
 	}
 	return reqs
 }

@@ -52,7 +52,7 @@ type benchConfig struct {
 	rateLimit int
 	// workers is the manager's --max-concurrent-reconciles.
 	workers int
-	// managerGOGC is the manager's GOGC; 0 leaves Go's default (100).
+	// managerGOGC is the manager's GOGC; 0 leaves the manager's own default.
 	managerGOGC int
 	// steps names the benchmarks to run; nil runs all.
 	steps map[string]bool
@@ -263,6 +263,11 @@ func (b *bench) memory(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	for name, v := range b.manager.samples() {
+		if name == "go_gc_gogc_percent" {
+			b.report.add("memory: the manager's GC target (GOGC)", v, "%", "")
+		}
+	}
 	b.report.add("memory: RSS, 0 elevations", mib(rss0), "MiB", "")
 	if err := b.reportMemoryMap(0); err != nil {
 		return err
@@ -303,11 +308,11 @@ func (b *bench) memory(ctx context.Context) error {
 				float64(lists)/intervals, "calls", "goal: 1 (the number of servers)")
 		} else {
 			// Measured at rest, as the first size is after its idle intervals: once the burst of
-			// creating them has been worked off and a periodic sync has run.
+			// creating them has been worked off and as many periodic syncs have run.
 			if err := b.settle(ctx); err != nil {
 				return err
 			}
-			if !sleepCtx(ctx, benchSyncInterval) {
+			if !sleepCtx(ctx, 3*benchSyncInterval) {
 				return ctx.Err()
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -347,7 +348,12 @@ func (h *harness) startManager(name string, leaderElect bool, extraArgs ...strin
 			"--leader-election-retry-period", "500ms")
 	}
 	cmd := exec.Command(h.managerBin, append(args, extraArgs...)...)
-	cmd.Env = append(append(os.Environ(), h.managerEnv...), "POD_NAME="+name, "POD_NAMESPACE="+operatorNamespace)
+	// The manager's GC settings are its own defaults unless managerEnv sets them, whatever the
+	// environment of this process says.
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, "GOGC=") || strings.HasPrefix(kv, "GOMEMLIMIT=")
+	})
+	cmd.Env = append(append(env, h.managerEnv...), "POD_NAME="+name, "POD_NAMESPACE="+operatorNamespace)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		logFile.Close()

@@ -47,7 +47,7 @@ func main() {
 	flag.IntVar(&bc.kubeAPIQPS, "bench-kube-api-qps", 100, "The manager's --kube-api-qps.")
 	flag.IntVar(&bc.rateLimit, "bench-rate-limit", 300, "The PamServer's rateLimit.qps.")
 	flag.IntVar(&bc.workers, "bench-workers", 64, "The manager's --max-concurrent-reconciles (its default is 64).")
-	flag.IntVar(&bc.managerGOGC, "bench-manager-gogc", 0, "GOGC of the manager alone; 0 leaves Go's default (100).")
+	flag.IntVar(&bc.managerGOGC, "bench-manager-gogc", 0, "GOGC of the manager alone; 0 leaves the manager's own default (25).")
 	steps := flag.String("bench-steps", "", "Comma-separated benchmarks to run (memory, latency, expiry, economy, mass); empty runs all.")
 	flag.Parse()
 

@@ -97,6 +97,10 @@ func TestSecureMetrics(t *testing.T) {
 	if proto != "HTTP/1.1" {
 		t.Errorf("authorized scrape used %s: HTTP/2 must be off unless --enable-http2", proto)
 	}
+	// Without GOGC in its environment, the manager collects at its own default target.
+	if !strings.Contains(body, "\ngo_gc_gogc_percent 25\n") {
+		t.Errorf("the manager's metrics do not show GOGC 25, its default")
+	}
 
 	if code, _, _, err := h.metrics.get(m.metricsURL, ""); err != nil || code != http.StatusUnauthorized {
 		t.Errorf("scrape without a token: HTTP %d (%v), want 401", code, err)
