@@ -164,7 +164,6 @@ func (x *elevationIndex) byServerHeld(serverKey string, keep func(*pamv1.PamElev
 	return held
 }
 
-
 // servers returns the servers that cached elevations use.
 func (x *elevationIndex) servers() []string {
 	return x.indexer.ListIndexFuncValues(serverIndexName)
