@@ -71,10 +71,11 @@ func (r *PamElevationReconciler) sweep(ctx context.Context, serverKey string, q 
 	defer recoverAsError(&panicked)
 	var first *pamv1.PamElevation
 	idle = r.index.byServerHeld(serverKey, func(el *pamv1.PamElevation) bool {
-		if first == nil && sweepable(el) {
+		keep := sweepable(el)
+		if keep && first == nil {
 			first = el
 		}
-		return sweepable(el)
+		return keep
 	})
 	if first == nil {
 		return
