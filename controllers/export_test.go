@@ -85,8 +85,29 @@ func (r *PamElevationReconciler) Release(ctx context.Context, req reconcile.Requ
 	return r.release(ctx, req)
 }
 
-// PackForCache packs el as the manager's cache holds it.
-func PackForCache(el *pamv1.PamElevation) any { return packElevation(el) }
+// PackForCache packs el as the manager's cache holds it, with words of a table the tests share.
+func PackForCache(el *pamv1.PamElevation) any { return packElevation(el, testWords) }
+
+var testWords = newWordTable(maxWords)
+
+// WordTable is the table of the strings that packed elevations share.
+type WordTable = wordTable
+
+// NewWordTable returns a table that holds up to limit words.
+func NewWordTable(limit int) *WordTable { return newWordTable(limit) }
+
+// PackWithWords packs el with the words of table.
+func PackWithWords(el *pamv1.PamElevation, table *WordTable) any { return packElevation(el, table) }
+
+// Len is how many words the table holds.
+func (t *wordTable) Len() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return len(t.numbers)
+}
+
+// PackedSize is the length of a packed elevation's encoding.
+func PackedSize(item any) int { return len(item.(*packedElevation).data) }
 
 // UnpackCached decodes an item of the cache's store, as readers of the cache get it.
 func UnpackCached(item any) any { return unpackAny(item) }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,8 +19,8 @@ import (
 )
 
 // The cache holds elevations packed: every field of the stripped object encoded into one
-// string, about 300 bytes, where the typed object takes 890 in 11 allocations, and which the
-// garbage collector does not scan. The informer packs each object as it arrives; everything
+// string, about 160 bytes with the strings elevations share held once per informer, where the
+// typed object takes 890 in 11 allocations, and which the garbage collector does not scan. The informer packs each object as it arrives; everything
 // that reads the cache — controller-runtime's reader, event handlers, index functions — gets a
 // fresh typed object decoded from it, whose strings point into the packed text. Other kinds are
 // cached as controller-runtime caches them.
@@ -37,7 +38,8 @@ func newInformer(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Du
 	}
 	memo := &unpackMemo{}
 	inner := toolscache.NewSharedIndexInformer(lw, obj, resync, unpackingIndexers(indexers, memo))
-	informer := &packedInformer{SharedIndexInformer: inner, memo: memo, indexer: packedIndexer{Indexer: inner.GetIndexer()}}
+	informer := &packedInformer{SharedIndexInformer: inner, memo: memo, words: newWordTable(maxWords),
+		indexer: packedIndexer{Indexer: inner.GetIndexer()}}
 	// controller-runtime sets its own transform; this one packs also without.
 	_ = informer.SetTransform(nil)
 	return informer
@@ -48,6 +50,7 @@ func newInformer(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Du
 type packedInformer struct {
 	toolscache.SharedIndexInformer
 	memo    *unpackMemo
+	words   *wordTable
 	indexer packedIndexer
 }
 
@@ -81,7 +84,7 @@ func (i *packedInformer) SetTransform(transform toolscache.TransformFunc) error 
 			}
 		}
 		if el, ok := obj.(*pamv1.PamElevation); ok {
-			return packElevation(el), nil
+			return packElevation(el, i.words), nil
 		}
 		return obj, nil
 	})
@@ -192,7 +195,8 @@ func unpackAll(items []any) []any {
 
 // packedElevation is an elevation encoded by packElevation. It never changes once made.
 type packedElevation struct {
-	data string
+	data  string
+	words *wordTable
 }
 
 var (
@@ -207,7 +211,7 @@ func (p *packedElevation) DeepCopyObject() runtime.Object { return p }
 
 // GetObjectMeta decodes the metadata, for client-go's store keys and resource versions.
 func (p *packedElevation) GetObjectMeta() metav1.Object {
-	u := unpacker{data: p.data}
+	u := unpacker{data: p.data, words: p.words}
 	meta := &metav1.ObjectMeta{}
 	u.metadata(&metav1.TypeMeta{}, meta)
 	return meta
@@ -215,33 +219,99 @@ func (p *packedElevation) GetObjectMeta() metav1.Object {
 
 // requestID decodes spec.requestID alone.
 func (p *packedElevation) requestID() string {
-	u := unpacker{data: p.data}
+	u := unpacker{data: p.data, words: p.words}
 	u.skipSection() // metadata
 	return u.str()
 }
 
+// A word table holds the strings that an informer's elevations share — API version, kind,
+// namespace, generateName, finalizers, server, deletion policy, condition types, reasons and
+// messages, label and annotation keys — once, and each packed elevation refers to them by
+// number: ten thousand elevations share a few dozen words. Values that may be unique to an object (names, label
+// and annotation values) are always written inline. The table never forgets a word, so it
+// stops growing at its limit, and longer strings are not taken: what does not fit is written
+// inline too, and the table holds at most limit×maxWordLen bytes.
+const (
+	maxWords   = 4096
+	maxWordLen = 256
+)
+
+type wordTable struct {
+	limit   int
+	mu      sync.RWMutex
+	numbers map[string]uint64
+	// list is read without the lock: a writer appends and then publishes the longer slice, and
+	// a reader only reads numbers that were published before the elevation naming them was.
+	list atomic.Pointer[[]string]
+}
+
+func newWordTable(limit int) *wordTable {
+	return &wordTable{limit: limit, numbers: map[string]uint64{}}
+}
+
+// number returns the number of s, adding it while the table has room.
+func (t *wordTable) number(s string) (uint64, bool) {
+	if s == "" || len(s) > maxWordLen {
+		return 0, false
+	}
+	t.mu.RLock()
+	n, ok := t.numbers[s]
+	t.mu.RUnlock()
+	if ok {
+		return n, true
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n, ok := t.numbers[s]; ok {
+		return n, true
+	}
+	var list []string
+	if p := t.list.Load(); p != nil {
+		list = *p
+	}
+	if len(list) >= t.limit {
+		return 0, false
+	}
+	n = uint64(len(list))
+	// A copy, so the table does not keep alive the buffer s may be part of.
+	s = strings.Clone(s)
+	list = append(list, s)
+	t.list.Store(&list)
+	t.numbers[s] = n
+	return n, true
+}
+
+// word returns the word numbered n; a number the table never gave out is a defect.
+func (t *wordTable) word(n uint64) string {
+	if p := t.list.Load(); p != nil && n < uint64(len(*p)) {
+		return (*p)[n]
+	}
+	panic("packed elevation: unknown word")
+}
+
 // The encoding: the metadata as one length-prefixed section, so that it can be decoded or
 // skipped alone, then the spec and the status. Strings and lists are prefixed with their
-// length as a uvarint, lists and maps with length+1 so that 0 is nil; integers are varints; an
-// optional value (pointer) has a presence byte. Times keep seconds and nanoseconds.
+// length as a uvarint, lists and maps with length+1 so that 0 is nil; shared strings are
+// words (see words); integers are varints; an optional value (pointer) has a presence byte.
+// Times keep seconds and nanoseconds.
 
-func packElevation(el *pamv1.PamElevation) *packedElevation {
-	var meta packer
+func packElevation(el *pamv1.PamElevation, words *wordTable) *packedElevation {
+	meta := packer{words: words}
 	meta.objectMeta(&el.TypeMeta, &el.ObjectMeta)
-	p := packer{buf: make([]byte, 0, len(meta.buf)+256)}
+	p := packer{buf: make([]byte, 0, len(meta.buf)+256), words: words}
 	p.uvarint(uint64(len(meta.buf)))
 	p.buf = append(p.buf, meta.buf...)
 
 	spec := &el.Spec
 	p.str(spec.RequestID)
-	p.str(string(spec.ServerRef.Kind))
-	p.str(spec.ServerRef.Name)
+	p.word(string(spec.ServerRef.Kind))
+	p.word(spec.ServerRef.Name)
 	p.timePtr(spec.ExpiresAt)
 	p.durationPtr(spec.TTL)
-	p.str(string(spec.DeletionPolicy))
+	p.word(string(spec.DeletionPolicy))
 
 	status := &el.Status
-	p.str(status.RequestStatus)
+	p.word(status.RequestStatus)
 	p.timePtr(status.ExpiresAt)
 	p.timePtr(status.ClosedAt)
 	p.timePtr(status.RequestExpirationTime)
@@ -250,31 +320,31 @@ func packElevation(el *pamv1.PamElevation) *packedElevation {
 	p.count(status.Conditions == nil, len(status.Conditions))
 	for i := range status.Conditions {
 		c := &status.Conditions[i]
-		p.str(c.Type)
-		p.str(string(c.Status))
+		p.word(c.Type)
+		p.word(string(c.Status))
 		p.varint(c.ObservedGeneration)
 		p.time(c.LastTransitionTime)
-		p.str(c.Reason)
-		p.str(c.Message)
+		p.word(c.Reason)
+		p.word(c.Message)
 	}
-	return &packedElevation{data: string(p.buf)}
+	return &packedElevation{data: string(p.buf), words: words}
 }
 
 func (p *packedElevation) unpack() *pamv1.PamElevation {
-	u := unpacker{data: p.data}
+	u := unpacker{data: p.data, words: p.words}
 	el := &pamv1.PamElevation{}
 	u.metadata(&el.TypeMeta, &el.ObjectMeta)
 
 	spec := &el.Spec
 	spec.RequestID = u.str()
-	spec.ServerRef.Kind = pamv1.ServerKind(u.str())
-	spec.ServerRef.Name = u.str()
+	spec.ServerRef.Kind = pamv1.ServerKind(u.word())
+	spec.ServerRef.Name = u.word()
 	spec.ExpiresAt = u.timePtr()
 	spec.TTL = u.durationPtr()
-	spec.DeletionPolicy = pamv1.DeletionPolicy(u.str())
+	spec.DeletionPolicy = pamv1.DeletionPolicy(u.word())
 
 	status := &el.Status
-	status.RequestStatus = u.str()
+	status.RequestStatus = u.word()
 	status.ExpiresAt = u.timePtr()
 	status.ClosedAt = u.timePtr()
 	status.RequestExpirationTime = u.timePtr()
@@ -284,12 +354,12 @@ func (p *packedElevation) unpack() *pamv1.PamElevation {
 		status.Conditions = make([]metav1.Condition, n)
 		for i := range status.Conditions {
 			c := &status.Conditions[i]
-			c.Type = u.str()
-			c.Status = metav1.ConditionStatus(u.str())
+			c.Type = u.word()
+			c.Status = metav1.ConditionStatus(u.word())
 			c.ObservedGeneration = u.varint()
 			c.LastTransitionTime = u.time()
-			c.Reason = u.str()
-			c.Message = u.str()
+			c.Reason = u.word()
+			c.Message = u.word()
 		}
 	}
 	if u.pos != len(u.data) {
@@ -299,18 +369,19 @@ func (p *packedElevation) unpack() *pamv1.PamElevation {
 }
 
 type packer struct {
-	buf []byte
+	buf   []byte
+	words *wordTable
 }
 
 // objectMeta writes the type and metadata; managed fields are not kept (StripForCache drops them).
 func (p *packer) objectMeta(tm *metav1.TypeMeta, m *metav1.ObjectMeta) {
-	p.str(tm.APIVersion)
-	p.str(tm.Kind)
+	p.word(tm.APIVersion)
+	p.word(tm.Kind)
 	p.str(m.Name)
-	p.str(m.Namespace)
+	p.word(m.Namespace)
 	p.str(m.ResourceVersion)
 	p.str(string(m.UID))
-	p.str(m.GenerateName)
+	p.word(m.GenerateName)
 	p.str(m.SelfLink)
 	p.varint(m.Generation)
 	p.time(m.CreationTimestamp)
@@ -324,8 +395,8 @@ func (p *packer) objectMeta(tm *metav1.TypeMeta, m *metav1.ObjectMeta) {
 	p.count(m.OwnerReferences == nil, len(m.OwnerReferences))
 	for i := range m.OwnerReferences {
 		ref := &m.OwnerReferences[i]
-		p.str(ref.APIVersion)
-		p.str(ref.Kind)
+		p.word(ref.APIVersion)
+		p.word(ref.Kind)
 		p.str(ref.Name)
 		p.str(string(ref.UID))
 		p.boolPtr(ref.Controller)
@@ -333,7 +404,7 @@ func (p *packer) objectMeta(tm *metav1.TypeMeta, m *metav1.ObjectMeta) {
 	}
 	p.count(m.Finalizers == nil, len(m.Finalizers))
 	for _, f := range m.Finalizers {
-		p.str(f)
+		p.word(f)
 	}
 }
 
@@ -343,6 +414,17 @@ func (p *packer) varint(v int64) { p.buf = binary.AppendVarint(p.buf, v) }
 
 func (p *packer) str(s string) {
 	p.uvarint(uint64(len(s)))
+	p.buf = append(p.buf, s...)
+}
+
+// word writes s as its number in the shared word table, or inline when the table does not take
+// it: a uvarint holding the number and 1, or the length and 0, then the text.
+func (p *packer) word(s string) {
+	if n, ok := p.words.number(s); ok {
+		p.uvarint(n<<1 | 1)
+		return
+	}
+	p.uvarint(uint64(len(s)) << 1)
 	p.buf = append(p.buf, s...)
 }
 
@@ -397,10 +479,11 @@ func (p *packer) boolPtr(b *bool) {
 	}
 }
 
+// stringMap writes a map whose keys are words.
 func (p *packer) stringMap(m map[string]string) {
 	p.count(m == nil, len(m))
 	for k, v := range m {
-		p.str(k)
+		p.word(k)
 		p.str(v)
 	}
 }
@@ -408,20 +491,21 @@ func (p *packer) stringMap(m map[string]string) {
 // unpacker reads what packer wrote. Its input comes only from packElevation in this process:
 // anything it cannot read is a defect, and panics.
 type unpacker struct {
-	data string
-	pos  int
+	data  string
+	pos   int
+	words *wordTable
 }
 
 // metadata reads the section packer.objectMeta wrote, with its length.
 func (u *unpacker) metadata(tm *metav1.TypeMeta, m *metav1.ObjectMeta) {
 	u.uvarint()
-	tm.APIVersion = u.str()
-	tm.Kind = u.str()
+	tm.APIVersion = u.word()
+	tm.Kind = u.word()
 	m.Name = u.str()
-	m.Namespace = u.str()
+	m.Namespace = u.word()
 	m.ResourceVersion = u.str()
 	m.UID = types.UID(u.str())
-	m.GenerateName = u.str()
+	m.GenerateName = u.word()
 	m.SelfLink = u.str()
 	m.Generation = u.varint()
 	m.CreationTimestamp = u.time()
@@ -436,8 +520,8 @@ func (u *unpacker) metadata(tm *metav1.TypeMeta, m *metav1.ObjectMeta) {
 		m.OwnerReferences = make([]metav1.OwnerReference, n)
 		for i := range m.OwnerReferences {
 			ref := &m.OwnerReferences[i]
-			ref.APIVersion = u.str()
-			ref.Kind = u.str()
+			ref.APIVersion = u.word()
+			ref.Kind = u.word()
 			ref.Name = u.str()
 			ref.UID = types.UID(u.str())
 			ref.Controller = u.boolPtr()
@@ -447,7 +531,7 @@ func (u *unpacker) metadata(tm *metav1.TypeMeta, m *metav1.ObjectMeta) {
 	if n, ok := u.count(); ok {
 		m.Finalizers = make([]string, n)
 		for i := range m.Finalizers {
-			m.Finalizers[i] = u.str()
+			m.Finalizers[i] = u.word()
 		}
 	}
 }
@@ -488,6 +572,20 @@ func (u *unpacker) str() string {
 	}
 	s := u.data[u.pos : u.pos+n]
 	u.pos += n
+	return s
+}
+
+func (u *unpacker) word() string {
+	v := u.uvarint()
+	if v&1 != 0 {
+		return u.words.word(v >> 1)
+	}
+	n := v >> 1
+	if n > uint64(len(u.data)-u.pos) {
+		panic("packed elevation: truncated word")
+	}
+	s := u.data[u.pos : u.pos+int(n)]
+	u.pos += int(n)
 	return s
 }
 
@@ -555,7 +653,7 @@ func (u *unpacker) stringMap() map[string]string {
 	}
 	m := make(map[string]string, n)
 	for range n {
-		k := u.str()
+		k := u.word()
 		m[k] = u.str()
 	}
 	return m

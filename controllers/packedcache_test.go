@@ -3,6 +3,8 @@ package controllers_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,4 +116,68 @@ func TestCacheHandsOutTheElevationTheServerHas(t *testing.T) {
 	raw, err := json.Marshal(list.Items[0].Spec)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(string(raw)).To(ContainSubstring(`"requestID":"3f2b8a61-0c4d-4e8f-9a7b-1d2e3f405162"`))
+}
+
+// activeElevation is an elevation as the operator leaves it once the request is open.
+func activeElevation(name, message string) *pamv1.PamElevation {
+	at := metav1.NewTime(time.Date(2026, 12, 1, 1, 40, 7, 0, time.UTC))
+	el := &pamv1.PamElevation{
+		TypeMeta: metav1.TypeMeta{APIVersion: "pam.mim.dev/v1alpha1", Kind: "PamElevation"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "team-a", UID: "668dccf4-53e0-48c5-a098-a7b4d74d5b03",
+			ResourceVersion: "3256", Generation: 1, CreationTimestamp: at, Finalizers: []string{pamv1.ElevationFinalizer}},
+		Spec: pamv1.PamElevationSpec{RequestID: "7e738537-0b99-45df-80d2-3610e701bffe",
+			ServerRef: pamv1.ServerReference{Kind: "PamServer", Name: "pam"}, DeletionPolicy: pamv1.DeletionPolicyClose},
+	}
+	el.Status.RequestStatus = "Active"
+	el.Status.LastSyncTime = &at
+	for _, condType := range []string{pamv1.ConditionClosed, pamv1.ConditionReady} {
+		el.Status.Conditions = append(el.Status.Conditions, metav1.Condition{Type: condType, Status: metav1.ConditionTrue,
+			Reason: "Active", Message: message, ObservedGeneration: 1, LastTransitionTime: at})
+	}
+	return el
+}
+
+// What elevations have in common is held once by the table: a long message shared by every
+// elevation costs each only its number.
+func TestPackedElevationsShareWords(t *testing.T) {
+	g := NewWithT(t)
+	words := controllers.NewWordTable(100)
+	message := strings.Repeat("The request is open in PAM. ", 8)
+	first := controllers.PackWithWords(activeElevation("el-1", message), words)
+	held := words.Len()
+	for i := range 50 {
+		el := activeElevation(fmt.Sprintf("el-%d", i+2), message)
+		packed := controllers.PackWithWords(el, words)
+		expectDecodesTo(g, packed, el)
+		g.Expect(controllers.PackedSize(packed)).To(BeNumerically("<", len(message)), "the message is not written into the elevation")
+	}
+	g.Expect(words.Len()).To(Equal(held), "later elevations add no words")
+	expectDecodesTo(g, first, activeElevation("el-1", message))
+}
+
+// Words unique to each elevation cannot grow the table without bound: once full, it takes no
+// more and the elevations carry the text themselves, and every elevation still decodes whole.
+func TestPackedWordTableIsBounded(t *testing.T) {
+	g := NewWithT(t)
+	const limit = 16
+	words := controllers.NewWordTable(limit)
+	var packed []any
+	for i := range 40 {
+		packed = append(packed, controllers.PackWithWords(activeElevation("el", fmt.Sprintf("failure %d", i)), words))
+	}
+	g.Expect(words.Len()).To(Equal(limit))
+	for i, item := range packed {
+		expectDecodesTo(g, item, activeElevation("el", fmt.Sprintf("failure %d", i)))
+	}
+	last := fmt.Sprintf("failure %d", len(packed)-1)
+	g.Expect(controllers.PackedSize(packed[len(packed)-1])).To(BeNumerically(">", 2*len(last)), "a message the table has no room for is written inline, in each condition")
+	long := activeElevation("el", strings.Repeat("x", 300))
+	roomy := controllers.NewWordTable(limit)
+	expectDecodesTo(g, controllers.PackWithWords(long, roomy), long)
+	g.Expect(roomy.Len()).To(BeNumerically("<", limit), "a string too long for a word is not taken")
+}
+
+func expectDecodesTo(g Gomega, packed any, want *pamv1.PamElevation) {
+	decoded := controllers.UnpackCached(packed)
+	g.ExpectWithOffset(1, equality.Semantic.DeepEqual(decoded, want)).To(BeTrue(), "(-want +decoded):\n%s", cmp.Diff(want, decoded))
 }
