@@ -39,7 +39,7 @@ func newInformer(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Du
 	memo := &unpackMemo{}
 	inner := toolscache.NewSharedIndexInformer(lw, obj, resync, unpackingIndexers(indexers, memo))
 	informer := &packedInformer{SharedIndexInformer: inner, memo: memo, words: newWordTable(maxWords),
-		indexer: packedIndexer{Indexer: inner.GetIndexer()}}
+		indexer: packedIndexer{Indexer: inner.GetIndexer(), memo: memo}}
 	// controller-runtime sets its own transform; this one packs also without.
 	_ = informer.SetTransform(nil)
 	return informer
@@ -55,15 +55,15 @@ type packedInformer struct {
 }
 
 func (i *packedInformer) AddEventHandler(h toolscache.ResourceEventHandler) (toolscache.ResourceEventHandlerRegistration, error) {
-	return i.SharedIndexInformer.AddEventHandler(unpackingHandler{h})
+	return i.SharedIndexInformer.AddEventHandler(unpackingHandler{h, i.memo})
 }
 
 func (i *packedInformer) AddEventHandlerWithResyncPeriod(h toolscache.ResourceEventHandler, resync time.Duration) (toolscache.ResourceEventHandlerRegistration, error) {
-	return i.SharedIndexInformer.AddEventHandlerWithResyncPeriod(unpackingHandler{h}, resync)
+	return i.SharedIndexInformer.AddEventHandlerWithResyncPeriod(unpackingHandler{h, i.memo}, resync)
 }
 
 func (i *packedInformer) AddEventHandlerWithOptions(h toolscache.ResourceEventHandler, opts toolscache.HandlerOptions) (toolscache.ResourceEventHandlerRegistration, error) {
-	return i.SharedIndexInformer.AddEventHandlerWithOptions(unpackingHandler{h}, opts)
+	return i.SharedIndexInformer.AddEventHandlerWithOptions(unpackingHandler{h, i.memo}, opts)
 }
 
 func (i *packedInformer) AddIndexers(indexers toolscache.Indexers) error {
@@ -91,21 +91,23 @@ func (i *packedInformer) SetTransform(transform toolscache.TransformFunc) error 
 }
 
 // packedIndexer decodes what the informer's store returns. Writes go to the store as they are:
-// only the informer writes to it, and it writes packed objects.
+// only the informer writes to it, and it writes packed objects. A single object read may be one
+// the event handlers were just handed: controller-runtime's reader copies it before use.
 type packedIndexer struct {
 	toolscache.Indexer
+	memo *unpackMemo
 }
 
 func (x packedIndexer) List() []any { return unpackAll(x.Indexer.List()) }
 
 func (x packedIndexer) Get(obj any) (any, bool, error) {
 	item, exists, err := x.Indexer.Get(obj)
-	return unpackAny(item), exists, err
+	return x.memo.unpackAny(item), exists, err
 }
 
 func (x packedIndexer) GetByKey(key string) (any, bool, error) {
 	item, exists, err := x.Indexer.GetByKey(key)
-	return unpackAny(item), exists, err
+	return x.memo.unpackAny(item), exists, err
 }
 
 func (x packedIndexer) Index(indexName string, obj any) ([]any, error) {
@@ -121,20 +123,22 @@ func (x packedIndexer) ByIndex(indexName, value string) ([]any, error) {
 // raw is the store itself, whose elevations are packed.
 func (x packedIndexer) raw() toolscache.Indexer { return x.Indexer }
 
-// unpackingHandler hands an event handler decoded objects.
+// unpackingHandler hands an event handler decoded objects. Handlers share them, as they share
+// the store's objects in client-go: none may change what it is handed.
 type unpackingHandler struct {
 	inner toolscache.ResourceEventHandler
+	memo  *unpackMemo
 }
 
 func (h unpackingHandler) OnAdd(obj any, isInInitialList bool) {
-	h.inner.OnAdd(unpackAny(obj), isInInitialList)
+	h.inner.OnAdd(h.memo.unpackAny(obj), isInInitialList)
 }
 
 func (h unpackingHandler) OnUpdate(oldObj, newObj any) {
-	h.inner.OnUpdate(unpackAny(oldObj), unpackAny(newObj))
+	h.inner.OnUpdate(h.memo.unpackAny(oldObj), h.memo.unpackAny(newObj))
 }
 
-func (h unpackingHandler) OnDelete(obj any) { h.inner.OnDelete(unpackAny(obj)) }
+func (h unpackingHandler) OnDelete(obj any) { h.inner.OnDelete(h.memo.unpackAny(obj)) }
 
 // unpackingIndexers has the index functions see decoded objects.
 func unpackingIndexers(indexers toolscache.Indexers, memo *unpackMemo) toolscache.Indexers {
@@ -150,14 +154,20 @@ func unpackingIndexers(indexers toolscache.Indexers, memo *unpackMemo) toolscach
 	return wrapped
 }
 
-// unpackMemo keeps the last objects decoded for the index functions: the store runs each of
-// them on the old and the new object of an update in turn, so two entries decode each once.
+// unpackMemo keeps the objects decoded last, so that one change is decoded once: the store runs
+// each index function on the old and the new object of an update, then each event handler is
+// handed both, and the reconcile it queues reads the new one. Entries hold what they decoded
+// from, so a pointer cannot be reused for another object while it is remembered.
 type unpackMemo struct {
 	mu      sync.Mutex
-	packed  [2]*packedElevation
-	decoded [2]*pamv1.PamElevation
+	packed  [memoSize]*packedElevation
+	decoded [memoSize]*pamv1.PamElevation
 	next    int
 }
+
+// memoSize covers the old and new object of the few changes in flight between the store and
+// the handlers.
+const memoSize = 8
 
 func (m *unpackMemo) unpack(p *packedElevation) *pamv1.PamElevation {
 	m.mu.Lock()
@@ -169,8 +179,22 @@ func (m *unpackMemo) unpack(p *packedElevation) *pamv1.PamElevation {
 	}
 	el := p.unpack()
 	m.packed[m.next], m.decoded[m.next] = p, el
-	m.next = 1 - m.next
+	m.next = (m.next + 1) % memoSize
 	return el
+}
+
+// unpackAny is the package's unpackAny, through the memo.
+func (m *unpackMemo) unpackAny(obj any) any {
+	switch o := obj.(type) {
+	case *packedElevation:
+		return m.unpack(o)
+	case toolscache.DeletedFinalStateUnknown:
+		if p, ok := o.Obj.(*packedElevation); ok {
+			o.Obj = m.unpack(p)
+		}
+		return o
+	}
+	return obj
 }
 
 func unpackAny(obj any) any {
