@@ -106,6 +106,11 @@ func (t *wordTable) Len() int {
 	return len(t.numbers)
 }
 
+// CachedState is the state a packed elevation holds apart, and StateOf the state of el.
+func CachedState(item any) string { return item.(*packedElevation).state() }
+
+func StateOf(el *pamv1.PamElevation) string { return stateOf(el) }
+
 // PackedSize is the length of a packed elevation's encoding.
 func PackedSize(item any) int { return len(item.(*packedElevation).data) }
 

@@ -101,8 +101,9 @@ func (c *elevationStates) Collect(ch chan<- prometheus.Metric) {
 	if !c.index.synced() {
 		return
 	}
+	counts := c.index.stateCounts()
 	for _, state := range elevationStateNames {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(c.index.count(state)), state)
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(counts[state]), state)
 	}
 }
 

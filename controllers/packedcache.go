@@ -3,6 +3,7 @@ package controllers
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -235,15 +236,23 @@ func (p *packedElevation) DeepCopyObject() runtime.Object { return p }
 
 // GetObjectMeta decodes the metadata, for client-go's store keys and resource versions.
 func (p *packedElevation) GetObjectMeta() metav1.Object {
-	u := unpacker{data: p.data, words: p.words}
+	u := p.unpacker()
 	meta := &metav1.ObjectMeta{}
 	u.metadata(&metav1.TypeMeta{}, meta)
 	return meta
 }
 
+// unpacker reads p from its metadata on.
+func (p *packedElevation) unpacker() unpacker {
+	return unpacker{data: p.data, pos: 1, words: p.words}
+}
+
+// state is the elevation's state (stateOf), kept apart so that the gauge reads it alone.
+func (p *packedElevation) state() string { return elevationStateNames[p.data[0]] }
+
 // requestID decodes spec.requestID alone.
 func (p *packedElevation) requestID() string {
-	u := unpacker{data: p.data, words: p.words}
+	u := p.unpacker()
 	u.skipSection() // metadata
 	return u.str()
 }
@@ -313,16 +322,17 @@ func (t *wordTable) word(n uint64) string {
 	panic("packed elevation: unknown word")
 }
 
-// The encoding: the metadata as one length-prefixed section, so that it can be decoded or
-// skipped alone, then the spec and the status. Strings and lists are prefixed with their
-// length as a uvarint, lists and maps with length+1 so that 0 is nil; shared strings are
-// words (see words); integers are varints; an optional value (pointer) has a presence byte.
-// Times keep seconds and nanoseconds.
+// The encoding: the elevation's state as its number in elevationStateNames, one byte; the
+// metadata as one length-prefixed section, so that it can be decoded or skipped alone; then the
+// spec and the status. Strings and lists are prefixed with their length as a uvarint, lists and
+// maps with length+1 so that 0 is nil; shared strings are words (see wordTable); integers are
+// varints; an optional value (pointer) has a presence byte. Times keep seconds and nanoseconds.
 
 func packElevation(el *pamv1.PamElevation, words *wordTable) *packedElevation {
 	meta := packer{words: words}
 	meta.objectMeta(&el.TypeMeta, &el.ObjectMeta)
 	p := packer{buf: make([]byte, 0, len(meta.buf)+256), words: words}
+	p.buf = append(p.buf, byte(slices.Index(elevationStateNames, stateOf(el))))
 	p.uvarint(uint64(len(meta.buf)))
 	p.buf = append(p.buf, meta.buf...)
 
@@ -355,7 +365,7 @@ func packElevation(el *pamv1.PamElevation, words *wordTable) *packedElevation {
 }
 
 func (p *packedElevation) unpack() *pamv1.PamElevation {
-	u := unpacker{data: p.data, words: p.words}
+	u := p.unpacker()
 	el := &pamv1.PamElevation{}
 	u.metadata(&el.TypeMeta, &el.ObjectMeta)
 

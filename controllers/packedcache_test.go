@@ -42,6 +42,9 @@ func TestPackedElevationKeepsEveryField(t *testing.T) {
 		if meta := controllers.CachedMeta(packed); !equality.Semantic.DeepEqual(meta, &el.ObjectMeta) {
 			t.Fatalf("elevation %d: metadata changed (-sent +decoded):\n%s", i, cmp.Diff(&el.ObjectMeta, meta))
 		}
+		if got, want := controllers.CachedState(packed), controllers.StateOf(el); got != want {
+			t.Fatalf("elevation %d: packed with state %q, is %q", i, got, want)
+		}
 	}
 }
 

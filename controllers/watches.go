@@ -26,9 +26,6 @@ const (
 	serverIndexName = "pam.mim.dev/server"
 	// inUseIndexName maps the elevations that may still call PAM to their server (see needsServer).
 	inUseIndexName = "pam.mim.dev/in-use"
-	// stateIndexName maps elevations to their state (see stateOf), which the
-	// pam_operator_elevations gauge counts without decoding any.
-	stateIndexName = "pam.mim.dev/state"
 )
 
 // elevationIndex finds cached elevations by request, by server, and by the server they still
@@ -77,7 +74,6 @@ func elevationIndexers() toolscache.Indexers {
 			}
 			return ""
 		}),
-		stateIndexName: elevationIndexFunc(stateOf),
 	}
 }
 
@@ -121,13 +117,19 @@ func (x *elevationIndex) current(el *pamv1.PamElevation) (*pamv1.PamElevation, b
 	return current, ok && current.UID == el.UID
 }
 
-// count returns how many cached elevations are in the state.
-func (x *elevationIndex) count(state string) int {
-	keys, err := x.indexer.IndexKeys(stateIndexName, state)
-	if err != nil {
-		return 0
+// stateCounts returns how many cached elevations are in each state. A packed elevation holds its
+// state apart: counting decodes none, and costs no index.
+func (x *elevationIndex) stateCounts() map[string]int {
+	counts := make(map[string]int, len(elevationStateNames))
+	for _, item := range x.indexer.List() {
+		switch o := item.(type) {
+		case *packedElevation:
+			counts[o.state()]++
+		case *pamv1.PamElevation:
+			counts[stateOf(o)]++
+		}
 	}
-	return len(keys)
+	return counts
 }
 
 // byRequest calls fn with each cached elevation of the request (equal ignoring case: admission
