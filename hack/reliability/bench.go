@@ -569,17 +569,26 @@ func (b *bench) economy(ctx context.Context) error {
 		return err
 	}
 	calls, closes := 0, 0
+	byEndpoint := map[emulator.Endpoint]int{}
 	for _, c := range b.h.pam.Calls() {
 		calls++
+		byEndpoint[c.Endpoint]++
 		if c.Endpoint == emulator.EndpointCloseRequest && c.RequestID == ids[0] {
 			closes++
+		}
+	}
+	var breakdown []string
+	for _, e := range emulator.Endpoints() {
+		if n := byEndpoint[e]; n > 0 {
+			breakdown = append(breakdown, fmt.Sprintf("%s %d", e, n))
 		}
 	}
 	writes, err := b.managerWrites(auditBefore, names[0])
 	if err != nil {
 		return err
 	}
-	b.report.add("economy: PAM calls per lifecycle (create → Active → delete)", float64(calls), "calls", "first read, Close, confirming read; a live read before the close too when this process has not read the request open")
+	b.report.add("economy: PAM calls per lifecycle (create → Active → delete)", float64(calls), "calls",
+		strings.Join(breakdown, ", ")+": first read, Close, confirming read; a live read before the close too when this process has not read the request open, and a periodic sync's list when one falls within the lifecycle")
 	b.report.add("economy: Close calls per closed elevation", float64(closes), "calls", "goal: 1")
 	b.report.add("economy: Kubernetes writes per lifecycle", float64(writes.objects), "writes", "finalizer added, status, finalizer removed")
 	b.report.add("economy: Events per lifecycle", float64(writes.events), "writes", "")
