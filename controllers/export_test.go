@@ -106,6 +106,15 @@ func (t *wordTable) Len() int {
 	return len(t.numbers)
 }
 
+// UnpackMemo decodes cached items as the cache's readers and event handlers get them.
+type UnpackMemo = unpackMemo
+
+// MemoSize is how many decoded elevations a memo keeps.
+const MemoSize = memoSize
+
+// Decode is the memo's decoding of a cached item.
+func (m *unpackMemo) Decode(item any) any { return m.unpackAny(item) }
+
 // CachedState is the state a packed elevation holds apart, and StateOf the state of el.
 func CachedState(item any) string { return item.(*packedElevation).state() }
 

@@ -21,10 +21,11 @@ import (
 
 // The cache holds elevations packed: every field of the stripped object encoded into one
 // string, about 160 bytes with the strings elevations share held once per informer, where the
-// typed object takes 890 in 11 allocations, and which the garbage collector does not scan. The informer packs each object as it arrives; everything
-// that reads the cache — controller-runtime's reader, event handlers, index functions — gets a
-// fresh typed object decoded from it, whose strings point into the packed text. Other kinds are
-// cached as controller-runtime caches them.
+// typed object takes 890 in 11 allocations, and which the garbage collector does not scan. The
+// informer packs each object as it arrives; everything that reads the cache — controller-runtime's
+// reader, event handlers, index functions — gets a typed object decoded from it, whose strings
+// point into the packed text or the word table. Other kinds are cached as controller-runtime
+// caches them.
 
 // CacheOptions are the manager's cache options: objects stripped of what no controller reads
 // (StripForCache), and elevations held packed.
@@ -260,10 +261,11 @@ func (p *packedElevation) requestID() string {
 // A word table holds the strings that an informer's elevations share — API version, kind,
 // namespace, generateName, finalizers, server, deletion policy, condition types, reasons and
 // messages, label and annotation keys — once, and each packed elevation refers to them by
-// number: ten thousand elevations share a few dozen words. Values that may be unique to an object (names, label
-// and annotation values) are always written inline. The table never forgets a word, so it
-// stops growing at its limit, and longer strings are not taken: what does not fit is written
-// inline too, and the table holds at most limit×maxWordLen bytes.
+// number: ten thousand elevations share a few dozen words. Values that may be unique to an
+// object (names, uids, request ids, label and annotation values) are always written inline. The
+// table never forgets a word, so it stops growing at its limit, and longer strings are not
+// taken: what does not fit is written inline too, and the table holds at most
+// limit×maxWordLen bytes.
 const (
 	maxWords   = 4096
 	maxWordLen = 256

@@ -184,3 +184,24 @@ func expectDecodesTo(g Gomega, packed any, want *pamv1.PamElevation) {
 	decoded := controllers.UnpackCached(packed)
 	g.ExpectWithOffset(1, equality.Semantic.DeepEqual(decoded, want)).To(BeTrue(), "(-want +decoded):\n%s", cmp.Diff(want, decoded))
 }
+
+// A change is decoded once for everything that reads it in turn — index functions, each event
+// handler, the reconcile's read — and the memo holds only the last few.
+func TestOneChangeIsDecodedOnce(t *testing.T) {
+	g := NewWithT(t)
+	memo := &controllers.UnpackMemo{}
+	el := activeElevation("el-1", "The request is open in PAM")
+	packed := controllers.PackForCache(el)
+	first := memo.Decode(packed)
+	expectDecodesTo(g, packed, el)
+	g.Expect(memo.Decode(packed)).To(BeIdenticalTo(first))
+	other := controllers.PackForCache(activeElevation("el-2", "The request is open in PAM"))
+	g.Expect(memo.Decode(other)).NotTo(BeIdenticalTo(first))
+	g.Expect(memo.Decode(packed)).To(BeIdenticalTo(first), "a second object does not push out the first")
+	for i := range controllers.MemoSize {
+		memo.Decode(controllers.PackForCache(activeElevation(fmt.Sprintf("filler-%d", i), "")))
+	}
+	again := memo.Decode(packed)
+	g.Expect(again).NotTo(BeIdenticalTo(first), "the memo keeps only the last few")
+	g.Expect(equality.Semantic.DeepEqual(again, first)).To(BeTrue())
+}
