@@ -10,9 +10,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -388,28 +390,75 @@ func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	mapper := &elevationMapper{index: r.index}
 	if err := ctrl.NewControllerManagedBy(mgr).
-		// The operator's own status patches must not wake it: that would cut every backoff short.
-		// Deletion bumps the generation, so it still comes through.
-		// A deletion starting is queued once, by deletionsFirst: queued twice, it could run twice
-		// in a row and cut a Retry-After short.
-		For(&pamv1.PamElevation{}, builder.WithPredicates(predicate.Or(
-			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}),
-			predicate.Not(deletionStarting))).
-		Watches(&pamv1.PamElevation{}, deletionsFirst).
-		// An object released by someone else leaves no read record behind.
-		Watches(&pamv1.PamElevation{}, handler.Funcs{DeleteFunc: func(_ context.Context, e event.DeleteEvent, _ workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			r.lastSynced.delete(e.Object.GetUID())
-		}}).
+		Named(elevationControllerName).
+		// One handler for everything this controller takes from elevation events: each handler
+		// registered on an informer is one more goroutine its events are handed to in turn, in
+		// no set order, before the one that queues a close gets them.
+		Watches(&pamv1.PamElevation{}, r.elevationEvents()).
 		WatchesRawSource(source.Func(r.startSweep)).
 		Watches(&pamv1.PamServer{}, handler.EnqueueRequestsFromMapFunc(mapper.forServer),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&pamv1.ClusterPamServer{}, handler.EnqueueRequestsFromMapFunc(mapper.forServer),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1),
+			LogConstructor: elevationLogger(mgr.GetLogger())}).
 		Complete(r); err != nil {
 		return err
 	}
 	return r.setupReleases(mgr)
+}
+
+// elevationControllerName is the name For(&PamElevation{}) would give the controller.
+const elevationControllerName = "pamelevation"
+
+// elevationEvents is what the controller does with elevation events, in one handler:
+//   - a deletion starting is queued ahead of everything else (deletionsFirst);
+//   - a change of spec, labels or annotations is queued as For(&PamElevation{}) would queue it,
+//     but not the operator's own status patches, which would cut every backoff short (deletion
+//     bumps the generation, so it still comes through), nor a deletion starting, which queued
+//     twice could run twice in a row and cut a Retry-After short;
+//   - an object released by someone else leaves no read record behind.
+func (r *PamElevationReconciler) elevationEvents() handler.EventHandler {
+	changes := predicate.And(predicate.Or(predicate.GenerationChangedPredicate{},
+		predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}), predicate.Not(deletionStarting))
+	enqueue := &handler.EnqueueRequestForObject{}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			deletionsFirst.Create(ctx, e, q)
+			if changes.Create(e) {
+				enqueue.Create(ctx, e, q)
+			}
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			deletionsFirst.Update(ctx, e, q)
+			if changes.Update(e) {
+				enqueue.Update(ctx, e, q)
+			}
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.lastSynced.delete(e.Object.GetUID())
+			if changes.Delete(e) {
+				enqueue.Delete(ctx, e, q)
+			}
+		},
+		GenericFunc: func(ctx context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if changes.Generic(e) {
+				enqueue.Generic(ctx, e, q)
+			}
+		},
+	}
+}
+
+// elevationLogger gives each pass the logger For(&PamElevation{}) would: the controller, its
+// kind, and the object.
+func elevationLogger(base logr.Logger) func(*reconcile.Request) logr.Logger {
+	log := base.WithValues("controller", elevationControllerName, "controllerGroup", pamv1.GroupVersion.Group, "controllerKind", "PamElevation")
+	return func(req *reconcile.Request) logr.Logger {
+		if req == nil {
+			return log
+		}
+		return log.WithValues("PamElevation", klog.KRef(req.Namespace, req.Name), "namespace", req.Namespace, "name", req.Name)
+	}
 }
 
 // setDefaults fills in what was left unset.
