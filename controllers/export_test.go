@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
@@ -57,8 +58,8 @@ func (r *PamElevationReconciler) SetDefaults(ctx context.Context, c cache.Cache)
 	return err
 }
 
-// DeletionsFirst is the handler that queues an elevation whose deletion began.
-var DeletionsFirst = deletionsFirst
+// ElevationEvents is the handler through which the controller takes elevation events.
+func (r *PamElevationReconciler) ElevationEvents() handler.EventHandler { return r.elevationEvents() }
 
 // Sweep runs the periodic sync of one server once, queueing onto q.
 func (r *PamElevationReconciler) Sweep(ctx context.Context, serverKey string, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {

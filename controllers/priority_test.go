@@ -35,10 +35,20 @@ func TestDeletionIsQueuedAheadOfWaitingSyncs(t *testing.T) {
 	after := before.DeepCopy()
 	now := metav1.Now()
 	after.DeletionTimestamp = &now
-	controllers.DeletionsFirst.Update(context.Background(), event.UpdateEvent{ObjectOld: before, ObjectNew: after}, q)
-	// A status change of another elevation queues nothing here.
-	controllers.DeletionsFirst.Update(context.Background(), event.UpdateEvent{ObjectOld: before, ObjectNew: before}, q)
+	events := (&controllers.PamElevationReconciler{}).ElevationEvents()
+	events.Update(context.Background(), event.UpdateEvent{ObjectOld: before, ObjectNew: after}, q)
+	// The operator's own status change of another elevation queues nothing.
+	synced := before.DeepCopy()
+	synced.Name = "synced"
+	statusOnly := synced.DeepCopy()
+	statusOnly.Status.RequestStatus = "Active"
+	events.Update(context.Background(), event.UpdateEvent{ObjectOld: synced, ObjectNew: statusOnly}, q)
 	g.Expect(q.Len()).To(Equal(2001))
+	// A user's edit is queued, behind the deletion.
+	labeled := statusOnly.DeepCopy()
+	labeled.Labels = map[string]string{"team": "b"}
+	events.Update(context.Background(), event.UpdateEvent{ObjectOld: statusOnly, ObjectNew: labeled}, q)
+	g.Expect(q.Len()).To(Equal(2002))
 
 	item, priority, shutdown := q.GetWithPriority()
 	g.Expect(shutdown).To(BeFalse())

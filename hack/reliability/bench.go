@@ -1167,7 +1167,10 @@ func startDeletionWatcher(ctx context.Context, cfg *rest.Config, scheme *runtime
 			el := &pamv1.PamElevation{}
 			if err := w.cache.Get(ctx, req.NamespacedName, el); err != nil {
 				if apierrors.IsNotFound(err) {
-					w.gone.record(req.Name, time.Now())
+					// Its pass may come only after the object is gone: it sees the deletion then.
+					now := time.Now()
+					w.deleting.record(req.Name, now)
+					w.gone.record(req.Name, now)
 				}
 				return reconcile.Result{}, client.IgnoreNotFound(err)
 			}
