@@ -171,7 +171,11 @@ type unpackMemo struct {
 // the handlers.
 const memoSize = 8
 
+// unpack decodes p, or returns what the memo decoded from it; a nil memo always decodes.
 func (m *unpackMemo) unpack(p *packedElevation) *pamv1.PamElevation {
+	if m == nil {
+		return p.unpack()
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for i, q := range m.packed {
@@ -185,7 +189,8 @@ func (m *unpackMemo) unpack(p *packedElevation) *pamv1.PamElevation {
 	return el
 }
 
-// unpackAny is the package's unpackAny, through the memo.
+// unpackAny decodes a cached item that is a packed elevation, or one held by a deleted-object
+// marker, through the memo.
 func (m *unpackMemo) unpackAny(obj any) any {
 	switch o := obj.(type) {
 	case *packedElevation:
@@ -199,18 +204,8 @@ func (m *unpackMemo) unpackAny(obj any) any {
 	return obj
 }
 
-func unpackAny(obj any) any {
-	switch o := obj.(type) {
-	case *packedElevation:
-		return o.unpack()
-	case toolscache.DeletedFinalStateUnknown:
-		if p, ok := o.Obj.(*packedElevation); ok {
-			o.Obj = p.unpack()
-		}
-		return o
-	}
-	return obj
-}
+// unpackAny decodes a cached item afresh, for a caller that may change what it gets.
+func unpackAny(obj any) any { return (*unpackMemo)(nil).unpackAny(obj) }
 
 func unpackAll(items []any) []any {
 	for i, item := range items {
@@ -601,13 +596,15 @@ func (u *unpacker) varint() int64 {
 	return v
 }
 
-func (u *unpacker) str() string {
-	n := int(u.uvarint())
-	if n < 0 || n > len(u.data)-u.pos {
+func (u *unpacker) str() string { return u.text(u.uvarint()) }
+
+// text reads the n bytes of a string whose length was read.
+func (u *unpacker) text(n uint64) string {
+	if n > uint64(len(u.data)-u.pos) {
 		panic("packed elevation: truncated string")
 	}
-	s := u.data[u.pos : u.pos+n]
-	u.pos += n
+	s := u.data[u.pos : u.pos+int(n)]
+	u.pos += int(n)
 	return s
 }
 
@@ -616,13 +613,7 @@ func (u *unpacker) word() string {
 	if v&1 != 0 {
 		return u.words.word(v >> 1)
 	}
-	n := v >> 1
-	if n > uint64(len(u.data)-u.pos) {
-		panic("packed elevation: truncated word")
-	}
-	s := u.data[u.pos : u.pos+int(n)]
-	u.pos += int(n)
-	return s
+	return u.text(v >> 1)
 }
 
 func (u *unpacker) byte() byte {
