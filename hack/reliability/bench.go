@@ -445,7 +445,8 @@ func (b *bench) latency(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var toClose, toGone, baseline []time.Duration
+	gcsBefore := b.managerGCs()
+	var toClose, toGone, seenAfter, baseline []time.Duration
 	for i := range n {
 		el := &pamv1.PamElevation{ObjectMeta: metav1.ObjectMeta{Namespace: b.ns, Name: names[i]}}
 		if err := b.h.client.Delete(ctx, el); err != nil {
@@ -466,8 +467,21 @@ func (b *bench) latency(ctx context.Context) error {
 		}
 		toClose = append(toClose, closedAt.Sub(deleted))
 		toGone = append(toGone, gone.Sub(deleted))
+		seenAfter = append(seenAfter, seen.Sub(deleted))
 		baseline = append(baseline, seen.Sub(deleted)+rawRTT[i])
 	}
+	// The slowest closes, against when the baseline saw the same deletion: whether the event
+	// came late to both or the manager was slow after it.
+	slowest := make([]int, n)
+	for i := range slowest {
+		slowest[i] = i
+	}
+	slices.SortFunc(slowest, func(i, j int) int { return cmp.Compare(toClose[j], toClose[i]) })
+	for _, i := range slowest[:min(5, n)] {
+		fmt.Fprintf(b.progress, "    slow close %s: %.2f ms; the baseline saw it after %.2f ms (raw Close %.2f ms)\n",
+			names[i], ms(toClose[i]), ms(seenAfter[i]), ms(rawRTT[i]))
+	}
+	b.report.add("delete → close: the manager's garbage collections during the step", b.managerGCs()-gcsBefore, "GCs", "")
 	for _, q := range []float64{0.5, 0.9, 0.99} {
 		label := fmt.Sprintf("p%d", int(q*100))
 		b.report.add("delete → Close at PAM, "+label, ms(quantile(toClose, q)), "ms", "")
@@ -953,6 +967,16 @@ func (b *bench) settle(ctx context.Context) error {
 		}
 		return time.Since(quietSince) >= 2*time.Second, nil
 	})
+}
+
+// managerGCs returns how many garbage collections the manager has run.
+func (b *bench) managerGCs() float64 {
+	for name, v := range b.manager.samples() {
+		if name == "go_gc_duration_seconds_count" {
+			return v
+		}
+	}
+	return 0
 }
 
 func (b *bench) reconcileStats() reconcileStats {
