@@ -113,7 +113,7 @@ func (c *Connector) keepEscrow(ctx context.Context, server pamv1.ServerObject, c
 	if creds == nil || creds.escrowed {
 		return nil
 	}
-	return c.writeEscrow(ctx, server, creds)
+	return c.writeEscrow(ctx, server, creds, false)
 }
 
 // refreshEscrow updates an escrow this process keeps when the originals changed.
@@ -124,20 +124,22 @@ func (c *Connector) refreshEscrow(ctx context.Context, server pamv1.ServerObject
 	if kept == "" || creds.escrowed || kept == creds.version {
 		return nil
 	}
-	return c.writeEscrow(ctx, server, creds)
+	return c.writeEscrow(ctx, server, creds, true)
 }
 
 // writeEscrow makes the server's escrow hold creds, unless it holds them already or holds what a
 // later read found: a read that began first may finish last, with the credentials as they were
 // before a rotation. Escrow writes go one at a time, so that check holds until the write is done.
-func (c *Connector) writeEscrow(ctx context.Context, server pamv1.ServerObject, creds *credentials) error {
+// A refresh writes only while this process keeps an escrow: one dropped since the refresh was
+// decided stays dropped.
+func (c *Connector) writeEscrow(ctx context.Context, server pamv1.ServerObject, creds *credentials, refresh bool) error {
 	c.escrowWrites.Lock()
 	defer c.escrowWrites.Unlock()
 	key := serverCacheKey(server)
 	c.mu.Lock()
 	kept, keptAt := c.escrowed[key], c.escrowedAt[key]
 	c.mu.Unlock()
-	if kept == creds.version || creds.readAt.Before(keptAt) {
+	if kept == creds.version || creds.readAt.Before(keptAt) || (refresh && kept == "") {
 		return nil
 	}
 	desired := &corev1.Secret{

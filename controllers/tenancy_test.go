@@ -427,7 +427,7 @@ func TestOlderCredentialsReadDoesNotOverwriteEscrow(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	c, server, secret := connectorOfOwnServer(t, k8sClient)
-	escrow := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: clusterResourceNamespace, Name: controllers.EscrowName(server)}}
+	escrow := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.OperatorNamespace, Name: controllers.EscrowName(server)}}
 	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), escrow) })
 	g.Expect(c.KeepEscrow(ctx, server)).To(Succeed())
 
@@ -452,7 +452,8 @@ func TestOlderCredentialsReadDoesNotOverwriteEscrow(t *testing.T) {
 
 // connectorOfOwnServer creates a namespace with a PamServer of a user of its own, whose password is
 // "first-password", and returns a Connector of its own that reads credentials through live, the
-// server, and its Secret, to rotate it.
+// server, and its Secret, to rotate it. The Connector keeps its escrow in that namespace: the
+// suite's manager, which finds the server unused, drops the server's escrow in its own.
 func connectorOfOwnServer(t *testing.T, live client.Reader) (*controllers.Connector, *pamv1.PamServer, *corev1.Secret) {
 	t.Helper()
 	ns := newNamespace(t)
@@ -462,7 +463,7 @@ func connectorOfOwnServer(t *testing.T, live client.Reader) (*controllers.Connec
 		t.Fatal(err)
 	}
 	return &controllers.Connector{Client: k8sClient, LiveReader: live, Writer: k8sClient,
-		OperatorNamespace: clusterResourceNamespace, ClusterResourceNamespace: clusterResourceNamespace}, server, secret
+		OperatorNamespace: ns, ClusterResourceNamespace: clusterResourceNamespace}, server, secret
 }
 
 // heldSecretRead holds the answer of the first Secret read until release is closed, once it
