@@ -48,15 +48,31 @@ func main() {
 	flag.IntVar(&bc.rateLimit, "bench-rate-limit", 300, "The PamServer's rateLimit.qps.")
 	flag.IntVar(&bc.workers, "bench-workers", 64, "The manager's --max-concurrent-reconciles (its default is 64).")
 	flag.IntVar(&bc.managerGOGC, "bench-manager-gogc", 0, "GOGC of the manager alone; 0 leaves the manager's own default (25).")
+	flag.BoolVar(&bc.baselineApart, "bench-baseline-apart", false, "Also time the latency baseline in a process of its own, as the manager is (one more process on the cores).")
 	steps := flag.String("bench-steps", "", "Comma-separated benchmarks to run (memory, latency, expiry, economy, mass); empty runs all.")
+	baselineKubeconfig := flag.String("baseline-watcher-kubeconfig", "", "Used by --bench itself: run as the latency baseline's controller, in a process of its own, with this kubeconfig.")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *baselineKubeconfig != "" {
+		ctrl.SetLogger(logr.Discard())
+		if err := runExternalWatcher(ctx, *baselineKubeconfig, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "error:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	workDir, err := os.MkdirTemp("", "pam-reliability-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
+	}
+	// os.Exit runs no deferred calls: every exit from here on goes through exit, which removes
+	// the work directory (the control plane's data) first.
+	exit := func(code int) {
+		_ = os.RemoveAll(workDir)
+		os.Exit(code)
 	}
 	defer os.RemoveAll(workDir)
 
@@ -66,7 +82,7 @@ func main() {
 			n, err := strconv.Atoi(strings.TrimSpace(f))
 			if err != nil || n <= 0 || (len(bc.memorySizes) > 0 && n <= bc.memorySizes[len(bc.memorySizes)-1]) {
 				fmt.Fprintln(os.Stderr, "error: --bench-memory wants increasing positive counts")
-				os.Exit(2)
+				exit(2)
 			}
 			bc.memorySizes = append(bc.memorySizes, n)
 		}
@@ -76,7 +92,7 @@ func main() {
 				bc.steps[strings.TrimSpace(name)] = true
 			}
 		}
-		os.Exit(benchMain(ctx, workDir, bc))
+		exit(benchMain(ctx, workDir, bc))
 	}
 
 	scs := scenarios(*elevations, *window, *kills, *outage, *longOutage)
@@ -93,7 +109,7 @@ func main() {
 		}
 		if len(picked) != len(wanted) {
 			fmt.Fprintln(os.Stderr, "error: unknown scenario in --scenarios")
-			os.Exit(2)
+			exit(2)
 		}
 		scs = picked
 	}
@@ -101,12 +117,12 @@ func main() {
 	printTable(os.Stdout, results)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
-		os.Exit(1)
+		exit(1)
 	}
 	for _, r := range results {
 		if v := r.violations(); len(v) > 0 {
 			fmt.Fprintf(os.Stderr, "scenario %s broke an invariant: %s\n", r.name, strings.Join(v, ", "))
-			os.Exit(1)
+			exit(1)
 		}
 	}
 }
