@@ -34,6 +34,22 @@ func (c *Connector) KeepEscrow(ctx context.Context, server pamv1.ServerObject) e
 	return c.keepEscrow(ctx, server, creds)
 }
 
+// RefreshEscrowAsDecidedBefore reads the server's credentials and writes them to its escrow as a
+// refresh decided before anything since: what a refresh does once it holds the escrow lock.
+func (c *Connector) RefreshEscrowAsDecidedBefore(ctx context.Context, server pamv1.ServerObject) error {
+	creds, err := c.loadCredentials(ctx, server)
+	if err != nil {
+		return err
+	}
+	creds.readAt = time.Now()
+	return c.writeEscrow(ctx, server, creds, true)
+}
+
+// DropEscrow deletes the server's escrow, as the server's reconciler does once nothing needs it.
+func (c *Connector) DropEscrow(ctx context.Context, server pamv1.ServerObject) error {
+	return c.dropEscrow(ctx, server)
+}
+
 // EscrowName is the name of the server's escrow Secret.
 func EscrowName(server pamv1.ServerObject) string { return escrowName(server) }
 

@@ -11,6 +11,7 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -448,6 +449,24 @@ func TestOlderCredentialsReadDoesNotOverwriteEscrow(t *testing.T) {
 
 	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(escrow), escrow)).To(Succeed())
 	g.Expect(string(escrow.Data["secret.password"])).To(Equal("second-password"), "the escrow holds the rotated password")
+}
+
+// A refresh of the escrow that was decided while the escrow was kept, and reaches the write after
+// the server stopped being in use and the escrow was dropped, must not bring the copy back: it
+// would hold credentials that nothing needs, and that nothing would drop again.
+func TestEscrowRefreshAfterADropWritesNothing(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	c, server, secret := connectorOfOwnServer(t, k8sClient)
+	escrow := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.OperatorNamespace, Name: controllers.EscrowName(server)}}
+	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), escrow) })
+	g.Expect(c.KeepEscrow(ctx, server)).To(Succeed())
+	g.Expect(c.DropEscrow(ctx, server)).To(Succeed())
+
+	rotatePassword(t, secret, "second-password")
+	g.Expect(c.RefreshEscrowAsDecidedBefore(ctx, server)).To(Succeed())
+	err := k8sClient.Get(ctx, client.ObjectKeyFromObject(escrow), escrow)
+	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the dropped escrow stays dropped, got %v", err)
 }
 
 // connectorOfOwnServer creates a namespace with a PamServer of a user of its own, whose password is
