@@ -427,10 +427,7 @@ func TestOlderCredentialsReadDoesNotReplaceNewerClient(t *testing.T) {
 func TestOlderCredentialsReadDoesNotOverwriteEscrow(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	c, server, secret := connectorOfOwnServer(t, k8sClient)
-	escrow := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.OperatorNamespace, Name: controllers.EscrowName(server)}}
-	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), escrow) })
-	g.Expect(c.KeepEscrow(ctx, server)).To(Succeed())
+	c, server, secret, escrow := connectorKeepingEscrow(t)
 
 	held := &heldSecretRead{Reader: k8sClient, read: make(chan struct{}), release: make(chan struct{})}
 	c.LiveReader = held
@@ -457,16 +454,26 @@ func TestOlderCredentialsReadDoesNotOverwriteEscrow(t *testing.T) {
 func TestEscrowRefreshAfterADropWritesNothing(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	c, server, secret := connectorOfOwnServer(t, k8sClient)
-	escrow := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.OperatorNamespace, Name: controllers.EscrowName(server)}}
-	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), escrow) })
-	g.Expect(c.KeepEscrow(ctx, server)).To(Succeed())
+	c, server, secret, escrow := connectorKeepingEscrow(t)
 	g.Expect(c.DropEscrow(ctx, server)).To(Succeed())
 
 	rotatePassword(t, secret, "second-password")
 	g.Expect(c.RefreshEscrowAsDecidedBefore(ctx, server)).To(Succeed())
 	err := k8sClient.Get(ctx, client.ObjectKeyFromObject(escrow), escrow)
 	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the dropped escrow stays dropped, got %v", err)
+}
+
+// connectorKeepingEscrow is connectorOfOwnServer, reading live from the API server, with the
+// server's escrow kept; it returns the escrow too, deleted when the test ends.
+func connectorKeepingEscrow(t *testing.T) (*controllers.Connector, *pamv1.PamServer, *corev1.Secret, *corev1.Secret) {
+	t.Helper()
+	c, server, secret := connectorOfOwnServer(t, k8sClient)
+	escrow := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.OperatorNamespace, Name: controllers.EscrowName(server)}}
+	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), escrow) })
+	if err := c.KeepEscrow(context.Background(), server); err != nil {
+		t.Fatal(err)
+	}
+	return c, server, secret, escrow
 }
 
 // connectorOfOwnServer creates a namespace with a PamServer of a user of its own, whose password is

@@ -13,13 +13,8 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-
-	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 )
 
 // The latency baseline also runs in a process of its own, as the manager does. In the benchmark's
@@ -110,9 +105,6 @@ func runExternalWatcher(ctx context.Context, kubeconfig string, out io.Writer) e
 	if err != nil {
 		return err
 	}
-	scheme := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(pamv1.AddToScheme(scheme))
 	var first sync.Once
 	// The time is taken where the watcher sees the deletion; the line only carries it.
 	report := func(name string, deletionSeen time.Time) {
@@ -121,7 +113,7 @@ func runExternalWatcher(ctx context.Context, kubeconfig string, out io.Writer) e
 			fmt.Fprintf(out, "deleting %s %d\n", name, deletionSeen.UnixNano())
 		}
 	}
-	if _, err := startDeletionWatcher(ctx, cfg, scheme, report); err != nil {
+	if _, err := startDeletionWatcher(ctx, cfg, newScheme(), report); err != nil {
 		return err
 	}
 	<-ctx.Done()

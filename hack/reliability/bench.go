@@ -269,10 +269,8 @@ func (b *bench) memory(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for name, v := range b.manager.samples() {
-		if name == "go_gc_gogc_percent" {
-			b.report.add("memory: the manager's GC target (GOGC)", v, "%", "")
-		}
+	if gogc, ok := b.manager.sample("go_gc_gogc_percent"); ok {
+		b.report.add("memory: the manager's GC target (GOGC)", gogc, "%", "")
 	}
 	b.report.add("memory: RSS at rest (median of samples over a sync interval), 0 elevations", mib(rss0), "MiB", fmt.Sprintf("highest %.2f", mib(peak0)))
 	if err := b.reportMemoryMap(0); err != nil {
@@ -456,7 +454,7 @@ func (b *bench) latency(ctx context.Context) error {
 		defer external.stop()
 	}
 	gcsBefore := b.managerGCs()
-	var toClose, toGone, seenAfter, baseline, apart []time.Duration
+	var toClose, toGone, baseline, apart []time.Duration
 	deletedAt := make([]time.Time, 0, n)
 	for i := range n {
 		el := &pamv1.PamElevation{ObjectMeta: metav1.ObjectMeta{Namespace: b.ns, Name: names[i]}}
@@ -477,17 +475,16 @@ func (b *bench) latency(ctx context.Context) error {
 		if !ok {
 			return fmt.Errorf("the baseline controller never saw %s deleted", names[i])
 		}
-		seenApart := seen
 		if external != nil {
-			if seenApart, err = external.deleting.wait(ctx, names[i], time.Minute); err != nil {
+			seenApart, err := external.deleting.wait(ctx, names[i], time.Minute)
+			if err != nil {
 				return fmt.Errorf("the baseline controller in its own process: %w", err)
 			}
+			apart = append(apart, seenApart.Sub(deleted)+rawRTT[i])
 		}
 		toClose = append(toClose, closedAt.Sub(deleted))
 		toGone = append(toGone, gone.Sub(deleted))
-		seenAfter = append(seenAfter, seen.Sub(deleted))
 		baseline = append(baseline, seen.Sub(deleted)+rawRTT[i])
-		apart = append(apart, seenApart.Sub(deleted)+rawRTT[i])
 	}
 	// The slowest closes, against when the baseline saw the same deletion: whether the event
 	// came late to both or the manager was slow after it.
@@ -502,7 +499,7 @@ func (b *bench) latency(ctx context.Context) error {
 			apartNote = fmt.Sprintf(", in its own process %.2f ms", ms(apart[i]-rawRTT[i]))
 		}
 		fmt.Fprintf(b.progress, "    slow close %s, deleted at %s: %.2f ms; the baseline saw it after %.2f ms%s (raw Close %.2f ms)\n",
-			names[i], deletedAt[i].UTC().Format(time.RFC3339Nano), ms(toClose[i]), ms(seenAfter[i]), apartNote, ms(rawRTT[i]))
+			names[i], deletedAt[i].UTC().Format(time.RFC3339Nano), ms(toClose[i]), ms(baseline[i]-rawRTT[i]), apartNote, ms(rawRTT[i]))
 	}
 	b.report.add("delete → close: the manager's garbage collections during the step", b.managerGCs()-gcsBefore, "GCs", "")
 	for _, q := range []float64{0.5, 0.9, 0.99} {
@@ -1000,12 +997,8 @@ func (b *bench) settle(ctx context.Context) error {
 
 // managerGCs returns how many garbage collections the manager has run.
 func (b *bench) managerGCs() float64 {
-	for name, v := range b.manager.samples() {
-		if name == "go_gc_duration_seconds_count" {
-			return v
-		}
-	}
-	return 0
+	gcs, _ := b.manager.sample("go_gc_duration_seconds_count")
+	return gcs
 }
 
 func (b *bench) reconcileStats() reconcileStats {
@@ -1288,11 +1281,8 @@ func (m *managerProc) memoryUse() (rss, heap int64, err error) {
 	if rss, err = m.rss(); err != nil {
 		return 0, 0, err
 	}
-	for name, v := range m.samples() {
-		if name == "go_memstats_heap_inuse_bytes" {
-			heap = int64(v)
-		}
-	}
+	inUse, _ := m.sample("go_memstats_heap_inuse_bytes")
+	heap = int64(inUse)
 	if rss == 0 || heap == 0 {
 		return rss, heap, fmt.Errorf("could not read the manager's memory (rss %d, heap %d)", rss, heap)
 	}

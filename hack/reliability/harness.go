@@ -140,10 +140,7 @@ func startHarness(workDir string, faults bool) (*harness, error) {
 		h.stop()
 		return nil, err
 	}
-	scheme := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(pamv1.AddToScheme(scheme))
-	if h.client, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+	if h.client, err = client.New(cfg, client.Options{Scheme: newScheme()}); err != nil {
 		h.stop()
 		return nil, err
 	}
@@ -290,6 +287,24 @@ func (m *managerProc) metrics() string {
 		return ""
 	}
 	return body
+}
+
+// newScheme holds the Kubernetes types and the operator's.
+func newScheme() *runtime.Scheme {
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(pamv1.AddToScheme(scheme))
+	return scheme
+}
+
+// sample returns the value of one sample of the manager's metrics, named with its labels.
+func (m *managerProc) sample(name string) (float64, bool) {
+	for n, v := range m.samples() {
+		if n == name {
+			return v, true
+		}
+	}
+	return 0, false
 }
 
 // samples yields each sample the manager's metrics hold: its name with labels, and its value.
