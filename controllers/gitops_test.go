@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
-	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+	"github.com/pam-operator/pam-operator/emulator"
 )
 
 // TestGitOpsHealth puts real objects in each state on the API server and checks what GitOps

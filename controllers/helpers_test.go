@@ -18,7 +18,8 @@ import (
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/controllers"
-	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+	"github.com/pam-operator/pam-operator/emulator"
+	"github.com/pam-operator/pam-operator/internal/credentials"
 )
 
 const (
@@ -74,7 +75,7 @@ func handReconciler(t *testing.T, c client.Client, live client.Reader, clk clock
 	r := &controllers.PamElevationReconciler{
 		Client:    c,
 		APIReader: k8sClient,
-		Connector: &controllers.Connector{Client: k8sClient, LiveReader: live, Writer: k8sClient,
+		Connector: &credentials.Connector{Client: k8sClient, LiveReader: live, Writer: k8sClient,
 			OperatorNamespace: clusterResourceNamespace, ClusterResourceNamespace: clusterResourceNamespace},
 		Recorder: events.NewFakeRecorder(10),
 		Clock:    clk,

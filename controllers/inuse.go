@@ -7,6 +7,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/credentials"
 )
 
 // In-use protection, the pattern Kubernetes uses for PersistentVolumeClaims: while an elevation
@@ -28,15 +29,15 @@ func needsServer(el *pamv1.PamElevation) bool {
 
 // protectServer adds or removes the in-use finalizer of a server, and keeps or drops the
 // escrow of its credentials (escrow.go) to match; creds are the credentials just read for it.
-func protectServer(ctx context.Context, c client.Client, index *elevationIndex, connector *Connector, server pamv1.ServerObject, creds *credentials) error {
-	inUse := index.inUse(serverCacheKey(server))
+func protectServer(ctx context.Context, c client.Client, index *elevationIndex, connector ServerConnector, server pamv1.ServerObject, creds *credentials.Credentials) error {
+	inUse := index.inUse(pamv1.KeyOf(server))
 	// The escrow exists before the finalizer says the server is protected, and goes only after
 	// nothing needs it.
 	if inUse {
-		if err := connector.keepEscrow(ctx, server, creds); err != nil {
+		if err := connector.KeepEscrow(ctx, server, creds); err != nil {
 			return err
 		}
-	} else if err := connector.dropEscrow(ctx, server); err != nil {
+	} else if err := connector.DropEscrow(ctx, server); err != nil {
 		return err
 	}
 	if inUse == controllerutil.ContainsFinalizer(server, InUseFinalizer) {

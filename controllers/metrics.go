@@ -10,6 +10,7 @@ import (
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/internal/pam"
+	"github.com/pam-operator/pam-operator/pamapi"
 )
 
 // Metrics, in controller-runtime's registry so they are served with its own on /metrics. Labels
@@ -120,7 +121,7 @@ func stateOf(el *pamv1.PamElevation) string {
 		return "stalled"
 	case meta.IsStatusConditionTrue(el.Status.Conditions, pamv1.ConditionReconciling):
 		return "retrying"
-	case el.Status.RequestStatus == string(pam.StatusActive):
+	case el.Status.RequestStatus == string(pamapi.StatusActive):
 		return "active"
 	}
 	return "pending"

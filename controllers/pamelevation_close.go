@@ -15,7 +15,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/credentials"
 	"github.com/pam-operator/pam-operator/internal/pam"
+	"github.com/pam-operator/pam-operator/pamapi"
 )
 
 // reconcileDelete closes the request of an object being deleted and only then releases it.
@@ -50,12 +52,12 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 	original := el.DeepCopy()
 	p := &pass{now: r.Clock.Now(), closing: true}
 	server, err := r.server(ctx, el)
-	if ce, ok := asConfigError(err); ok && ce.reason == pamv1.ReasonNamespaceNotAllowed && el.Status.LastSyncTime == nil {
+	if ce, ok := credentials.AsError(err); ok && ce.Reason == pamv1.ReasonNamespaceNotAllowed && el.Status.LastSyncTime == nil {
 		// Refused from the start, it never tracked the request, so there is nothing it could
 		// close. One that was allowed and synced before keeps its finalizer: fail closed.
 		log.Info("Releasing PamElevation its server never allowed", "requestID", el.Spec.RequestID)
 		r.Recorder.Eventf(el, nil, corev1.EventTypeWarning, pamv1.ReasonNamespaceNotAllowed, "Release",
-			"Released without closing PAM request %s: %s", el.Spec.RequestID, ce.message)
+			"Released without closing PAM request %s: %s", el.Spec.RequestID, ce.Message)
 		return ctrl.Result{}, r.removeFinalizer(ctx, req, el)
 	}
 	if err != nil {
@@ -130,7 +132,7 @@ func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.Pam
 	if isClosed(el) || (p.synced != nil && p.synced.Status.Ended()) {
 		return true
 	}
-	if p.synced != nil && p.synced.Status == pam.StatusClosing {
+	if p.synced != nil && p.synced.Status == pamapi.StatusClosing {
 		// PAM is already ending it: wait for Closed rather than send a second close.
 		p.problem = &problem{reason: pamv1.ReasonClosing, message: "PAM is closing the request; waiting for it to report Closed"}
 		return false
@@ -180,7 +182,7 @@ func (r *PamElevationReconciler) confirmClose(ctx context.Context, el *pamv1.Pam
 		return false
 	}
 	el.Status.RequestStatus = string(after.Status)
-	if !after.Status.Ended() && after.Status != pam.StatusClosing {
+	if !after.Status.Ended() && after.Status != pamapi.StatusClosing {
 		msg := fmt.Sprintf("PAM answered 200 to Close but still lists the request %s", after.Status)
 		observeCloseUnconfirmed()
 		log.Info("Close not confirmed", "requestStatus", after.Status)
@@ -275,10 +277,10 @@ func (r *PamElevationReconciler) syncBatched(ctx context.Context, el *pamv1.PamE
 	if el.Status.LastSyncTime == nil {
 		return syncAlone()
 	}
-	notBefore, since := r.syncedUpTo(el), batchSince(p.now)
-	req, at, found, err := r.Connector.batches.lookup(ctx, serverCacheKey(server), conn.get, normalizedID(el), notBefore, since, r.Clock.Now)
-	if cf, ok := errors.AsType[*connectFailure](err); ok {
-		p.failConnect(cf.err)
+	notBefore, since := r.syncedUpTo(el), pam.BatchSince(p.now)
+	req, at, found, err := r.Connector.Batcher(server).Lookup(ctx, conn.get, normalizedID(el), notBefore, since, r.Clock.Now)
+	if cf, ok := errors.AsType[*pam.ConnectError](err); ok {
+		p.failConnect(cf.Err)
 		return false
 	}
 	// A list too large even in its narrowest windows leaves each request to be read alone.
@@ -316,7 +318,7 @@ func expirationOf(req *pam.Request) *metav1.Time {
 
 // readOpen reports whether a read that found the request in this state found it open.
 func readOpen(status pam.RequestStatus) bool {
-	return !status.Ended() && status != pam.StatusClosing
+	return !status.Ended() && status != pamapi.StatusClosing
 }
 
 // changesStatus reports whether recording the request, read at at, changes el's status. A sync
@@ -390,7 +392,7 @@ func ownsBefore(a *pamv1.PamElevation, aKey string, b *pamv1.PamElevation, bKey 
 
 // server returns the elevation's server, once its namespace is known to be allowed to use it.
 func (r *PamElevationReconciler) server(ctx context.Context, el *pamv1.PamElevation) (pamv1.ServerObject, error) {
-	server, err := r.Connector.GetServer(ctx, el)
+	server, err := r.Connector.Server(ctx, el)
 	if err != nil {
 		return nil, err
 	}
@@ -403,7 +405,7 @@ func (r *PamElevationReconciler) server(ctx context.Context, el *pamv1.PamElevat
 // lazyClient connects to a server on first use, once per pass: credentials are read only when
 // a call to PAM is about to be made.
 type lazyClient struct {
-	connector *Connector
+	connector Connector
 	server    pamv1.ServerObject
 	connected bool
 	client    pam.Client

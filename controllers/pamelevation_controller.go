@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/pam"
 )
 
 const (
@@ -53,7 +54,7 @@ type PamElevationReconciler struct {
 	// APIReader reads objects from the API server, bypassing the cache, before a close.
 	APIReader client.Reader
 	// Connector builds PAM clients for servers.
-	Connector *Connector
+	Connector Connector
 	// Recorder emits the Events users see in kubectl describe.
 	Recorder recorder.EventRecorder
 	// Clock is injected so tests can control time; nil means the real clock.
@@ -155,7 +156,7 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 	// than its last read takes it, as it costs no call: the sweep queues the elevations a new
 	// list changes.
 	expired := hasExpiry && !p.now.Before(expiry.Time)
-	if !expired && (!p.now.Before(r.nextSync(el)) || r.Connector.batches.fresher(serverCacheKey(server), r.syncedUpTo(el), batchSince(p.now))) {
+	if !expired && (!p.now.Before(r.nextSync(el)) || r.Connector.Batcher(server).Fresher(r.syncedUpTo(el), pam.BatchSince(p.now))) {
 		if !r.syncBatched(ctx, el, server, p) || isClosed(el) {
 			r.endedByPAMExpiry(ctx, el, p)
 			return 0

@@ -14,7 +14,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
-	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+	"github.com/pam-operator/pam-operator/emulator"
+	"github.com/pam-operator/pam-operator/pamapi"
 )
 
 func TestCloseOnDeleteExactlyOnce(t *testing.T) {
@@ -41,7 +42,7 @@ func TestCloseOnDeleteExactlyOnce(t *testing.T) {
 	g.Expect(attempts).To(Equal(1))
 	g.Expect(successes).To(Equal(1))
 	req, _ := pamServer.Request(id)
-	g.Expect(req.Status).To(Equal(emulator.StatusClosed))
+	g.Expect(req.Status).To(Equal(pamapi.StatusClosed))
 	waitEvent(t, el, pamv1.ConditionClosed, "HTTP 200")
 }
 
@@ -60,7 +61,7 @@ func TestOrphanDoesNotCallPAM(t *testing.T) {
 	attempts, _ := pamServer.CloseCalls(id)
 	g.Expect(attempts).To(BeZero())
 	req, _ := pamServer.Request(id)
-	g.Expect(req.Status).To(Equal(emulator.StatusActive))
+	g.Expect(req.Status).To(Equal(pamapi.StatusActive))
 }
 
 func TestCloseAtExpiry(t *testing.T) {
@@ -111,7 +112,7 @@ func TestEndedInPAM(t *testing.T) {
 	g := NewWithT(t)
 	el, id := trackActive(t, "ended")
 
-	g.Expect(pamServer.SetRequestStatus(id, emulator.StatusExpired)).To(BeTrue())
+	g.Expect(pamServer.SetRequestStatus(id, pamapi.StatusExpired)).To(BeTrue())
 	waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
 		expectCondition(g, el.Status.Conditions, pamv1.ConditionClosed, metav1.ConditionTrue, pamv1.ReasonEndedInPAM)
 		g.Expect(el.Status.RequestStatus).To(Equal("Expired"))
@@ -425,7 +426,7 @@ func TestRequestClosingInPAMIsNotClosedAgain(t *testing.T) {
 	el, id := trackActive(t, "closing")
 
 	// PAM starts closing it, and a periodic sync sees that before the deletion.
-	g.Expect(pamServer.SetRequestStatus(id, emulator.StatusClosing)).To(BeTrue())
+	g.Expect(pamServer.SetRequestStatus(id, pamapi.StatusClosing)).To(BeTrue())
 	waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
 		g.Expect(el.Status.RequestStatus).To(Equal("Closing"))
 	})
@@ -435,7 +436,7 @@ func TestRequestClosingInPAMIsNotClosedAgain(t *testing.T) {
 		g.Expect(el.Status.RequestStatus).To(Equal("Closing"))
 	})
 
-	g.Expect(pamServer.SetRequestStatus(id, emulator.StatusClosed)).To(BeTrue())
+	g.Expect(pamServer.SetRequestStatus(id, pamapi.StatusClosed)).To(BeTrue())
 	waitGone(t, el)
 	attempts, _ := pamServer.CloseCalls(id)
 	g.Expect(attempts).To(BeZero(), "PAM was already closing it")

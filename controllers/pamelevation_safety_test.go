@@ -17,7 +17,8 @@ import (
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/controllers"
-	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+	"github.com/pam-operator/pam-operator/emulator"
+	"github.com/pam-operator/pam-operator/pamapi"
 )
 
 func TestDuplicateRequestIsRefusedAndNeverClosed(t *testing.T) {
@@ -42,7 +43,7 @@ func TestDuplicateRequestIsRefusedAndNeverClosed(t *testing.T) {
 	attempts, _ := pamServer.CloseCalls(id)
 	g.Expect(attempts).To(BeZero(), "deleting a duplicate must not revoke the original's access")
 	req, _ := pamServer.Request(id)
-	g.Expect(req.Status).To(Equal(emulator.StatusActive))
+	g.Expect(req.Status).To(Equal(pamapi.StatusActive))
 	waitEvent(t, duplicate, pamv1.ReasonDuplicateRequest, "tracks it")
 
 	deleteObj(t, original)
@@ -96,7 +97,7 @@ func TestCloseAnswered200ButStillOpenIsNotTrusted(t *testing.T) {
 	_, successes := pamServer.CloseCalls(id)
 	g.Expect(successes).To(Equal(1))
 	req, _ := pamServer.Request(id)
-	g.Expect(req.Status).To(Equal(emulator.StatusClosed))
+	g.Expect(req.Status).To(Equal(pamapi.StatusClosed))
 }
 
 // TestNamespaceDeletionStillClosesEverything does what the namespace controller does when a
@@ -190,7 +191,7 @@ func TestRequestClosedInMIMSinceItsLastReadIsReleased(t *testing.T) {
 	el, id := trackActive(t, "closed-in-mim")
 	pamServer.InjectFault(emulator.Fault{Endpoint: emulator.EndpointListRequests, Status: 503})
 	t.Cleanup(pamServer.ClearFaults)
-	g.Expect(pamServer.SetRequestStatus(id, emulator.StatusClosed)).To(BeTrue())
+	g.Expect(pamServer.SetRequestStatus(id, pamapi.StatusClosed)).To(BeTrue())
 
 	deleteObj(t, el)
 	g.Eventually(func() int {
@@ -203,7 +204,7 @@ func TestRequestClosedInMIMSinceItsLastReadIsReleased(t *testing.T) {
 	g.Expect(attempts).To(BeNumerically("<=", 1))
 	g.Expect(successes).To(BeZero())
 	req, _ := pamServer.Request(id)
-	g.Expect(req.Status).To(Equal(emulator.StatusClosed))
+	g.Expect(req.Status).To(Equal(pamapi.StatusClosed))
 }
 
 // An elevation pointed at another server moves the in-use protection with it: the new server is

@@ -8,7 +8,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/credentials"
 	"github.com/pam-operator/pam-operator/internal/pam"
+	"github.com/pam-operator/pam-operator/pamapi"
 )
 
 // pass collects what one reconcile learned. Phases record facts here; setConditions turns them
@@ -40,8 +42,8 @@ type problem struct {
 // fail records a failed step. Errors are classified once, by the PAM client or the connector;
 // this only maps classes to reasons.
 func (p *pass) fail(err error) {
-	if ce, ok := asConfigError(err); ok {
-		p.problem = &problem{reason: ce.reason, message: ce.message, stalled: true}
+	if ce, ok := credentials.AsError(err); ok {
+		p.problem = &problem{reason: ce.Reason, message: ce.Message, stalled: true}
 		return
 	}
 	switch pam.ClassOf(err) {
@@ -61,7 +63,7 @@ func (p *pass) fail(err error) {
 // failConnect records why no client could be built: a configuration a person must fix, or a
 // failure of the Kubernetes API that controller-runtime retries.
 func (p *pass) failConnect(err error) {
-	if _, ok := asConfigError(err); ok {
+	if _, ok := credentials.AsError(err); ok {
 		p.fail(err)
 		return
 	}
@@ -92,7 +94,7 @@ func setConditions(el *pamv1.PamElevation, p *pass) {
 		switch {
 		case el.Status.RequestStatus == "":
 			set(pamv1.ConditionClosed, metav1.ConditionFalse, pamv1.ReasonSyncing, "The request has not been read from PAM yet")
-		case pam.RequestStatus(el.Status.RequestStatus) == pam.StatusActive:
+		case pam.RequestStatus(el.Status.RequestStatus) == pamapi.StatusActive:
 			set(pamv1.ConditionClosed, metav1.ConditionFalse, pamv1.ReasonActive, "The request is open in PAM")
 		default:
 			set(pamv1.ConditionClosed, metav1.ConditionFalse, pamv1.ReasonPending,

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/credentials"
 )
 
 // ServerReconciler reports whether a PamServer or ClusterPamServer configuration can be used:
@@ -29,7 +30,7 @@ import (
 type ServerReconciler struct {
 	client.Client
 	// Connector validates configurations and builds the clients elevations share.
-	Connector *Connector
+	Connector ServerConnector
 	// NewObject returns an empty object of the kind this reconciler serves.
 	NewObject func() pamv1.ServerObject
 	// RetryInterval is how soon a server whose configuration cannot be used is checked again.
@@ -56,8 +57,8 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	}
 
 	// One read of the credentials serves both the validity check and the escrow.
-	_, creds, err := r.Connector.connect(ctx, server)
-	if _, invalid := asConfigError(err); err != nil && !invalid {
+	_, creds, err := r.Connector.Check(ctx, server)
+	if _, invalid := credentials.AsError(err); err != nil && !invalid {
 		return ctrl.Result{}, err
 	}
 	if err := protectServer(ctx, r.Client, r.index, r.Connector, server, creds); err != nil {
@@ -76,9 +77,9 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	// Secrets are not watched (that needs the right to list them all), so a server that reads
 	// one is checked again on a timer: soon while it is broken, at the sync interval after.
 	var result ctrl.Result
-	if ce, ok := asConfigError(err); ok {
-		set(pamv1.ConditionReady, metav1.ConditionFalse, ce.reason, ce.message)
-		set(pamv1.ConditionStalled, metav1.ConditionTrue, ce.reason, ce.message)
+	if ce, ok := credentials.AsError(err); ok {
+		set(pamv1.ConditionReady, metav1.ConditionFalse, ce.Reason, ce.Message)
+		set(pamv1.ConditionStalled, metav1.ConditionTrue, ce.Reason, ce.Message)
 		result.RequeueAfter = r.RetryInterval
 	} else {
 		set(pamv1.ConditionReady, metav1.ConditionTrue, pamv1.ReasonConfigured, "The configuration is valid")

@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"runtime/debug"
 	"time"
-	"unique"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/credentials"
 )
 
 // Options configure the controllers.
@@ -39,13 +38,15 @@ type Options struct {
 
 // Setup registers every reconciler with the manager.
 func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
-	connector := &Connector{
+	connector := &credentials.Connector{
 		Client:                   mgr.GetClient(),
-		LiveReader:               &coalescingReader{Reader: mgr.GetAPIReader()},
+		LiveReader:               &credentials.CoalescingReader{Reader: mgr.GetAPIReader()},
 		Writer:                   mgr.GetClient(),
 		OperatorNamespace:        cmp.Or(opts.OperatorNamespace, opts.ClusterResourceNamespace),
 		ClusterResourceNamespace: opts.ClusterResourceNamespace,
 		UserAgent:                opts.UserAgent,
+		Observe:                  observePAMCall,
+		Clock:                    opts.Clock,
 	}
 	if err := (&PamElevationReconciler{
 		Client:                  mgr.GetClient(),
@@ -78,31 +79,6 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		return err
 	}
 	return nil
-}
-
-// lastAppliedAnnotation is where kubectl apply keeps a full copy of the object.
-const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
-
-// StripForCache drops what the controllers never read from cached objects: managed fields and
-// kubectl's copy of the last applied object, which together are most of an elevation's size.
-func StripForCache(obj any) (any, error) {
-	if accessor, ok := obj.(metav1.Object); ok {
-		accessor.SetManagedFields(nil)
-		if annotations := accessor.GetAnnotations(); annotations[lastAppliedAnnotation] != "" {
-			delete(annotations, lastAppliedAnnotation)
-			accessor.SetAnnotations(annotations)
-		}
-	}
-	return obj, nil
-}
-
-// intern returns the canonical copy of s. The canonical copies are weakly held: one no cached
-// object uses any more is collected.
-func intern[S ~string](s S) S {
-	if s == "" {
-		return s
-	}
-	return unique.Make(s).Value()
 }
 
 // recoverAsError, deferred, turns a panic in a goroutine of the operator's own into *err, as

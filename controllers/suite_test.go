@@ -25,7 +25,7 @@ import (
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/controllers"
-	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+	"github.com/pam-operator/pam-operator/emulator"
 )
 
 const (

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/pam"
 )
 
 // The periodic sync of idle elevations is a sweep: once per sync interval it lists each server's
@@ -60,7 +61,7 @@ func (r *PamElevationReconciler) startSweep(ctx context.Context, q workqueue.Typ
 
 // sweep syncs the idle elevations of one server from one list of its requests.
 func (r *PamElevationReconciler) sweep(ctx context.Context, serverKey string, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	var idle cachedElevations
+	var idle []*pamv1.PamElevation
 	var panicked error
 	defer func() {
 		if panicked != nil {
@@ -70,7 +71,7 @@ func (r *PamElevationReconciler) sweep(ctx context.Context, serverKey string, q 
 	}()
 	defer recoverAsError(&panicked)
 	var first *pamv1.PamElevation
-	idle = r.index.byServerHeld(serverKey, func(el *pamv1.PamElevation) bool {
+	idle = r.index.byServer(serverKey, func(el *pamv1.PamElevation) bool {
 		keep := sweepable(el)
 		if keep && first == nil {
 			first = el
@@ -81,35 +82,35 @@ func (r *PamElevationReconciler) sweep(ctx context.Context, serverKey string, q 
 		return
 	}
 	now := r.Clock.Now()
-	server, err := r.Connector.GetServer(ctx, first)
+	server, err := r.Connector.Server(ctx, first)
 	if err != nil {
 		r.queueDue(q, idle, now) // their passes report why
 		return
 	}
 	conn := &lazyClient{connector: r.Connector, server: server}
-	batch, err := r.Connector.batches.fetch(ctx, serverKey, conn.get, batchSince(now), r.Clock.Now)
+	batch, err := r.Connector.Batcher(server).Fetch(ctx, conn.get, pam.BatchSince(now), r.Clock.Now)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).V(1).Info("Listing the server's requests for the periodic sync failed", "server", serverKey, "error", err.Error())
 		r.queueDue(q, idle, now)
 		return
 	}
 	allowed := map[string]bool{}
-	idle.each(func(el *pamv1.PamElevation) {
-		if !batch.at.After(r.syncedUpTo(el)) {
-			return // read since the list was asked for
+	for _, el := range idle {
+		if !batch.At.After(r.syncedUpTo(el)) {
+			continue // read since the list was asked for
 		}
 		ok, known := allowed[el.Namespace]
 		if !known {
 			ok = r.Connector.CheckNamespaceAllowed(ctx, server, el.Namespace) == nil
 			allowed[el.Namespace] = ok
 		}
-		req, found := batch.request(normalizedID(el))
-		if !ok || !found || changesStatus(el, &req, batch.at) || !r.stillIdle(el) {
+		req, found := batch.Request(normalizedID(el))
+		if !ok || !found || changesStatus(el, &req, batch.At) || !r.stillIdle(el) {
 			addAt(q, el, syncPriority)
-			return
+			continue
 		}
-		r.lastSynced.storeIfNewer(el.UID, batch.at, readOpen(req.Status))
-	})
+		r.lastSynced.storeIfNewer(el.UID, batch.At, readOpen(req.Status))
+	}
 }
 
 // sweepable reports whether the sweep syncs the elevation: one whose last pass settled with
@@ -130,10 +131,10 @@ func (r *PamElevationReconciler) stillIdle(el *pamv1.PamElevation) bool {
 
 // queueDue queues the elevations whose sync is due, when no list could be had: each pass then
 // tries on its own, and reports and retries what fails.
-func (r *PamElevationReconciler) queueDue(q workqueue.TypedRateLimitingInterface[reconcile.Request], idle cachedElevations, now time.Time) {
-	idle.each(func(el *pamv1.PamElevation) {
+func (r *PamElevationReconciler) queueDue(q workqueue.TypedRateLimitingInterface[reconcile.Request], idle []*pamv1.PamElevation, now time.Time) {
+	for _, el := range idle {
 		if !now.Before(r.nextSync(el)) {
 			addAt(q, el, syncPriority)
 		}
-	})
+	}
 }

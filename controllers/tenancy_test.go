@@ -11,16 +11,16 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
-	"github.com/pam-operator/pam-operator/controllers"
+	"github.com/pam-operator/pam-operator/emulator"
+	"github.com/pam-operator/pam-operator/internal/credentials"
 	"github.com/pam-operator/pam-operator/internal/pam"
-	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+	"github.com/pam-operator/pam-operator/pamapi"
 )
 
 // pamCallsFor returns every call the emulator received that names the request, closes and lists.
@@ -136,7 +136,7 @@ func TestSyncIsBatchedPerServer(t *testing.T) {
 	g.Expect(single).To(BeZero(), "%d lists named one of the elevations' requests: the sync is not batched", single)
 
 	// A request that ends in PAM is still seen through the batch.
-	g.Expect(pamServer.SetRequestStatus(els[0].Spec.RequestID, emulator.StatusExpired)).To(BeTrue())
+	g.Expect(pamServer.SetRequestStatus(els[0].Spec.RequestID, pamapi.StatusExpired)).To(BeTrue())
 	waitFor(t, els[0], func(g Gomega, el *pamv1.PamElevation) {
 		expectCondition(g, el.Status.Conditions, pamv1.ConditionClosed, metav1.ConditionTrue, pamv1.ReasonEndedInPAM)
 	})
@@ -227,7 +227,7 @@ func TestListTooLargeForOneAnswerIsSplitIntoWindows(t *testing.T) {
 	for i := range history {
 		created := first.Add(time.Duration(i) * (6 * 24 * time.Hour / history))
 		own.AddRequest(emulator.Request{Owner: pamUser, RoleID: randomGUID(), CreationTime: created,
-			RequestedTTL: time.Hour, Status: emulator.StatusExpired})
+			RequestedTTL: time.Hour, Status: pamapi.StatusExpired})
 	}
 	id := own.AddRequest(emulator.Request{Owner: pamUser, RoleID: randomGUID(), RequestedTTL: time.Hour}).ID
 	el := elevation(ns, "among-many", id)
@@ -235,7 +235,7 @@ func TestListTooLargeForOneAnswerIsSplitIntoWindows(t *testing.T) {
 	waitActive(t, el)
 
 	own.ResetCalls()
-	g.Expect(own.SetRequestStatus(id, emulator.StatusExpired)).To(BeTrue())
+	g.Expect(own.SetRequestStatus(id, pamapi.StatusExpired)).To(BeTrue())
 	waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
 		expectCondition(g, el.Status.Conditions, pamv1.ConditionClosed, metav1.ConditionTrue, pamv1.ReasonEndedInPAM)
 	})
@@ -267,15 +267,17 @@ func TestListSplitNarrowsWhenRequestsAgeOut(t *testing.T) {
 	busyFrom, busyFor := time.Now().Add(-6*24*time.Hour), 3*24*time.Hour
 	for i := range history {
 		own.AddRequest(emulator.Request{Owner: pamUser, RoleID: randomGUID(), CreationTime: busyFrom.Add(time.Duration(i) * (busyFor / history)),
-			RequestedTTL: time.Hour, Status: emulator.StatusExpired})
+			RequestedTTL: time.Hour, Status: pamapi.StatusExpired})
 	}
 	server := &pamv1.PamServer{}
 	g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "pam"}, server)).To(Succeed())
-	c := &controllers.Connector{Client: k8sClient, LiveReader: k8sClient, Writer: k8sClient,
+	c := &credentials.Connector{Client: k8sClient, LiveReader: k8sClient, Writer: k8sClient,
 		OperatorNamespace: clusterResourceNamespace, ClusterResourceNamespace: clusterResourceNamespace}
+	connect := func(ctx context.Context) (pam.Client, error) { return c.Connect(ctx, server) }
 	listCalls := func(since time.Time) int {
 		own.ResetCalls()
-		g.Expect(c.FetchBatch(ctx, server, since)).To(Succeed())
+		_, err := c.Batcher(server).Fetch(ctx, connect, since, time.Now)
+		g.Expect(err).NotTo(HaveOccurred())
 		n := 0
 		for _, call := range own.Calls() {
 			if call.Endpoint == emulator.EndpointListRequests {
@@ -297,7 +299,7 @@ func TestListSplitNarrowsWhenRequestsAgeOut(t *testing.T) {
 	longFrom := quiet.Add(24 * time.Hour)
 	for i := range history / 2 {
 		own.AddRequest(emulator.Request{Owner: pamUser, RoleID: randomGUID(), CreationTime: longFrom.Add(time.Duration(i) * (24 * time.Hour / history * 2)),
-			RequestedTTL: time.Hour, Status: emulator.StatusExpired, Justification: strings.Repeat("j", 500)})
+			RequestedTTL: time.Hour, Status: pamapi.StatusExpired, Justification: strings.Repeat("j", 500)})
 	}
 	g.Expect(listCalls(quiet)).To(BeNumerically(">", 2), "one answer too large, then the split")
 	g.Expect(listCalls(quiet)).To(Equal(2), "the split is kept")
@@ -348,169 +350,6 @@ func TestBatchAnsweredSyncReadsNoCredentials(t *testing.T) {
 	_, err = r.Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(second)})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(reads.n()).To(Equal(1), "a sync the batch answers reads no credentials")
-}
-
-// TestCloseBurstReadsCredentialsOnce: in a burst, a close goes out with credentials read a
-// moment before and reads them no more, so a mass revocation does not cost the API server a
-// Secret read per close; a close that is refused reads them at once and gets the client for the
-// changed Secret. The window is an hour here, so that the test does not depend on timing.
-func TestCloseBurstReadsCredentialsOnce(t *testing.T) {
-	g := NewWithT(t)
-	ctx := context.Background()
-	reads := &secretReads{Reader: k8sClient}
-	c, server, secret := connectorOfOwnServer(t, reads)
-	c.SetCredentialsFreshFor(time.Hour)
-	first, err := c.Connect(ctx, server)
-	g.Expect(err).NotTo(HaveOccurred())
-	readsAfterConnect := reads.n()
-	g.Expect(readsAfterConnect).To(BeNumerically(">", 0))
-
-	for range 50 {
-		ahead, _ := c.ConnectAhead(ctx, server)
-		g.Expect(ahead).To(BeIdenticalTo(first))
-	}
-	g.Expect(reads.n()).To(Equal(readsAfterConnect), "closes within the window read no credentials")
-
-	rotatePassword(t, secret, "second-password")
-	ahead, current := c.ConnectAhead(ctx, server)
-	g.Expect(ahead).To(BeIdenticalTo(first), "the close goes out with the client it has")
-	g.Expect(reads.n()).To(Equal(readsAfterConnect))
-	latest, err := current()
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(reads.n()).To(BeNumerically(">", readsAfterConnect), "a refused close reads the credentials")
-	g.Expect(latest).NotTo(BeIdenticalTo(first), "and gets the client for the changed Secret")
-
-	// Once the window has passed, each close reads them alongside again.
-	c.SetCredentialsFreshFor(time.Nanosecond)
-	readsBefore := reads.n()
-	ahead, current = c.ConnectAhead(ctx, server)
-	g.Expect(ahead).To(BeIdenticalTo(latest))
-	again, err := current()
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(again).To(BeIdenticalTo(latest))
-	g.Expect(reads.n()).To(BeNumerically(">", readsBefore), "read alongside the close")
-}
-
-// TestOlderCredentialsReadDoesNotReplaceNewerClient: of two reads of a server's credentials, the
-// one that began first may finish last, holding the Secret as it was before a rotation. The
-// client built from the later read stays; the earlier read gets it too.
-func TestOlderCredentialsReadDoesNotReplaceNewerClient(t *testing.T) {
-	g := NewWithT(t)
-	ctx := context.Background()
-	held := &heldSecretRead{Reader: k8sClient, read: make(chan struct{}), release: make(chan struct{})}
-	c, server, secret := connectorOfOwnServer(t, held)
-	type result struct {
-		client pam.Client
-		err    error
-	}
-	earlier := make(chan result, 1)
-	go func() {
-		pc, err := c.Connect(ctx, server)
-		earlier <- result{pc, err}
-	}()
-	<-held.read // the earlier read holds the first password
-
-	rotatePassword(t, secret, "second-password")
-	later, err := c.Connect(ctx, server)
-	g.Expect(err).NotTo(HaveOccurred())
-	close(held.release)
-	got := <-earlier
-	g.Expect(got.err).NotTo(HaveOccurred())
-	g.Expect(got.client).To(BeIdenticalTo(later), "the earlier read hands out the newer client")
-	ahead, _ := c.ConnectAhead(ctx, server)
-	g.Expect(ahead).To(BeIdenticalTo(later), "and leaves it cached")
-}
-
-// TestOlderCredentialsReadDoesNotOverwriteEscrow: the escrow keeps what the later of two reads
-// found, even when the earlier one, holding the Secret as it was before a rotation, finishes last:
-// should the Secret then be deleted, closes fall back to the current credentials, not the old.
-func TestOlderCredentialsReadDoesNotOverwriteEscrow(t *testing.T) {
-	g := NewWithT(t)
-	ctx := context.Background()
-	c, server, secret, escrow := connectorKeepingEscrow(t)
-
-	held := &heldSecretRead{Reader: k8sClient, read: make(chan struct{}), release: make(chan struct{})}
-	c.LiveReader = held
-	earlier := make(chan error, 1)
-	go func() {
-		_, err := c.Connect(ctx, server)
-		earlier <- err
-	}()
-	<-held.read // the earlier read holds the first password
-
-	rotatePassword(t, secret, "second-password")
-	_, err := c.Connect(ctx, server)
-	g.Expect(err).NotTo(HaveOccurred())
-	close(held.release)
-	g.Expect(<-earlier).To(Succeed())
-
-	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(escrow), escrow)).To(Succeed())
-	g.Expect(string(escrow.Data["secret.password"])).To(Equal("second-password"), "the escrow holds the rotated password")
-}
-
-// A refresh of the escrow that was decided while the escrow was kept, and reaches the write after
-// the server stopped being in use and the escrow was dropped, must not bring the copy back: it
-// would hold credentials that nothing needs, and that nothing would drop again.
-func TestEscrowRefreshAfterADropWritesNothing(t *testing.T) {
-	g := NewWithT(t)
-	ctx := context.Background()
-	c, server, secret, escrow := connectorKeepingEscrow(t)
-	g.Expect(c.DropEscrow(ctx, server)).To(Succeed())
-
-	rotatePassword(t, secret, "second-password")
-	g.Expect(c.RefreshEscrowAsDecidedBefore(ctx, server)).To(Succeed())
-	err := k8sClient.Get(ctx, client.ObjectKeyFromObject(escrow), escrow)
-	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the dropped escrow stays dropped, got %v", err)
-}
-
-// connectorKeepingEscrow is connectorOfOwnServer, reading live from the API server, with the
-// server's escrow kept; it returns the escrow too, deleted when the test ends.
-func connectorKeepingEscrow(t *testing.T) (*controllers.Connector, *pamv1.PamServer, *corev1.Secret, *corev1.Secret) {
-	t.Helper()
-	c, server, secret := connectorOfOwnServer(t, k8sClient)
-	escrow := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.OperatorNamespace, Name: controllers.EscrowName(server)}}
-	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), escrow) })
-	if err := c.KeepEscrow(context.Background(), server); err != nil {
-		t.Fatal(err)
-	}
-	return c, server, secret, escrow
-}
-
-// connectorOfOwnServer creates a namespace with a PamServer of a user of its own, whose password is
-// "first-password", and returns a Connector of its own that reads credentials through live, the
-// server, and its Secret, to rotate it. The Connector keeps its escrow in that namespace: the
-// suite's manager, which finds the server unused, drops the server's escrow in its own.
-func connectorOfOwnServer(t *testing.T, live client.Reader) (*controllers.Connector, *pamv1.PamServer, *corev1.Secret) {
-	t.Helper()
-	ns := newNamespace(t)
-	secret := withServerAs(t, ns, "own-"+strings.ToLower(randomGUID()[:8]), "first-password")
-	server := &pamv1.PamServer{}
-	if err := k8sClient.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "pam"}, server); err != nil {
-		t.Fatal(err)
-	}
-	return &controllers.Connector{Client: k8sClient, LiveReader: live, Writer: k8sClient,
-		OperatorNamespace: ns, ClusterResourceNamespace: clusterResourceNamespace}, server, secret
-}
-
-// heldSecretRead holds the answer of the first Secret read until release is closed, once it
-// has signalled read.
-type heldSecretRead struct {
-	client.Reader
-	once          sync.Once
-	read, release chan struct{}
-}
-
-func (r *heldSecretRead) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-	err := r.Reader.Get(ctx, key, obj, opts...)
-	if _, ok := obj.(*corev1.Secret); ok {
-		first := false
-		r.once.Do(func() { first = true })
-		if first {
-			close(r.read)
-			<-r.release
-		}
-	}
-	return err
 }
 
 // TestRateLimitPacesCallsToOneServer: a mass deletion reaches PAM no faster than the server's

@@ -18,9 +18,9 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/emulator"
 	"github.com/pam-operator/pam-operator/internal/pam/auth/kerberos"
 	"github.com/pam-operator/pam-operator/internal/pam/auth/ntlm"
-	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 	"github.com/pam-operator/pam-operator/internal/testing/kdc"
 )
 

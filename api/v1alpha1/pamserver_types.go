@@ -311,3 +311,11 @@ func (a *PamServerAuth) SecretName() string {
 	}
 	return ""
 }
+
+// KeyOf is the key of a server as PamElevation.ServerKey names it.
+func KeyOf(server ServerObject) string {
+	if server.GetNamespace() == "" {
+		return ServerIndexKey(ServerKindClusterPamServer, "", server.GetName())
+	}
+	return ServerIndexKey(ServerKindPamServer, server.GetNamespace(), server.GetName())
+}

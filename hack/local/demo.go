@@ -9,10 +9,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pam-operator/pam-operator/emulator"
 	"github.com/pam-operator/pam-operator/internal/pam"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
 	"github.com/pam-operator/pam-operator/internal/pam/auth/ntlm"
-	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+	"github.com/pam-operator/pam-operator/pamapi"
 )
 
 const demoNamespace = "pam-demo"
@@ -129,7 +130,7 @@ func runDemo(env *localEnv) error {
 
 func expectClosedOnce(pamServer *emulator.Server, id string) error {
 	req, ok := pamServer.Request(id)
-	if !ok || req.Status != emulator.StatusClosed {
+	if !ok || req.Status != pamapi.StatusClosed {
 		return fmt.Errorf("request %s is %q in PAM, want Closed", id, req.Status)
 	}
 	if attempts, successes := pamServer.CloseCalls(id); attempts != 1 || successes != 1 {

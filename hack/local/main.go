@@ -23,8 +23,8 @@ import (
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/pam-operator/pam-operator/emulator"
 	"github.com/pam-operator/pam-operator/internal/pam/auth/ntlm"
-	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 )
 
 const (

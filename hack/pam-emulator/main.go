@@ -26,9 +26,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pam-operator/pam-operator/emulator"
 	"github.com/pam-operator/pam-operator/internal/pam/auth/kerberos"
 	"github.com/pam-operator/pam-operator/internal/pam/auth/ntlm"
-	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 )
 
 func main() {

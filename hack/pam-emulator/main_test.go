@@ -15,11 +15,12 @@ import (
 
 	. "github.com/onsi/gomega"
 
+	"github.com/pam-operator/pam-operator/emulator"
 	"github.com/pam-operator/pam-operator/internal/pam"
 	"github.com/pam-operator/pam-operator/internal/pam/auth/kerberos"
 	"github.com/pam-operator/pam-operator/internal/pam/auth/ntlm"
-	"github.com/pam-operator/pam-operator/internal/pam/emulator"
 	"github.com/pam-operator/pam-operator/internal/testing/kdc"
+	"github.com/pam-operator/pam-operator/pamapi"
 )
 
 func TestParseFault(t *testing.T) {
@@ -205,7 +206,7 @@ func TestRunKerberos(t *testing.T) {
 	g.Expect(pc.Close(ctx, m[1])).To(Succeed())
 	req, err := pc.Get(ctx, m[1])
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(req.Status).To(Equal(pam.StatusClosed))
+	g.Expect(req.Status).To(Equal(pamapi.StatusClosed))
 
 	emu.stop(t)
 	g.Expect(emu.stderr.String()).To(ContainSubstring(`user="jen@` + realm.Realm + `"`))

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+	"github.com/pam-operator/pam-operator/emulator"
 )
 
 // timeLog records when something first happened to each key, and wakes those waiting for it:

@@ -28,7 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
-	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+	"github.com/pam-operator/pam-operator/emulator"
 )
 
 const (

@@ -26,7 +26,7 @@ import (
 	"github.com/go-logr/logr"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+	"github.com/pam-operator/pam-operator/emulator"
 )
 
 func main() {

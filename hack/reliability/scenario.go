@@ -16,7 +16,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
-	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+	"github.com/pam-operator/pam-operator/emulator"
+	"github.com/pam-operator/pam-operator/pamapi"
 )
 
 const (
@@ -226,7 +227,7 @@ func (h *harness) run(ctx context.Context, sc scenario, rng *rand.Rand) (result,
 	for _, id := range ids {
 		req, _ := h.pam.Request(id)
 		attempts, successes := h.pam.CloseCalls(id)
-		ended := req.Status == emulator.StatusClosed || req.Status == emulator.StatusExpired || req.Status == emulator.StatusRejected
+		ended := req.Status == pamapi.StatusClosed || req.Status == pamapi.StatusExpired || req.Status == pamapi.StatusRejected
 		// Released or reported closed, yet open in PAM: a lost close.
 		if !ended && !pending[id] {
 			res.lost++

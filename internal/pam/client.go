@@ -5,30 +5,14 @@ package pam
 import (
 	"context"
 	"fmt"
+	"github.com/pam-operator/pam-operator/pamapi"
 	"regexp"
 	"strings"
 	"time"
 )
 
 // RequestStatus is the state of a PAM request, as PAM spells it.
-type RequestStatus string
-
-// The request states PAM documents.
-const (
-	StatusProcessing      RequestStatus = "Processing"
-	StatusPendingMFA      RequestStatus = "PendingMFA"
-	StatusPendingApproval RequestStatus = "PendingApproval"
-	StatusActive          RequestStatus = "Active"
-	StatusClosing         RequestStatus = "Closing"
-	StatusClosed          RequestStatus = "Closed"
-	StatusExpired         RequestStatus = "Expired"
-	StatusRejected        RequestStatus = "Rejected"
-)
-
-// Ended reports whether nothing is left to close: the request is Closed, Expired or Rejected.
-func (s RequestStatus) Ended() bool {
-	return s == StatusClosed || s == StatusExpired || s == StatusRejected
-}
+type RequestStatus = pamapi.RequestStatus
 
 // Request is a PAM request as the list and create calls return it.
 type Request struct {

@@ -12,9 +12,10 @@ import (
 
 	. "github.com/onsi/gomega"
 
+	"github.com/pam-operator/pam-operator/emulator"
 	"github.com/pam-operator/pam-operator/internal/pam"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
-	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+	"github.com/pam-operator/pam-operator/pamapi"
 )
 
 const (
@@ -52,7 +53,7 @@ func TestCreateGetClose(t *testing.T) {
 
 	created, err := c.Create(ctx, pam.CreateOptions{RoleID: role.ID, TTL: time.Hour, Justification: "maintenance"})
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(created.Status).To(Equal(pam.StatusActive))
+	g.Expect(created.Status).To(Equal(pamapi.StatusActive))
 	g.Expect(created.RequestedTTL).To(Equal(time.Hour))
 
 	got, err := c.Get(ctx, strings.ToUpper(created.ID))
@@ -64,7 +65,7 @@ func TestCreateGetClose(t *testing.T) {
 	g.Expect(c.Close(ctx, created.ID)).To(Succeed())
 	got, err = c.Get(ctx, created.ID)
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(got.Status).To(Equal(pam.StatusClosed))
+	g.Expect(got.Status).To(Equal(pamapi.StatusClosed))
 	attempts, successes := emu.CloseCalls(created.ID)
 	g.Expect([]int{attempts, successes}).To(Equal([]int{1, 1}))
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	"github.com/pam-operator/pam-operator/pamapi"
 )
 
 func TestParseErrorBody(t *testing.T) {
@@ -55,7 +56,7 @@ func TestDecodeRequest(t *testing.T) {
 
 	first := reqs[0]
 	g.Expect(first.ID).To(Equal("5ec10e61-cdd1-404e-a18e-740467d87dbf"))
-	g.Expect(first.Status).To(Equal(StatusPendingApproval))
+	g.Expect(first.Status).To(Equal(pamapi.StatusPendingApproval))
 	g.Expect(first.RequestedTTL).To(Equal(time.Hour))
 	g.Expect(first.ExpirationTime.IsZero()).To(BeTrue())
 	g.Expect(first.Justification).To(BeEmpty())
@@ -64,7 +65,7 @@ func TestDecodeRequest(t *testing.T) {
 
 	second := reqs[1]
 	g.Expect(second.ID).To(Equal("0c4f4c2e-8f0d-4b8e-9a36-2f1c3d2b7a10"))
-	g.Expect(second.Status).To(Equal(StatusActive))
+	g.Expect(second.Status).To(Equal(pamapi.StatusActive))
 	g.Expect(second.RequestedTTL).To(Equal(2 * time.Hour))
 	g.Expect(second.ExpirationTime).To(Equal(time.Date(2015, 6, 23, 13, 34, 38, 0, time.UTC)))
 }

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pam-operator/pam-operator/pamapi"
 )
 
 // unauthorizedPage is the body IIS sends with a 401: HTML, not OData JSON.
@@ -287,13 +289,13 @@ func (s *Server) createRequest(w http.ResponseWriter, r *http.Request, query url
 	req := &Request{
 		ID: newGUID(), Owner: user, CreatorID: accountID(user), RoleID: roleID,
 		Justification: params["justification"], CreationTime: now, RequestedTime: now,
-		RequestedTTL: ttl, Status: StatusActive,
+		RequestedTTL: ttl, Status: pamapi.StatusActive,
 	}
 	if !requested.IsZero() {
 		req.RequestedTime = requested
 	}
 	if role.ApprovalEnabled {
-		req.Status = StatusPendingApproval
+		req.Status = pamapi.StatusPendingApproval
 	} else {
 		req.ExpirationTime = now.Add(ttl)
 	}
@@ -351,14 +353,14 @@ func (s *Server) closeRequest(w http.ResponseWriter, key, user string) bool {
 		return false
 	}
 	s.refreshLocked(req)
-	if req.Status.ended() {
+	if req.Status.Ended() {
 		status := req.Status
 		s.mu.Unlock()
 		// Undocumented in real PAM: a client must confirm the state with a list call.
 		writeError(w, http.StatusBadRequest, "RequestNotOpen", "The request is not open: its status is "+string(status)+".")
 		return false
 	}
-	req.Status = StatusClosed
+	req.Status = pamapi.StatusClosed
 	s.syncApprovalLocked(req)
 	s.mu.Unlock()
 	w.WriteHeader(http.StatusOK)
@@ -419,10 +421,10 @@ func (s *Server) decide(w http.ResponseWriter, key, user string, approve bool) b
 		return false
 	}
 	if approve {
-		req.Status = StatusActive
+		req.Status = pamapi.StatusActive
 		req.ExpirationTime = s.now().Add(req.RequestedTTL)
 	} else {
-		req.Status = StatusRejected
+		req.Status = pamapi.StatusRejected
 	}
 	s.syncApprovalLocked(req)
 	s.mu.Unlock()

@@ -1,4 +1,4 @@
-package controllers
+package credentials
 
 import (
 	"context"
@@ -12,12 +12,12 @@ import (
 // liveReadTimeout bounds one shared read, which no single caller's context may cut short.
 const liveReadTimeout = 30 * time.Second
 
-// coalescingReader reads objects straight from the API server, sharing one request between
+// CoalescingReader reads objects straight from the API server, sharing one request between
 // concurrent Gets of the same object. A caller only shares a request that starts after it
 // called, never one already in flight: what it reads is at least as new as its call, exactly as
 // with a request of its own, so a Secret changed before a call is what that call uses. A burst of
 // closes through one server then costs a few Secret reads instead of one per close.
-type coalescingReader struct {
+type CoalescingReader struct {
 	client.Reader
 
 	mu      sync.Mutex
@@ -40,7 +40,7 @@ type flight struct {
 }
 
 // Get reads the object, sharing the read with concurrent Gets of the same object.
-func (r *coalescingReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+func (r *CoalescingReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 	if len(opts) > 0 {
 		return r.Reader.Get(ctx, key, obj, opts...)
 	}
@@ -89,7 +89,7 @@ func newFlight(key client.ObjectKey, objType reflect.Type) *flight {
 }
 
 // fly performs the pair's reads one after the other until no caller waits for another.
-func (r *coalescingReader) fly(ctx context.Context, id string, pair *flightPair) {
+func (r *CoalescingReader) fly(ctx context.Context, id string, pair *flightPair) {
 	r.mu.Lock()
 	f := pair.running
 	r.mu.Unlock()

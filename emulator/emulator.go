@@ -1,7 +1,12 @@
 // Package emulator is an in-memory MIM PAM REST API, for tests, demos and users' CI. It follows
 // the documented API with its quirks (string TTLs, the unset ExpirationTime without a zone, OData
 // v3 errors, HTML 401 pages, 411 for a POST without a length), and it injects faults and counts
-// calls so tests can assert how many closes reached it. It imports nothing of the operator.
+// calls so tests can assert how many closes reached it.
+//
+// It is public so that users can run the PAM side of their own pipelines in CI: serve a Server
+// with net/http (or httptest), point a PamServer at its URL, and assert with Calls and Request
+// what reached PAM. Other schemes than basic (NTLM, Negotiate) plug in through
+// Options.Authenticate.
 package emulator
 
 import (
@@ -13,27 +18,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pam-operator/pam-operator/pamapi"
 )
-
-// RequestStatus is the state of a PAM request.
-type RequestStatus string
-
-// The request states PAM documents.
-const (
-	StatusProcessing      RequestStatus = "Processing"
-	StatusPendingMFA      RequestStatus = "PendingMFA"
-	StatusPendingApproval RequestStatus = "PendingApproval"
-	StatusActive          RequestStatus = "Active"
-	StatusClosing         RequestStatus = "Closing"
-	StatusClosed          RequestStatus = "Closed"
-	StatusExpired         RequestStatus = "Expired"
-	StatusRejected        RequestStatus = "Rejected"
-)
-
-// ended reports a terminal state: nothing is left to close.
-func (s RequestStatus) ended() bool {
-	return s == StatusClosed || s == StatusExpired || s == StatusRejected
-}
 
 // Request is a PAM request as the emulator stores it.
 type Request struct {
@@ -47,7 +34,7 @@ type Request struct {
 	// ExpirationTime is zero while not set (pending, rejected).
 	ExpirationTime time.Time
 	RequestedTTL   time.Duration
-	Status         RequestStatus
+	Status         pamapi.RequestStatus
 }
 
 // Role is a PAM role.
@@ -173,9 +160,9 @@ func (s *Server) AddRequest(r Request) Request {
 		r.RequestedTime = r.CreationTime
 	}
 	if r.Status == "" {
-		r.Status = StatusActive
+		r.Status = pamapi.StatusActive
 	}
-	if r.Status == StatusActive && r.RequestedTTL > 0 && r.ExpirationTime.IsZero() {
+	if r.Status == pamapi.StatusActive && r.RequestedTTL > 0 && r.ExpirationTime.IsZero() {
 		r.ExpirationTime = r.CreationTime.Add(r.RequestedTTL)
 	}
 	if r.CreatorID == "" {
@@ -200,11 +187,11 @@ func (s *Server) storeLocked(r *Request) {
 func (s *Server) syncApprovalLocked(r *Request) {
 	approvalID, has := s.approval[r.ID]
 	switch {
-	case r.Status == StatusPendingApproval && !has:
+	case r.Status == pamapi.StatusPendingApproval && !has:
 		approvalID = newGUID()
 		s.approval[r.ID] = approvalID
 		s.approvals[approvalID] = r.ID
-	case r.Status != StatusPendingApproval && has:
+	case r.Status != pamapi.StatusPendingApproval && has:
 		delete(s.approval, r.ID)
 		delete(s.approvals, approvalID)
 	}
@@ -224,7 +211,7 @@ func (s *Server) Request(id string) (Request, bool) {
 
 // SetRequestStatus changes a request's state as PAM would on its own, e.g. ending it, for tests.
 // A request made Active without an ExpirationTime expires RequestedTTL from now, as on approval.
-func (s *Server) SetRequestStatus(id string, st RequestStatus) bool {
+func (s *Server) SetRequestStatus(id string, st pamapi.RequestStatus) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.requests[strings.ToLower(id)]
@@ -232,7 +219,7 @@ func (s *Server) SetRequestStatus(id string, st RequestStatus) bool {
 		return false
 	}
 	r.Status = st
-	if st == StatusActive && r.ExpirationTime.IsZero() && r.RequestedTTL > 0 {
+	if st == pamapi.StatusActive && r.ExpirationTime.IsZero() && r.RequestedTTL > 0 {
 		r.ExpirationTime = s.now().Add(r.RequestedTTL)
 	}
 	s.syncApprovalLocked(r)
@@ -241,8 +228,8 @@ func (s *Server) SetRequestStatus(id string, st RequestStatus) bool {
 
 // refreshLocked applies the Active → Expired transition lazily, on every read.
 func (s *Server) refreshLocked(r *Request) {
-	if r.Status == StatusActive && !r.ExpirationTime.IsZero() && !s.now().Before(r.ExpirationTime) {
-		r.Status = StatusExpired
+	if r.Status == pamapi.StatusActive && !r.ExpirationTime.IsZero() && !s.now().Before(r.ExpirationTime) {
+		r.Status = pamapi.StatusExpired
 	}
 }
 

@@ -1,4 +1,4 @@
-package controllers
+package credentials
 
 import (
 	"context"
@@ -35,8 +35,9 @@ const (
 	escrowComponentLabel = "app.kubernetes.io/component"
 )
 
-// credentials are what a server's auth method reads.
-type credentials struct {
+// Credentials are what a server's auth method reads. They are opaque outside this package: the
+// server's reconciler only hands them back to KeepEscrow.
+type Credentials struct {
 	data     map[string][]byte
 	krb5Conf string
 	// version changes whenever the source changes: a new client is built then.
@@ -50,28 +51,28 @@ type credentials struct {
 	readAt time.Time
 }
 
-// escrowName is the name of a server's escrow Secret: a hash, since a server's kind, namespace
+// EscrowName is the name of a server's escrow Secret: a hash, since a server's kind, namespace
 // and name together do not fit a Secret name.
-func escrowName(server pamv1.ServerObject) string {
-	sum := sha256.Sum256([]byte(serverCacheKey(server)))
+func EscrowName(server pamv1.ServerObject) string {
+	sum := sha256.Sum256([]byte(pamv1.KeyOf(server)))
 	return escrowPrefix + hex.EncodeToString(sum[:10])
 }
 
 // loadCredentials reads the server's Secret (and ConfigMap) live, or its escrow when they are
 // gone.
-func (c *Connector) loadCredentials(ctx context.Context, server pamv1.ServerObject) (*credentials, error) {
+func (c *Connector) loadCredentials(ctx context.Context, server pamv1.ServerObject) (*Credentials, error) {
 	creds, err := c.readSource(ctx, server)
-	if _, missing := asConfigError(err); !missing {
+	if _, missing := AsError(err); !missing {
 		return creds, err
 	}
 	escrow := &corev1.Secret{}
-	if getErr := c.LiveReader.Get(ctx, types.NamespacedName{Namespace: c.OperatorNamespace, Name: escrowName(server)}, escrow); getErr != nil {
+	if getErr := c.LiveReader.Get(ctx, types.NamespacedName{Namespace: c.OperatorNamespace, Name: EscrowName(server)}, escrow); getErr != nil {
 		if apierrors.IsNotFound(getErr) {
 			return nil, err // nothing kept: report the original problem
 		}
 		return nil, getErr
 	}
-	kept := &credentials{data: map[string][]byte{}, version: "escrow/" + escrow.ResourceVersion,
+	kept := &Credentials{data: map[string][]byte{}, version: "escrow/" + escrow.ResourceVersion,
 		source: "the copy kept in Secret " + c.OperatorNamespace + "/" + escrow.Name, escrowed: true}
 	for k, v := range escrow.Data {
 		if key, ok := strings.CutPrefix(k, escrowSecretPrefix); ok {
@@ -84,20 +85,20 @@ func (c *Connector) loadCredentials(ctx context.Context, server pamv1.ServerObje
 
 // readSource reads the server's Secret and, for Kerberos with krb5ConfigMapRef, its ConfigMap.
 // A missing one is a *configError.
-func (c *Connector) readSource(ctx context.Context, server pamv1.ServerObject) (*credentials, error) {
+func (c *Connector) readSource(ctx context.Context, server pamv1.ServerObject) (*Credentials, error) {
 	spec := server.ServerSpec()
 	namespace := c.secretNamespace(server)
 	secret, err := c.secret(ctx, namespace, spec.Auth.SecretName())
 	if err != nil {
 		return nil, err
 	}
-	creds := &credentials{data: secret.Data, version: secret.ResourceVersion, source: "Secret " + namespace + "/" + secret.Name}
+	creds := &Credentials{data: secret.Data, version: secret.ResourceVersion, source: "Secret " + namespace + "/" + secret.Name}
 	if krb := spec.Auth.Kerberos; krb != nil && krb.Krb5ConfigMapRef != nil {
 		cm := &corev1.ConfigMap{}
 		if err := c.LiveReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: krb.Krb5ConfigMapRef.Name}, cm); err != nil {
 			if apierrors.IsNotFound(err) {
-				return nil, &configError{reason: pamv1.ReasonInvalidServerConfig,
-					message: "ConfigMap " + krb.Krb5ConfigMapRef.Name + " not found in namespace " + namespace}
+				return nil, &Error{Reason: pamv1.ReasonInvalidServerConfig,
+					Message: "ConfigMap " + krb.Krb5ConfigMapRef.Name + " not found in namespace " + namespace}
 			}
 			return nil, err
 		}
@@ -107,9 +108,10 @@ func (c *Connector) readSource(ctx context.Context, server pamv1.ServerObject) (
 	return creds, nil
 }
 
-// keepEscrow makes the server's escrow hold creds, the credentials just read for it. Nothing
-// read (no auth method, or originals gone) or the escrow itself read leaves the copy as it is.
-func (c *Connector) keepEscrow(ctx context.Context, server pamv1.ServerObject, creds *credentials) error {
+// KeepEscrow makes the server's escrow hold creds, the credentials just read for it by Check.
+// Nothing read (no auth method, or originals gone) or the escrow itself read leaves the copy as
+// it is.
+func (c *Connector) KeepEscrow(ctx context.Context, server pamv1.ServerObject, creds *Credentials) error {
 	if creds == nil || creds.escrowed {
 		return nil
 	}
@@ -117,9 +119,9 @@ func (c *Connector) keepEscrow(ctx context.Context, server pamv1.ServerObject, c
 }
 
 // refreshEscrow updates an escrow this process keeps when the originals changed.
-func (c *Connector) refreshEscrow(ctx context.Context, server pamv1.ServerObject, creds *credentials) error {
+func (c *Connector) refreshEscrow(ctx context.Context, server pamv1.ServerObject, creds *Credentials) error {
 	c.mu.Lock()
-	kept := c.escrowed[serverCacheKey(server)]
+	kept := c.escrowed[pamv1.KeyOf(server)]
 	c.mu.Unlock()
 	if kept == "" || creds.escrowed || kept == creds.version {
 		return nil
@@ -132,10 +134,10 @@ func (c *Connector) refreshEscrow(ctx context.Context, server pamv1.ServerObject
 // before a rotation. Escrow writes go one at a time, so that check holds until the write is done.
 // A refresh writes only while this process keeps an escrow: one dropped since the refresh was
 // decided stays dropped.
-func (c *Connector) writeEscrow(ctx context.Context, server pamv1.ServerObject, creds *credentials, refresh bool) error {
+func (c *Connector) writeEscrow(ctx context.Context, server pamv1.ServerObject, creds *Credentials, refresh bool) error {
 	c.escrowWrites.Lock()
 	defer c.escrowWrites.Unlock()
-	key := serverCacheKey(server)
+	key := pamv1.KeyOf(server)
 	c.mu.Lock()
 	kept, keptAt := c.escrowed[key], c.escrowedAt[key]
 	c.mu.Unlock()
@@ -143,7 +145,7 @@ func (c *Connector) writeEscrow(ctx context.Context, server pamv1.ServerObject, 
 		return nil
 	}
 	desired := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: c.OperatorNamespace, Name: escrowName(server),
+		ObjectMeta: metav1.ObjectMeta{Namespace: c.OperatorNamespace, Name: EscrowName(server),
 			Labels:      map[string]string{"app.kubernetes.io/managed-by": "pam-operator", escrowComponentLabel: "credential-escrow"},
 			Annotations: map[string]string{escrowServerAnno: key, escrowVersionAnno: creds.version}},
 		Type: corev1.SecretTypeOpaque,
@@ -180,12 +182,12 @@ func (c *Connector) writeEscrow(ctx context.Context, server pamv1.ServerObject, 
 	return nil
 }
 
-// dropEscrow deletes the server's escrow: no elevation needs its credentials any more.
-func (c *Connector) dropEscrow(ctx context.Context, server pamv1.ServerObject) error {
+// DropEscrow deletes the server's escrow: no elevation needs its credentials any more.
+func (c *Connector) DropEscrow(ctx context.Context, server pamv1.ServerObject) error {
 	c.escrowWrites.Lock()
 	defer c.escrowWrites.Unlock()
-	escrow := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.OperatorNamespace, Name: escrowName(server)}}
-	key := serverCacheKey(server)
+	escrow := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.OperatorNamespace, Name: EscrowName(server)}}
+	key := pamv1.KeyOf(server)
 	c.mu.Lock()
 	kept, known := c.escrowed[key]
 	c.mu.Unlock()

@@ -1,4 +1,4 @@
-package controllers_test
+package credentials_test
 
 import (
 	"context"
@@ -8,9 +8,10 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/pam-operator/pam-operator/controllers"
+	"github.com/pam-operator/pam-operator/internal/credentials"
 )
 
 // gatedReader holds every read, once the API server has answered it, until the test lets it
@@ -36,12 +37,13 @@ func TestLiveReadsAreSharedAndNeverOlderThanTheCall(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := newNamespace(t)
-	secret := basicSecret(ns, "pam", pamUser, "old-password")
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"},
+		StringData: map[string]string{"username": "jen", "password": "old-password"}}
 	create(t, secret)
 	key := client.ObjectKeyFromObject(secret)
 
 	gate := &gatedReader{Reader: k8sClient, entered: make(chan struct{}), release: make(chan struct{})}
-	reader := controllers.NewCoalescingReader(gate)
+	reader := &credentials.CoalescingReader{Reader: gate}
 
 	type result struct {
 		secret *corev1.Secret

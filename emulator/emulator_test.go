@@ -19,7 +19,8 @@ import (
 
 	. "github.com/onsi/gomega"
 
-	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+	"github.com/pam-operator/pam-operator/emulator"
+	"github.com/pam-operator/pam-operator/pamapi"
 )
 
 const (
@@ -233,7 +234,7 @@ func TestRequestSerialisation(t *testing.T) {
 	g := NewWithT(t)
 	f := newFixture(t, emulator.Options{})
 	active := f.emu.AddRequest(emulator.Request{Owner: jen, RoleID: strings.ToUpper(someRole), RequestedTTL: time.Hour, Justification: "it's urgent"})
-	f.emu.AddRequest(emulator.Request{Owner: jen, RoleID: someRole, RequestedTTL: time.Hour, Status: emulator.StatusPendingApproval})
+	f.emu.AddRequest(emulator.Request{Owner: jen, RoleID: someRole, RequestedTTL: time.Hour, Status: pamapi.StatusPendingApproval})
 
 	items := f.list(t, jen, "")
 	g.Expect(items).To(HaveLen(2), "in creation order")
@@ -267,7 +268,7 @@ func TestListFilter(t *testing.T) {
 	first := f.seed(jen)
 	second := f.seed(jen)
 	f.seed(ann)
-	f.emu.SetRequestStatus(second, emulator.StatusClosed)
+	f.emu.SetRequestStatus(second, pamapi.StatusClosed)
 	cases := []struct {
 		reason, user, filter string
 		want                 []string // request ids, in order; nil with inError
@@ -313,8 +314,8 @@ func TestCloseRequest(t *testing.T) {
 	open := f.seed(jen)
 	others := f.seed(ann)
 	expiring := f.emu.AddRequest(emulator.Request{Owner: jen, RoleID: someRole, RequestedTTL: time.Minute}).ID
-	pending := f.emu.AddRequest(emulator.Request{Owner: jen, RoleID: someRole, RequestedTTL: time.Minute, Status: emulator.StatusPendingApproval}).ID
-	closing := f.emu.AddRequest(emulator.Request{Owner: jen, RoleID: someRole, RequestedTTL: time.Hour, Status: emulator.StatusClosing}).ID
+	pending := f.emu.AddRequest(emulator.Request{Owner: jen, RoleID: someRole, RequestedTTL: time.Minute, Status: pamapi.StatusPendingApproval}).ID
+	closing := f.emu.AddRequest(emulator.Request{Owner: jen, RoleID: someRole, RequestedTTL: time.Hour, Status: pamapi.StatusClosing}).ID
 	upper := f.seed(jen)
 	f.clock.Add(2 * time.Minute) // expiring is now past its expiry
 
@@ -324,16 +325,16 @@ func TestCloseRequest(t *testing.T) {
 		status             int
 		inError            string
 		id                 string
-		after              emulator.RequestStatus
+		after              pamapi.RequestStatus
 	}{
-		{"the owner closes an Active request: 200 with no body", jen, closePath(open), 200, "", open, emulator.StatusClosed},
-		{"closing it again: 400, the request stays Closed", jen, closePath(open), 400, "not open", open, emulator.StatusClosed},
-		{"another account's request is not found", jen, closePath(others), 404, "No request", others, emulator.StatusActive},
+		{"the owner closes an Active request: 200 with no body", jen, closePath(open), 200, "", open, pamapi.StatusClosed},
+		{"closing it again: 400, the request stays Closed", jen, closePath(open), 400, "not open", open, pamapi.StatusClosed},
+		{"another account's request is not found", jen, closePath(others), 404, "No request", others, pamapi.StatusActive},
 		{"an unknown id is not found", jen, closePath("00000000-0000-4000-8000-000000000000"), 404, "No request", "", ""},
-		{"an expired request is not open", jen, closePath(expiring), 400, "Expired", expiring, emulator.StatusExpired},
-		{"a pending request can be withdrawn", jen, closePath(pending), 200, "", pending, emulator.StatusClosed},
-		{"a request already closing is closed", jen, closePath(closing), 200, "", closing, emulator.StatusClosed},
-		{"the key's GUID in upper case", jen, closePath(strings.ToUpper(upper)), 200, "", upper, emulator.StatusClosed},
+		{"an expired request is not open", jen, closePath(expiring), 400, "Expired", expiring, pamapi.StatusExpired},
+		{"a pending request can be withdrawn", jen, closePath(pending), 200, "", pending, pamapi.StatusClosed},
+		{"a request already closing is closed", jen, closePath(closing), 200, "", closing, pamapi.StatusClosed},
+		{"the key's GUID in upper case", jen, closePath(strings.ToUpper(upper)), 200, "", upper, pamapi.StatusClosed},
 		{"a key that is not a GUID", jen, "/api/pamresources/pamrequests(guid'abc')/Close", 400, "not a GUID", "", ""},
 		{"a key without guid''", jen, "/api/pamresources/pamrequests(" + open + ")/Close", 400, "GUID literal", "", ""},
 		{"a key with double quotes", jen, `/api/pamresources/pamrequests(guid"` + open + `")/Close`, 400, "GUID literal", "", ""},
@@ -443,9 +444,9 @@ func TestPostWithoutLengthGets411(t *testing.T) {
 			g.Expect(tc.send(t, id)).To(Equal(tc.status))
 			r, _ := f.emu.Request(id)
 			if tc.status == 411 {
-				g.Expect(r.Status).To(Equal(emulator.StatusActive), "a refused close has no effect")
+				g.Expect(r.Status).To(Equal(pamapi.StatusActive), "a refused close has no effect")
 			} else {
-				g.Expect(r.Status).To(Equal(emulator.StatusClosed))
+				g.Expect(r.Status).To(Equal(pamapi.StatusClosed))
 			}
 		})
 	}
@@ -511,7 +512,7 @@ func TestProtocol(t *testing.T) {
 		})
 	}
 	r, _ := f.emu.Request(id)
-	NewWithT(t).Expect(r.Status).To(Equal(emulator.StatusActive), "none of these closed anything")
+	NewWithT(t).Expect(r.Status).To(Equal(pamapi.StatusActive), "none of these closed anything")
 }
 
 func TestMountedUnderAPrefix(t *testing.T) {
@@ -551,7 +552,7 @@ func TestExpiry(t *testing.T) {
 	f.clock.Add(time.Second)
 	g.Expect(f.list(t, jen, "RequestStatus eq 'Expired'")).To(HaveLen(1), "Active turns Expired once ExpirationTime is reached")
 	r, _ := f.emu.Request(strings.ToUpper(id))
-	g.Expect(r.Status).To(Equal(emulator.StatusExpired))
+	g.Expect(r.Status).To(Equal(pamapi.StatusExpired))
 	g.Expect(r.ExpirationTime).To(Equal(start.Add(time.Minute)))
 
 	seeded := f.seed(jen)
@@ -559,7 +560,7 @@ func TestExpiry(t *testing.T) {
 	resp = f.send(t, jen, http.MethodPost, closePath(seeded), "")
 	g.Expect(resp.status).To(Equal(http.StatusBadRequest), "expiry is applied before a close, too")
 	r, _ = f.emu.Request(seeded)
-	g.Expect(r.Status).To(Equal(emulator.StatusExpired))
+	g.Expect(r.Status).To(Equal(pamapi.StatusExpired))
 }
 
 func TestApprovals(t *testing.T) {
@@ -586,11 +587,11 @@ func TestApprovals(t *testing.T) {
 
 	cases := []struct {
 		reason, decision string
-		want             emulator.RequestStatus
+		want             pamapi.RequestStatus
 		expires          bool
 	}{
-		{"an approved request becomes Active and expires its TTL after the approval", "Approve", emulator.StatusActive, true},
-		{"a rejected request ends Rejected, without an expiry", "Reject", emulator.StatusRejected, false},
+		{"an approved request becomes Active and expires its TTL after the approval", "Approve", pamapi.StatusActive, true},
+		{"a rejected request ends Rejected, without an expiry", "Reject", pamapi.StatusRejected, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.reason, func(t *testing.T) {
@@ -703,12 +704,12 @@ func TestSeeding(t *testing.T) {
 
 	r := emu.AddRequest(emulator.Request{Owner: jen, RoleID: role.ID, RequestedTTL: time.Hour})
 	g.Expect(r.ID).To(MatchRegexp(`^[0-9a-f-]{36}$`))
-	g.Expect(r.Status).To(Equal(emulator.StatusActive))
+	g.Expect(r.Status).To(Equal(pamapi.StatusActive))
 	g.Expect(r.CreationTime).To(Equal(start))
 	g.Expect(r.ExpirationTime).To(Equal(start.Add(time.Hour)))
 	g.Expect(r.CreatorID).To(HaveLen(36))
 
-	pending := emu.AddRequest(emulator.Request{Owner: jen, RequestedTTL: time.Hour, Status: emulator.StatusPendingApproval})
+	pending := emu.AddRequest(emulator.Request{Owner: jen, RequestedTTL: time.Hour, Status: pamapi.StatusPendingApproval})
 	g.Expect(pending.ExpirationTime.IsZero()).To(BeTrue(), "only an Active request gets an expiry")
 	noTTL := emu.AddRequest(emulator.Request{Owner: jen})
 	g.Expect(noTTL.ExpirationTime.IsZero()).To(BeTrue(), "no TTL, no expiry")
@@ -719,11 +720,11 @@ func TestSeeding(t *testing.T) {
 	_, ok = emu.Request("00000000-0000-4000-8000-000000000000")
 	g.Expect(ok).To(BeFalse())
 
-	g.Expect(emu.SetRequestStatus(r.ID, emulator.StatusClosed)).To(BeTrue())
+	g.Expect(emu.SetRequestStatus(r.ID, pamapi.StatusClosed)).To(BeTrue())
 	got, _ = emu.Request(r.ID)
-	g.Expect(got.Status).To(Equal(emulator.StatusClosed))
-	g.Expect(emu.SetRequestStatus("00000000-0000-4000-8000-000000000000", emulator.StatusClosed)).To(BeFalse())
-	g.Expect(emu.SetRequestStatus(pending.ID, emulator.StatusActive)).To(BeTrue())
+	g.Expect(got.Status).To(Equal(pamapi.StatusClosed))
+	g.Expect(emu.SetRequestStatus("00000000-0000-4000-8000-000000000000", pamapi.StatusClosed)).To(BeFalse())
+	g.Expect(emu.SetRequestStatus(pending.ID, pamapi.StatusActive)).To(BeTrue())
 	got, _ = emu.Request(pending.ID)
 	g.Expect(got.ExpirationTime).To(Equal(start.Add(time.Hour)), "made Active, it expires its TTL from now")
 }
@@ -831,7 +832,7 @@ func TestFaults(t *testing.T) {
 		_, err := f.try(context.Background(), jen, http.MethodPost, closePath(id), "")
 		g.Expect(err).To(HaveOccurred())
 		r, _ := f.emu.Request(id)
-		g.Expect(r.Status).To(Equal(emulator.StatusActive), "a dropped close has no effect")
+		g.Expect(r.Status).To(Equal(pamapi.StatusActive), "a dropped close has no effect")
 		g.Expect(f.emu.Calls()).To(ConsistOf(And(HaveField("Fault", "drop"), HaveField("Status", 0), HaveField("Effective", false))))
 		g.Expect(f.send(t, jen, http.MethodPost, closePath(id), "").status).To(Equal(200), "Times: 1 is spent")
 	})
@@ -859,7 +860,7 @@ func TestFaults(t *testing.T) {
 		_, err := f.try(context.Background(), jen, http.MethodPost, closePath(id), "")
 		g.Expect(err).To(HaveOccurred())
 		r, _ := f.emu.Request(id)
-		g.Expect(r.Status).To(Equal(emulator.StatusClosed))
+		g.Expect(r.Status).To(Equal(pamapi.StatusClosed))
 		attempts, successes := f.emu.CloseCalls(id)
 		g.Expect([]int{attempts, successes}).To(Equal([]int{1, 1}))
 		g.Expect(f.emu.Calls()).To(ConsistOf(And(HaveField("Fault", "lose-response"), HaveField("Status", 0), HaveField("Effective", true))))

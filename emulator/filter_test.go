@@ -7,7 +7,7 @@ import (
 
 	. "github.com/onsi/gomega"
 
-	"github.com/pam-operator/pam-operator/internal/pam/emulator"
+	"github.com/pam-operator/pam-operator/emulator"
 )
 
 // filterProps has every value type Match takes.

@@ -29,8 +29,7 @@ const (
 )
 
 // elevationIndex finds cached elevations by request, by server, and by the server they still
-// need. It reads the informer's store itself, where elevations are packed (packedcache.go), to
-// decode only those it hands out; they are decoded afresh for each caller.
+// need. It hands out the cache's own objects, which callers only read.
 type elevationIndex struct {
 	indexer toolscache.Indexer
 	synced  toolscache.InformerSynced
@@ -56,11 +55,7 @@ func newElevationIndex(ctx context.Context, c cache.Cache) (*elevationIndex, err
 			return nil, err
 		}
 	}
-	store := shared.GetIndexer()
-	if packed, ok := store.(packedIndexer); ok {
-		store = packed.raw()
-	}
-	return &elevationIndex{indexer: store, synced: shared.HasSynced}, nil
+	return &elevationIndex{indexer: shared.GetIndexer(), synced: shared.HasSynced}, nil
 }
 
 // elevationIndexers are the indexes newElevationIndex adds to the informer.
@@ -89,18 +84,14 @@ func elevationIndexFunc(fn func(*pamv1.PamElevation) string) toolscache.IndexFun
 	}
 }
 
-// each calls fn with every cached elevation indexed under value that keep, given the stored
-// item, keeps (all, when keep is nil).
-func (x *elevationIndex) each(index, value string, keep func(any) bool, fn func(*pamv1.PamElevation)) error {
+// each calls fn with every cached elevation indexed under value.
+func (x *elevationIndex) each(index, value string, fn func(*pamv1.PamElevation)) error {
 	items, err := x.indexer.ByIndex(index, value)
 	if err != nil {
 		return err
 	}
 	for _, item := range items {
-		if keep != nil && !keep(item) {
-			continue
-		}
-		if el, ok := unpackAny(item).(*pamv1.PamElevation); ok {
+		if el, ok := item.(*pamv1.PamElevation); ok {
 			fn(el)
 		}
 	}
@@ -113,56 +104,39 @@ func (x *elevationIndex) current(el *pamv1.PamElevation) (*pamv1.PamElevation, b
 	if err != nil || !exists {
 		return nil, false
 	}
-	current, ok := unpackAny(item).(*pamv1.PamElevation)
+	current, ok := item.(*pamv1.PamElevation)
 	return current, ok && current.UID == el.UID
 }
 
-// stateCounts returns how many cached elevations are in each state. A packed elevation holds its
-// state apart: counting decodes none, and costs no index.
+// stateCounts returns how many cached elevations are in each state.
 func (x *elevationIndex) stateCounts() map[string]int {
 	counts := make(map[string]int, len(elevationStateNames))
 	for _, item := range x.indexer.List() {
-		switch o := item.(type) {
-		case *packedElevation:
-			counts[o.state()]++
-		case *pamv1.PamElevation:
-			counts[stateOf(o)]++
+		if el, ok := item.(*pamv1.PamElevation); ok {
+			counts[stateOf(el)]++
 		}
 	}
 	return counts
 }
 
 // byRequest calls fn with each cached elevation of the request (equal ignoring case: admission
-// takes only GUIDs). Of the others in its bucket, only the request id is decoded.
+// takes only GUIDs).
 func (x *elevationIndex) byRequest(id string, fn func(*pamv1.PamElevation)) error {
-	return x.each(requestIndexName, requestBucket(id), func(item any) bool { return requestIDMatches(item, id) }, fn)
-}
-
-// cachedElevations are elevations as the cache holds them, packed, for a caller that goes over
-// many of them more than once: it decodes one at a time instead of holding them all decoded.
-type cachedElevations []any
-
-// each calls fn with each elevation, decoded.
-func (c cachedElevations) each(fn func(*pamv1.PamElevation)) {
-	for _, item := range c {
-		if el, ok := unpackAny(item).(*pamv1.PamElevation); ok {
+	return x.each(requestIndexName, requestBucket(id), func(el *pamv1.PamElevation) {
+		if normalizedID(el) == id {
 			fn(el)
 		}
-	}
+	})
 }
 
-// byServerHeld returns the server's cached elevations that keep, given each decoded, keeps.
-func (x *elevationIndex) byServerHeld(serverKey string, keep func(*pamv1.PamElevation) bool) cachedElevations {
-	items, err := x.indexer.ByIndex(serverIndexName, serverKey)
-	if err != nil {
-		return nil
-	}
-	held := items[:0]
-	for _, item := range items {
-		if el, ok := unpackAny(item).(*pamv1.PamElevation); ok && keep(el) {
-			held = append(held, item)
+// byServer returns the server's cached elevations that keep keeps.
+func (x *elevationIndex) byServer(serverKey string, keep func(*pamv1.PamElevation) bool) []*pamv1.PamElevation {
+	var held []*pamv1.PamElevation
+	_ = x.each(serverIndexName, serverKey, func(el *pamv1.PamElevation) {
+		if keep(el) {
+			held = append(held, el)
 		}
-	}
+	})
 	return held
 }
 
@@ -195,7 +169,7 @@ type elevationMapper struct {
 
 // forServer maps a PamServer or ClusterPamServer to its elevations.
 func (m *elevationMapper) forServer(ctx context.Context, o client.Object) []reconcile.Request {
-	serverKey := serverCacheKey(o.(pamv1.ServerObject))
+	serverKey := pamv1.KeyOf(o.(pamv1.ServerObject))
 	keys, err := m.index.indexer.IndexKeys(serverIndexName, serverKey)
 	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Finding the elevations of a server", "server", serverKey)
