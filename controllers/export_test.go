@@ -39,7 +39,7 @@ func (r *PamElevationReconciler) HandReleasesTo(q workqueue.TypedRateLimitingInt
 
 // Release runs one pass of the release controller.
 func (r *PamElevationReconciler) Release(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	return r.release(ctx, req)
+	return r.reconcileRelease(ctx, req)
 }
 
 // StateOf is the state the elevations gauge counts el in.

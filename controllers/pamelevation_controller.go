@@ -6,23 +6,17 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
-	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -32,6 +26,26 @@ import (
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/internal/pam"
 )
+
+// server returns the elevation's server, once its namespace is known to be allowed to use it.
+func (r *PamElevationReconciler) server(ctx context.Context, el *pamv1.PamElevation) (pamv1.ServerObject, error) {
+	server, err := r.Connector.Server(ctx, el)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.Connector.CheckNamespaceAllowed(ctx, server, el.Namespace); err != nil {
+		return nil, err
+	}
+	return server, nil
+}
+
+func normalizedID(el *pamv1.PamElevation) string {
+	id, err := pam.NormalizeID(el.Spec.RequestID)
+	if err != nil {
+		return el.Spec.RequestID // admission validates the form; pam rejects it again if not
+	}
+	return id
+}
 
 const (
 	// DefaultSyncInterval is how often an open request is read from PAM.
@@ -66,9 +80,9 @@ type PamElevationReconciler struct {
 
 	// index finds cached elevations by request and by server; set up by SetupWithManager.
 	index *elevationIndex
-	// lastSynced holds when each request was last read from PAM, which the status records only
-	// when something changed.
-	lastSynced syncTimes
+	// reads records each request's reads from PAM and the closes sent, which the status
+	// records only when something changed.
+	reads readRecords
 	// MaxConcurrentReconciles bounds parallel reconciles.
 	MaxConcurrentReconciles int
 	// ClockSkewMargin is how far past PAM's own ExpirationTime a request counts as ended.
@@ -157,7 +171,7 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 	// list changes.
 	expired := hasExpiry && !p.now.Before(expiry.Time)
 	if !expired && (!p.now.Before(r.nextSync(el)) || r.Connector.Batcher(server).Fresher(r.syncedUpTo(el), pam.BatchSince(p.now))) {
-		if !r.syncBatched(ctx, el, server, p) || isClosed(el) {
+		if !r.syncBatched(ctx, el, server, p) || p.requestClosed(el) {
 			r.endedByPAMExpiry(ctx, el, p)
 			return 0
 		}
@@ -187,45 +201,6 @@ const (
 	syncPriority  = handler.LowPriority
 )
 
-// deletionStarting passes the events that show an elevation's deletion begun: the update that
-// sets its deletionTimestamp, or its creation in the cache already deleting, after a restart.
-var deletionStarting = predicate.Funcs{
-	CreateFunc: func(e event.CreateEvent) bool { return e.Object.GetDeletionTimestamp() != nil },
-	UpdateFunc: func(e event.UpdateEvent) bool {
-		return e.ObjectOld.GetDeletionTimestamp() == nil && e.ObjectNew.GetDeletionTimestamp() != nil
-	},
-	DeleteFunc:  func(event.DeleteEvent) bool { return false },
-	GenericFunc: func(event.GenericEvent) bool { return false },
-}
-
-// deletionsFirst queues an elevation whose deletion has begun ahead of everything else.
-var deletionsFirst = handler.Funcs{
-	CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-		if deletionStarting.Create(e) {
-			addFirst(q, e.Object)
-		}
-	},
-	UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-		if deletionStarting.Update(e) {
-			addFirst(q, e.ObjectNew)
-		}
-	},
-}
-
-func addFirst(q workqueue.TypedRateLimitingInterface[reconcile.Request], obj client.Object) {
-	addAt(q, obj, closePriority)
-}
-
-// addAt queues a pass of obj at the priority, on a queue that has priorities.
-func addAt(q workqueue.TypedRateLimitingInterface[reconcile.Request], obj client.Object, priority int) {
-	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)}
-	if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
-		pq.AddWithOpts(priorityqueue.AddOpts{Priority: &priority}, req)
-		return
-	}
-	q.Add(req)
-}
-
 // schedule turns the outcome of a pass into a requeue: the backoff after a problem, honouring
 // the server's Retry-After and the cap, else the next timer; a close comes before syncs.
 func (r *PamElevationReconciler) schedule(req reconcile.Request, p *pass, next time.Duration) (ctrl.Result, error) {
@@ -244,125 +219,6 @@ func (r *PamElevationReconciler) schedule(req reconcile.Request, p *pass, next t
 	}
 	delay := max(r.retries.When(req), p.problem.retryAfter)
 	return ctrl.Result{RequeueAfter: min(delay, r.MaxRetryDelay), Priority: &priority}, nil
-}
-
-// nextSync is when the request should next be read from PAM: now while the object shows no
-// read. A copy older than the status this process wrote after reading (a cache that has not
-// caught up) would otherwise report the request never read, patch that over the status, and
-// leave the elevation waiting for a sync nothing schedules: the sweep takes only Ready ones.
-func (r *PamElevationReconciler) nextSync(el *pamv1.PamElevation) time.Time {
-	if el.Status.LastSyncTime == nil {
-		return time.Time{}
-	}
-	return r.lastSync(el).Add(r.SyncInterval)
-}
-
-// statusSyncRefresh is how old status.lastSyncTime may grow while syncs learn nothing new.
-const statusSyncRefresh = time.Hour
-
-// lastSync is when the request was last read from PAM: in memory since this process started,
-// else from the status.
-func (r *PamElevationReconciler) lastSync(el *pamv1.PamElevation) time.Time {
-	var last time.Time
-	if el.Status.LastSyncTime != nil {
-		last = el.Status.LastSyncTime.Time
-	}
-	if t, ok := r.lastSynced.load(el.UID); ok && t.After(last) {
-		last = t
-	}
-	return last
-}
-
-// syncTimes records, by object UID, the last read of each request from PAM: when, and whether
-// it found the request open. A plain map of small values: a third of a sync.Map's size per
-// entry, which counts at thousands of elevations.
-type syncTimes struct {
-	mu sync.Mutex
-	m  map[types.UID]syncRecord
-}
-
-type syncRecord struct {
-	at int64 // Unix nanoseconds; 0 when the request has not been read
-	// open: the read found the request open.
-	open bool
-	// ended: the request has ended in PAM, as a confirmed close or a read showed, and the object
-	// only waits for its release.
-	ended bool
-	// closeSent is when a close was last sent, in Unix nanoseconds: a read from before it no
-	// longer says whether the request is open.
-	closeSent int64
-}
-
-func (s *syncTimes) load(uid types.UID) (time.Time, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rec, ok := s.m[uid]
-	if !ok || rec.at == 0 {
-		return time.Time{}, false
-	}
-	return time.Unix(0, rec.at), true
-}
-
-// openAt is when the request was last read open, if it was and no close has been sent since.
-func (s *syncTimes) openAt(uid types.UID) (time.Time, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rec, ok := s.m[uid]
-	if !ok || !rec.open || rec.closeSent >= rec.at {
-		return time.Time{}, false
-	}
-	return time.Unix(0, rec.at), true
-}
-
-// store records a read of the request made at t.
-func (s *syncTimes) store(uid types.UID, t time.Time, open bool) {
-	s.update(uid, func(rec *syncRecord) { rec.at, rec.open = t.UnixNano(), open })
-}
-
-// storeIfNewer records a read made at t unless a newer read or a close since makes it stale:
-// for the sweep, whose list may have been taken while a pass was reading or closing.
-func (s *syncTimes) storeIfNewer(uid types.UID, t time.Time, open bool) {
-	s.update(uid, func(rec *syncRecord) {
-		if rec.at < t.UnixNano() && rec.closeSent < t.UnixNano() {
-			rec.at, rec.open = t.UnixNano(), open
-		}
-	})
-}
-
-// closeSent records that a close is going out at t: whatever its outcome, the request may be
-// closed now, and only a newer read can tell.
-func (s *syncTimes) closeSent(uid types.UID, t time.Time) {
-	s.update(uid, func(rec *syncRecord) { rec.closeSent = t.UnixNano() })
-}
-
-// ended records that the request of uid has ended in PAM.
-func (s *syncTimes) ended(uid types.UID) {
-	s.update(uid, func(rec *syncRecord) { rec.ended = true })
-}
-
-// endedInPAM reports whether this process saw the request of uid end in PAM.
-func (s *syncTimes) endedInPAM(uid types.UID) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.m[uid].ended
-}
-
-// update changes the record of uid, which starts empty, under the lock.
-func (s *syncTimes) update(uid types.UID, change func(*syncRecord)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = map[types.UID]syncRecord{}
-	}
-	rec := s.m[uid]
-	change(&rec)
-	s.m[uid] = rec
-}
-
-func (s *syncTimes) delete(uid types.UID) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.m, uid)
 }
 
 // patchStatus derives the conditions from what the pass learned and writes the status once,
@@ -406,60 +262,7 @@ func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r); err != nil {
 		return err
 	}
-	return r.setupReleases(mgr)
-}
-
-// elevationControllerName is the name For(&PamElevation{}) would give the controller.
-const elevationControllerName = "pamelevation"
-
-// elevationEvents is what the controller does with elevation events, in one handler:
-//   - a deletion starting is queued ahead of everything else (deletionsFirst);
-//   - a change of spec, labels or annotations is queued as For(&PamElevation{}) would queue it,
-//     but not the operator's own status patches, which would cut every backoff short (deletion
-//     bumps the generation, so it still comes through), nor a deletion starting, which queued
-//     twice could run twice in a row and cut a Retry-After short;
-//   - an object released by someone else leaves no read record behind.
-func (r *PamElevationReconciler) elevationEvents() handler.EventHandler {
-	changes := predicate.And(predicate.Or(predicate.GenerationChangedPredicate{},
-		predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}), predicate.Not(deletionStarting))
-	enqueue := &handler.EnqueueRequestForObject{}
-	return handler.Funcs{
-		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			deletionsFirst.Create(ctx, e, q)
-			if changes.Create(e) {
-				enqueue.Create(ctx, e, q)
-			}
-		},
-		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			deletionsFirst.Update(ctx, e, q)
-			if changes.Update(e) {
-				enqueue.Update(ctx, e, q)
-			}
-		},
-		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			r.lastSynced.delete(e.Object.GetUID())
-			if changes.Delete(e) {
-				enqueue.Delete(ctx, e, q)
-			}
-		},
-		GenericFunc: func(ctx context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			if changes.Generic(e) {
-				enqueue.Generic(ctx, e, q)
-			}
-		},
-	}
-}
-
-// elevationLogger gives each pass the logger For(&PamElevation{}) would: the controller, its
-// kind, and the object.
-func elevationLogger(base logr.Logger) func(*reconcile.Request) logr.Logger {
-	log := base.WithValues("controller", elevationControllerName, "controllerGroup", pamv1.GroupVersion.Group, "controllerKind", "PamElevation")
-	return func(req *reconcile.Request) logr.Logger {
-		if req == nil {
-			return log
-		}
-		return log.WithValues("PamElevation", klog.KRef(req.Namespace, req.Name), "namespace", req.Namespace, "name", req.Name)
-	}
+	return r.setupReleaser(mgr)
 }
 
 // setDefaults fills in what was left unset.

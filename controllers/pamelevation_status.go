@@ -27,6 +27,27 @@ type pass struct {
 	apiErr error
 	// closing is true when the next pass is due to close: at the expiry, or to retry a close.
 	closing bool
+	// closed is set when the pass found the request no longer open in PAM.
+	closed *closure
+}
+
+// closure is why and how the request is no longer open in PAM: the Closed condition's reason
+// and message.
+type closure struct {
+	reason, message string
+}
+
+// markClosed records that the request is no longer open in PAM; the first reason found stands.
+func (p *pass) markClosed(reason, message string) {
+	if p.closed == nil {
+		p.closed = &closure{reason: reason, message: message}
+	}
+}
+
+// requestClosed reports whether the request is known to be no longer open: recorded in the
+// status, or found by this pass.
+func (p *pass) requestClosed(el *pamv1.PamElevation) bool {
+	return p.closed != nil || isClosed(el)
 }
 
 // problem is a reason the desired state was not reached.
@@ -87,6 +108,10 @@ func setConditions(el *pamv1.PamElevation, p *pass) {
 			Type: condType, Status: status, Reason: reason, Message: message, ObservedGeneration: gen,
 		})
 	}
+	if p.closed != nil && !isClosed(el) {
+		set(pamv1.ConditionClosed, metav1.ConditionTrue, p.closed.reason, p.closed.message)
+		el.Status.ClosedAt = &metav1.Time{Time: p.now}
+	}
 	closed := meta.FindStatusCondition(el.Status.Conditions, pamv1.ConditionClosed)
 	isClosed := closed != nil && closed.Status == metav1.ConditionTrue
 
@@ -137,28 +162,16 @@ func clearProgress(el *pamv1.PamElevation) {
 	meta.RemoveStatusCondition(&el.Status.Conditions, pamv1.ConditionStalled)
 }
 
-// markClosed records that the request is no longer open in PAM, with the reason's usual message.
-func markClosed(el *pamv1.PamElevation, reason string, now time.Time) {
-	var message string
+// closedMessage is the usual message of the Closed condition for reason, the request now being
+// in status.
+func closedMessage(reason string, status pam.RequestStatus) string {
 	switch reason {
 	case pamv1.ReasonExpired:
-		message = "Closed by the operator at expiry"
+		return "Closed by the operator at expiry"
 	case pamv1.ReasonDeleted:
-		message = "Closed by the operator because the object is being deleted"
-	default:
-		message = fmt.Sprintf("PAM reports the request %s", el.Status.RequestStatus)
+		return "Closed by the operator because the object is being deleted"
 	}
-	markClosedWith(el, reason, message, now)
-}
-
-// markClosedWith records that the request is no longer open in PAM.
-func markClosedWith(el *pamv1.PamElevation, reason, message string, now time.Time) {
-	meta.SetStatusCondition(&el.Status.Conditions, metav1.Condition{
-		Type: pamv1.ConditionClosed, Status: metav1.ConditionTrue, Reason: reason, Message: message,
-		ObservedGeneration: el.Generation,
-	})
-	t := metav1.NewTime(now)
-	el.Status.ClosedAt = &t
+	return fmt.Sprintf("PAM reports the request %s", status)
 }
 
 // isClosed reports whether the request is known to be no longer open in PAM.

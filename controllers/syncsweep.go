@@ -109,7 +109,7 @@ func (r *PamElevationReconciler) sweep(ctx context.Context, serverKey string, q 
 			addAt(q, el, syncPriority)
 			continue
 		}
-		r.lastSynced.storeIfNewer(el.UID, batch.At, readOpen(req.Status))
+		r.reads.storeIfNewer(el.UID, batch.At, readOpen(req.Status))
 	}
 }
 

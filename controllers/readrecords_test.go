@@ -11,7 +11,7 @@ import (
 // pass sent a close. Recording it must not make the request known open again, or a retried close
 // would go out without the read that a failed close calls for.
 func TestSyncTimesIgnoreAListOlderThanAClose(t *testing.T) {
-	var s syncTimes
+	var s readRecords
 	const uid = types.UID("el")
 	t0 := time.Unix(1_800_000_000, 0)
 	at := func(d time.Duration) time.Time { return t0.Add(d) }

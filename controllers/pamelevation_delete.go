@@ -1,0 +1,72 @@
+package controllers
+
+// The deletion of an elevation: close its request, then release it.
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/credentials"
+)
+
+// reconcileDelete closes the request of an object being deleted and only then releases it.
+func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconcile.Request, el *pamv1.PamElevation) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(el, pamv1.ElevationFinalizer) {
+		return ctrl.Result{}, nil
+	}
+	log := ctrl.LoggerFrom(ctx)
+
+	switch {
+	case el.Spec.DeletionPolicy == pamv1.DeletionPolicyOrphan:
+		log.Info("Releasing PamElevation without closing its PAM request", "requestID", el.Spec.RequestID, "deletionPolicy", el.Spec.DeletionPolicy)
+		r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonOrphaned, "Release",
+			"Released without closing PAM request %s (deletionPolicy Orphan)", el.Spec.RequestID)
+		return ctrl.Result{}, r.removeFinalizer(ctx, req, el, unchangedSince)
+	case r.requestEnded(el):
+		return r.releaseEnded(ctx, req, el)
+	}
+
+	// A duplicate never owned the request: deleting it must not revoke access the original tracks.
+	owner, err := r.trackedElsewhere(ctx, el)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if owner != "" {
+		log.Info("Releasing duplicate PamElevation without closing the request", "requestID", el.Spec.RequestID, "trackedBy", owner)
+		r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonDuplicateRequest, "Release",
+			"Released without closing PAM request %s: PamElevation %s tracks it", el.Spec.RequestID, owner)
+		return ctrl.Result{}, r.removeFinalizer(ctx, req, el, unchangedSince)
+	}
+
+	original := el.DeepCopy()
+	p := &pass{now: r.Clock.Now(), closing: true}
+	server, err := r.server(ctx, el)
+	if ce, ok := credentials.AsError(err); ok && ce.Reason == pamv1.ReasonNamespaceNotAllowed && el.Status.LastSyncTime == nil {
+		// Refused from the start, it never tracked the request, so there is nothing it could
+		// close. One that was allowed and synced before keeps its finalizer: fail closed.
+		log.Info("Releasing PamElevation its server never allowed", "requestID", el.Spec.RequestID)
+		r.Recorder.Eventf(el, nil, corev1.EventTypeWarning, pamv1.ReasonNamespaceNotAllowed, "Release",
+			"Released without closing PAM request %s: %s", el.Spec.RequestID, ce.Message)
+		return ctrl.Result{}, r.removeFinalizer(ctx, req, el, unchangedSince)
+	}
+	if err != nil {
+		p.failConnect(err)
+	} else if r.closeVia(ctx, el, server, p, pamv1.ReasonDeleted) {
+		return r.queueRelease(req, el)
+	}
+	if p.apiErr != nil {
+		return ctrl.Result{}, p.apiErr
+	}
+	if r.endedByPAMExpiry(ctx, el, p) {
+		return r.queueRelease(req, el)
+	}
+	if err := r.patchStatus(ctx, original, el, p); err != nil {
+		return ctrl.Result{}, err
+	}
+	return r.schedule(req, p, 0)
+}

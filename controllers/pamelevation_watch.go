@@ -1,0 +1,111 @@
+package controllers
+
+// What the elevation controller watches, and how events are queued.
+
+import (
+	"context"
+
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+)
+
+// deletionStarting passes the events that show an elevation's deletion begun: the update that
+// sets its deletionTimestamp, or its creation in the cache already deleting, after a restart.
+var deletionStarting = predicate.Funcs{
+	CreateFunc: func(e event.CreateEvent) bool { return e.Object.GetDeletionTimestamp() != nil },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		return e.ObjectOld.GetDeletionTimestamp() == nil && e.ObjectNew.GetDeletionTimestamp() != nil
+	},
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+}
+
+// deletionsFirst queues an elevation whose deletion has begun ahead of everything else.
+var deletionsFirst = handler.Funcs{
+	CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		if deletionStarting.Create(e) {
+			addFirst(q, e.Object)
+		}
+	},
+	UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		if deletionStarting.Update(e) {
+			addFirst(q, e.ObjectNew)
+		}
+	},
+}
+
+func addFirst(q workqueue.TypedRateLimitingInterface[reconcile.Request], obj client.Object) {
+	addAt(q, obj, closePriority)
+}
+
+// addAt queues a pass of obj at the priority, on a queue that has priorities.
+func addAt(q workqueue.TypedRateLimitingInterface[reconcile.Request], obj client.Object, priority int) {
+	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)}
+	if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
+		pq.AddWithOpts(priorityqueue.AddOpts{Priority: &priority}, req)
+		return
+	}
+	q.Add(req)
+}
+
+// elevationControllerName is the name For(&PamElevation{}) would give the controller.
+const elevationControllerName = "pamelevation"
+
+// elevationEvents is what the controller does with elevation events, in one handler:
+//   - a deletion starting is queued ahead of everything else (deletionsFirst);
+//   - a change of spec, labels or annotations is queued as For(&PamElevation{}) would queue it,
+//     but not the operator's own status patches, which would cut every backoff short (deletion
+//     bumps the generation, so it still comes through), nor a deletion starting, which queued
+//     twice could run twice in a row and cut a Retry-After short;
+//   - an object released by someone else leaves no read record behind.
+func (r *PamElevationReconciler) elevationEvents() handler.EventHandler {
+	changes := predicate.And(predicate.Or(predicate.GenerationChangedPredicate{},
+		predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}), predicate.Not(deletionStarting))
+	enqueue := &handler.EnqueueRequestForObject{}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			deletionsFirst.Create(ctx, e, q)
+			if changes.Create(e) {
+				enqueue.Create(ctx, e, q)
+			}
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			deletionsFirst.Update(ctx, e, q)
+			if changes.Update(e) {
+				enqueue.Update(ctx, e, q)
+			}
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			r.reads.delete(e.Object.GetUID())
+			if changes.Delete(e) {
+				enqueue.Delete(ctx, e, q)
+			}
+		},
+		GenericFunc: func(ctx context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if changes.Generic(e) {
+				enqueue.Generic(ctx, e, q)
+			}
+		},
+	}
+}
+
+// elevationLogger gives each pass the logger For(&PamElevation{}) would: the controller, its
+// kind, and the object.
+func elevationLogger(base logr.Logger) func(*reconcile.Request) logr.Logger {
+	log := base.WithValues("controller", elevationControllerName, "controllerGroup", pamv1.GroupVersion.Group, "controllerKind", "PamElevation")
+	return func(req *reconcile.Request) logr.Logger {
+		if req == nil {
+			return log
+		}
+		return log.WithValues("PamElevation", klog.KRef(req.Namespace, req.Name), "namespace", req.Namespace, "name", req.Name)
+	}
+}
