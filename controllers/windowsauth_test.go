@@ -19,8 +19,8 @@ import (
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/emulator"
-	"github.com/pam-operator/pam-operator/internal/pam/auth/kerberos"
-	"github.com/pam-operator/pam-operator/internal/pam/auth/ntlm"
+	"github.com/pam-operator/pam-operator/emulator/kerberosserver"
+	"github.com/pam-operator/pam-operator/emulator/ntlmserver"
 	"github.com/pam-operator/pam-operator/internal/testing/kdc"
 )
 
@@ -34,7 +34,7 @@ func kerberosPAM(t *testing.T) (*kdc.KDC, *emulator.Server, string) {
 	realm := kdc.Start(t)
 	realm.AddPrincipal("jen", kerberosCanary)
 	realm.AddRandomKeyPrincipal("HTTP/127.0.0.1")
-	verifier, err := kerberos.NewVerifier(kerberos.VerifierConfig{
+	verifier, err := kerberosserver.New(kerberosserver.Config{
 		Keytab: realm.Keytab("HTTP/127.0.0.1"), ServicePrincipalName: "HTTP/127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
@@ -249,7 +249,7 @@ const ntlmCanary = "ntlm-canary-9c1d44aa"
 // Protection required when withTLS is set. It returns the emulator, its URL and the CA bundle.
 func ntlmPAM(t *testing.T, withTLS bool) (*emulator.Server, string, string) {
 	t.Helper()
-	var verifier *ntlm.Server
+	var verifier *ntlmserver.Server
 	pam := emulator.New(emulator.Options{Authenticate: func(w http.ResponseWriter, r *http.Request) (string, bool) {
 		return verifier.Authenticate(w, r)
 	}})
@@ -257,19 +257,19 @@ func ntlmPAM(t *testing.T, withTLS bool) (*emulator.Server, string, string) {
 	srv.EnableHTTP2 = false
 	// NTLM state lives with each connection; the verifier exists before any client connects.
 	srv.Config.ConnContext = func(ctx context.Context, c net.Conn) context.Context { return verifier.ConnContext(ctx, c) }
-	opts := ntlm.ServerOptions{Users: map[string]ntlm.Credentials{"jen": {Domain: "PRIV", Username: "jen", Password: ntlmCanary}},
+	opts := ntlmserver.Options{Users: map[string]ntlmserver.User{"jen": {Domain: "PRIV", Username: "jen", Password: ntlmCanary}},
 		Domain: "PRIV"}
 	caBundle := ""
 	if withTLS {
 		srv.StartTLS()
 		opts.Certificate = srv.Certificate()
-		opts.ChannelBinding = ntlm.ChannelBindingRequire
+		opts.ChannelBinding = ntlmserver.ChannelBindingRequire
 		caBundle = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
 	} else {
 		srv.Start()
 	}
 	var err error
-	if verifier, err = ntlm.NewServer(opts); err != nil {
+	if verifier, err = ntlmserver.New(opts); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pam-operator/pam-operator/emulator"
+	"github.com/pam-operator/pam-operator/internal/ntlmssp"
 	"github.com/pam-operator/pam-operator/internal/pam"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
 	"github.com/pam-operator/pam-operator/internal/pam/auth/ntlm"
@@ -34,7 +35,7 @@ func runDemo(env *localEnv) error {
 	role := env.pam.AddRole(emulator.Role{DisplayName: "Domain Admins", TTL: 8 * time.Hour})
 	clientAuth := auth.Basic(demoUser, demoPassword)
 	if env.auth == "ntlm" {
-		creds, err := ntlm.NewCredentials(demoUser, "", demoPassword)
+		creds, err := ntlmssp.NewCredentials(demoUser, "", demoPassword)
 		if err != nil {
 			return err
 		}

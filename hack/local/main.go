@@ -24,7 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/pam-operator/pam-operator/emulator"
-	"github.com/pam-operator/pam-operator/internal/pam/auth/ntlm"
+	"github.com/pam-operator/pam-operator/emulator/ntlmserver"
 )
 
 const (
@@ -145,11 +145,7 @@ func withEnv(ctx context.Context, fn func(*localEnv) error) error {
 	case "basic":
 	case "ntlm":
 		// As IIS with Windows authentication: NTLMv2, bound to each connection.
-		creds, err := ntlm.NewCredentials(demoUser, "", demoPassword)
-		if err != nil {
-			return err
-		}
-		verifier, err := ntlm.NewServer(ntlm.ServerOptions{Users: map[string]ntlm.Credentials{demoUser: creds}, Domain: creds.Domain})
+		verifier, err := ntlmserver.New(ntlmserver.Options{Users: map[string]ntlmserver.User{demoUser: {Username: demoUser, Password: demoPassword}}})
 		if err != nil {
 			return err
 		}

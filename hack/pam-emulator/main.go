@@ -27,8 +27,8 @@ import (
 	"time"
 
 	"github.com/pam-operator/pam-operator/emulator"
-	"github.com/pam-operator/pam-operator/internal/pam/auth/kerberos"
-	"github.com/pam-operator/pam-operator/internal/pam/auth/ntlm"
+	"github.com/pam-operator/pam-operator/emulator/kerberosserver"
+	"github.com/pam-operator/pam-operator/emulator/ntlmserver"
 )
 
 func main() {
@@ -337,7 +337,7 @@ func kerberosAuthenticator(keytabPath, spn, certPath, policy string) (func(http.
 	if err != nil {
 		return nil, fmt.Errorf("--kerberos-keytab: %w", err)
 	}
-	cfg := kerberos.VerifierConfig{Keytab: keytab, ServicePrincipalName: spn}
+	cfg := kerberosserver.Config{Keytab: keytab, ServicePrincipalName: spn}
 	switch policy {
 	case "none", "allow", "require":
 	default:
@@ -349,7 +349,7 @@ func kerberosAuthenticator(keytabPath, spn, certPath, policy string) (func(http.
 		}
 		cfg.RequireChannelBinding = policy == "require"
 	}
-	verifier, err := kerberos.NewVerifier(cfg)
+	verifier, err := kerberosserver.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("--kerberos-keytab: %w", err)
 	}
@@ -371,20 +371,17 @@ func leafCertificate(path string) (*x509.Certificate, error) {
 
 // ntlmVerifier accepts NTLMv2 from the accounts; with a TLS certificate, channel bindings are
 // checked against it as the policy says.
-func ntlmVerifier(users map[string]string, certPath, policy string) (*ntlm.Server, error) {
-	opts := ntlm.ServerOptions{Users: map[string]ntlm.Credentials{}}
+func ntlmVerifier(users map[string]string, certPath, policy string) (*ntlmserver.Server, error) {
+	opts := ntlmserver.Options{Users: map[string]ntlmserver.User{}}
 	for name, password := range users {
-		creds, err := ntlm.NewCredentials(name, "", password)
-		if err != nil {
-			return nil, fmt.Errorf("--user %s: %w", name, err)
+		user := ntlmserver.User{Username: name, Password: password}
+		if domain, _, ok := strings.Cut(name, `\`); ok && opts.Domain == "" {
+			opts.Domain = domain
 		}
-		opts.Users[name] = creds
-		if opts.Domain == "" {
-			opts.Domain = creds.Domain
-		}
+		opts.Users[name] = user
 	}
 	var err error
-	if opts.ChannelBinding, err = ntlm.ParseChannelBindingPolicy(policy); err != nil {
+	if opts.ChannelBinding, err = ntlmserver.ParseChannelBindingPolicy(policy); err != nil {
 		return nil, fmt.Errorf("--channel-binding: %w", err)
 	}
 	if certPath != "" {
@@ -392,5 +389,5 @@ func ntlmVerifier(users map[string]string, certPath, policy string) (*ntlm.Serve
 			return nil, err
 		}
 	}
-	return ntlm.NewServer(opts)
+	return ntlmserver.New(opts)
 }

@@ -16,6 +16,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/pam-operator/pam-operator/emulator"
+	"github.com/pam-operator/pam-operator/internal/ntlmssp"
 	"github.com/pam-operator/pam-operator/internal/pam"
 	"github.com/pam-operator/pam-operator/internal/pam/auth/kerberos"
 	"github.com/pam-operator/pam-operator/internal/pam/auth/ntlm"
@@ -231,7 +232,7 @@ func TestRunNTLM(t *testing.T) {
 	g.Expect(resp.StatusCode).To(Equal(http.StatusUnauthorized))
 	g.Expect(resp.Header.Values("WWW-Authenticate")).To(ContainElement("NTLM"))
 
-	creds, err := ntlm.NewCredentials(`PRIV\jen`, "", "ntlm-s3cret")
+	creds, err := ntlmssp.NewCredentials(`PRIV\jen`, "", "ntlm-s3cret")
 	g.Expect(err).NotTo(HaveOccurred())
 	pc, err := pam.NewClient(pam.Config{URL: base, Auth: ntlm.Wrap(creds)})
 	g.Expect(err).NotTo(HaveOccurred())

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/ntlmssp"
 	"github.com/pam-operator/pam-operator/internal/pam"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
 	"github.com/pam-operator/pam-operator/internal/pam/auth/kerberos"
@@ -177,7 +178,7 @@ func (c *Connector) Check(ctx context.Context, server pamv1.ServerObject) (pam.C
 			}
 			cfg.Auth = auth.Basic(username, password)
 		case spec.Auth.NTLM != nil:
-			nc, err := ntlm.NewCredentials(string(creds.data[SecretKeyUsername]), string(creds.data[SecretKeyDomain]),
+			nc, err := ntlmssp.NewCredentials(string(creds.data[SecretKeyUsername]), string(creds.data[SecretKeyDomain]),
 				string(creds.data[SecretKeyPassword]))
 			if err != nil {
 				return nil, creds, &Error{Reason: pamv1.ReasonInvalidServerConfig, Message: creds.source + ": " + err.Error()}

@@ -1,6 +1,6 @@
 // Package kerberos authenticates the PAM client with Kerberos through SPNEGO ("Negotiate"),
-// the Integrated Windows Authentication IIS offers, and verifies such authentication on the
-// server side for the emulator and tests.
+// the Integrated Windows Authentication IIS offers. The tokens themselves are internal/gsskrb5's;
+// the server side is the emulator's (emulator/kerberosserver).
 //
 // The client logs in once (an AS exchange with the KDC), keeps the ticket-granting ticket and
 // one service ticket per SPN in memory, and logs in again when the TGT nears its end or when

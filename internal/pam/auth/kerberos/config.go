@@ -12,6 +12,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/config"
 	"github.com/jcmturner/gokrb5/v8/keytab"
 
+	"github.com/pam-operator/pam-operator/internal/gsskrb5"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
 )
 
@@ -238,12 +239,8 @@ func parseKeytab(data []byte, user, realm string, krb5 *config.Config) (*keytab.
 
 // checkSPN checks the form service/host of a service principal name.
 func checkSPN(spn string) error {
-	if strings.Contains(spn, "@") {
-		return configError(fmt.Sprintf("servicePrincipalName %q contains a realm; write it as service/host, e.g. HTTP/pam.contoso.com", spn), nil)
-	}
-	parts := strings.Split(spn, "/")
-	if len(parts) < 2 || parts[0] == "" || parts[1] == "" || strings.ContainsAny(spn, " \t") {
-		return configError(fmt.Sprintf("servicePrincipalName %q is not of the form service/host, e.g. HTTP/pam.contoso.com", spn), nil)
+	if err := gsskrb5.CheckSPN(spn); err != nil {
+		return configError(err.Error(), nil)
 	}
 	return nil
 }

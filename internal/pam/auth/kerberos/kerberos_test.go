@@ -17,6 +17,7 @@ import (
 
 	. "github.com/onsi/gomega"
 
+	"github.com/pam-operator/pam-operator/emulator/kerberosserver"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
 	"github.com/pam-operator/pam-operator/internal/pam/auth/kerberos"
 	"github.com/pam-operator/pam-operator/internal/testing/kdc"
@@ -69,11 +70,11 @@ func (r *realm) tickets() int { return r.issued("TGS_REQ", spn) }
 type server struct {
 	*httptest.Server
 	hits     atomic.Int32
-	verifier atomic.Pointer[kerberos.Verifier]
+	verifier atomic.Pointer[kerberosserver.Verifier]
 	rejected atomic.Value // the last rejection's error text
 }
 
-func newServer(t *testing.T, cfg kerberos.VerifierConfig, startTLS bool) *server {
+func newServer(t *testing.T, cfg kerberosserver.Config, startTLS bool) *server {
 	t.Helper()
 	s := &server{}
 	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -98,10 +99,10 @@ func newServer(t *testing.T, cfg kerberos.VerifierConfig, startTLS bool) *server
 	return s
 }
 
-func (s *server) setVerifier(t *testing.T, cfg kerberos.VerifierConfig) {
+func (s *server) setVerifier(t *testing.T, cfg kerberosserver.Config) {
 	t.Helper()
 	cfg.Rejected = func(_ *http.Request, err error) { s.rejected.Store(err.Error()) }
-	v, err := kerberos.NewVerifier(cfg)
+	v, err := kerberosserver.New(cfg)
 	if err != nil {
 		t.Fatalf("NewVerifier: %v", err)
 	}
@@ -152,7 +153,7 @@ func TestLoginWithPasswordOrKeytabAndTicketReuse(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
-			srv := newServer(t, kerberos.VerifierConfig{Keytab: r.serviceKeytab, ServicePrincipalName: spn}, false)
+			srv := newServer(t, kerberosserver.Config{Keytab: r.serviceKeytab, ServicePrincipalName: spn}, false)
 			logins, tickets := r.logins(), r.tickets()
 			_, hc := newClient(t, tc.config, nil)
 
@@ -175,7 +176,7 @@ func TestLoginWithPasswordOrKeytabAndTicketReuse(t *testing.T) {
 func TestBodyIsSentAgainAndCallerRequestIsUntouched(t *testing.T) {
 	g := NewWithT(t)
 	r := newRealm(t)
-	srv := newServer(t, kerberos.VerifierConfig{Keytab: r.serviceKeytab}, false)
+	srv := newServer(t, kerberosserver.Config{Keytab: r.serviceKeytab}, false)
 	_, hc := newClient(t, r.config(), nil)
 
 	for i := 0; i < 2; i++ {
@@ -201,7 +202,7 @@ type onceReader struct{ io.Reader }
 func TestBodyThatCannotBeSentTwice(t *testing.T) {
 	g := NewWithT(t)
 	r := newRealm(t)
-	srv := newServer(t, kerberos.VerifierConfig{Keytab: r.serviceKeytab}, false)
+	srv := newServer(t, kerberosserver.Config{Keytab: r.serviceKeytab}, false)
 	_, hc := newClient(t, r.config(), nil)
 	post := func() int {
 		req, err := http.NewRequest(http.MethodPost, srv.URL, onceReader{strings.NewReader("payload")})
@@ -221,7 +222,7 @@ func TestBodyThatCannotBeSentTwice(t *testing.T) {
 func TestConcurrentRequestsShareOneLogin(t *testing.T) {
 	g := NewWithT(t)
 	r := newRealm(t)
-	srv := newServer(t, kerberos.VerifierConfig{Keytab: r.serviceKeytab}, false)
+	srv := newServer(t, kerberosserver.Config{Keytab: r.serviceKeytab}, false)
 	_, hc := newClient(t, r.config(), nil)
 
 	var wg sync.WaitGroup
@@ -285,7 +286,7 @@ func TestCredentialFailuresAreAuthErrors(t *testing.T) {
 			want:   []string{"does not know the service principal HTTP/pam.example.com", "register the SPN", "servicePrincipalName"},
 		},
 	}
-	srv := newServer(t, kerberos.VerifierConfig{Keytab: r.serviceKeytab}, false)
+	srv := newServer(t, kerberosserver.Config{Keytab: r.serviceKeytab}, false)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
@@ -315,7 +316,7 @@ func TestCredentialFailuresAreAuthErrors(t *testing.T) {
 func TestKDCDownIsRetryable(t *testing.T) {
 	g := NewWithT(t)
 	r := newRealm(t)
-	srv := newServer(t, kerberos.VerifierConfig{Keytab: r.serviceKeytab}, false)
+	srv := newServer(t, kerberosserver.Config{Keytab: r.serviceKeytab}, false)
 	clk := &clock{now: time.Now()}
 	cfg := r.config()
 	cfg.Now = clk.Now
@@ -372,7 +373,7 @@ func TestServerThatDoesNotOfferNegotiate(t *testing.T) {
 func TestNegotiateOfferedInAnyPositionAndCase(t *testing.T) {
 	g := NewWithT(t)
 	r := newRealm(t)
-	v, err := kerberos.NewVerifier(kerberos.VerifierConfig{Keytab: r.serviceKeytab})
+	v, err := kerberosserver.New(kerberosserver.Config{Keytab: r.serviceKeytab})
 	g.Expect(err).NotTo(HaveOccurred())
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Header.Get("Authorization") == "" {
@@ -417,7 +418,7 @@ func TestASecond401IsReturnedAsIs(t *testing.T) {
 func TestChannelBindingOverTLS(t *testing.T) {
 	g := NewWithT(t)
 	r := newRealm(t)
-	srv := newServer(t, kerberos.VerifierConfig{Keytab: r.serviceKeytab, RequireChannelBinding: true}, true)
+	srv := newServer(t, kerberosserver.Config{Keytab: r.serviceKeytab, RequireChannelBinding: true}, true)
 	_, hc := newClient(t, r.config(), srv.Client().Transport)
 
 	code, body := get(g, hc, srv.URL)
@@ -427,7 +428,7 @@ func TestChannelBindingOverTLS(t *testing.T) {
 	g.Expect(code).To(Equal(http.StatusOK), "the preemptive token carries the binding too: %s", srv.lastRejection())
 
 	// A server behind a TLS proxy sees a binding to the proxy's certificate, not its own.
-	srv.setVerifier(t, kerberos.VerifierConfig{Keytab: r.serviceKeytab, Certificate: otherCertificate(t)})
+	srv.setVerifier(t, kerberosserver.Config{Keytab: r.serviceKeytab, Certificate: otherCertificate(t)})
 	code, _ = get(g, hc, srv.URL)
 	g.Expect(code).To(Equal(http.StatusUnauthorized))
 	g.Expect(srv.lastRejection()).To(ContainSubstring("channel binding is not that of this server's certificate"))
@@ -436,7 +437,7 @@ func TestChannelBindingOverTLS(t *testing.T) {
 func TestMutualAuthentication(t *testing.T) {
 	g := NewWithT(t)
 	r := newRealm(t)
-	v, err := kerberos.NewVerifier(kerberos.VerifierConfig{Keytab: r.serviceKeytab})
+	v, err := kerberosserver.New(kerberosserver.Config{Keytab: r.serviceKeytab})
 	g.Expect(err).NotTo(HaveOccurred())
 	var mu sync.Mutex
 	var first string
@@ -469,7 +470,7 @@ func TestMutualAuthentication(t *testing.T) {
 func TestServiceKeyRotation(t *testing.T) {
 	g := NewWithT(t)
 	r := newRealm(t)
-	srv := newServer(t, kerberos.VerifierConfig{Keytab: r.serviceKeytab}, false)
+	srv := newServer(t, kerberosserver.Config{Keytab: r.serviceKeytab}, false)
 	_, hc := newClient(t, r.config(), nil)
 	code, _ := get(g, hc, srv.URL)
 	g.Expect(code).To(Equal(http.StatusOK))
@@ -477,7 +478,7 @@ func TestServiceKeyRotation(t *testing.T) {
 	// The MIM service account's password changes: the server gets the new key, and the
 	// client's cached ticket, encrypted in the old one, is refused once.
 	r.RotateKey(spn)
-	srv.setVerifier(t, kerberos.VerifierConfig{Keytab: r.Keytab(spn)})
+	srv.setVerifier(t, kerberosserver.Config{Keytab: r.Keytab(spn)})
 	code, _ = get(g, hc, srv.URL)
 	g.Expect(code).To(Equal(http.StatusOK))
 	g.Expect(srv.hits.Load()).To(BeEquivalentTo(4), "a refused token, then one with a new ticket")
@@ -510,7 +511,7 @@ func TestRenewal(t *testing.T) {
 	g := NewWithT(t)
 	r := newRealm(t)
 	r.Kadmin(`modprinc -maxlife "1 hour" ` + spn)
-	srv := newServer(t, kerberos.VerifierConfig{Keytab: r.serviceKeytab}, false)
+	srv := newServer(t, kerberosserver.Config{Keytab: r.serviceKeytab}, false)
 	clk := &clock{now: time.Now()}
 	cfg := r.config()
 	cfg.Now = clk.Now
@@ -537,7 +538,7 @@ func TestRenewal(t *testing.T) {
 func TestCloseLeavesNothingRunning(t *testing.T) {
 	g := NewWithT(t)
 	r := newRealm(t)
-	srv := newServer(t, kerberos.VerifierConfig{Keytab: r.serviceKeytab}, false)
+	srv := newServer(t, kerberosserver.Config{Keytab: r.serviceKeytab}, false)
 	c, hc := newClient(t, r.config(), nil)
 	code, _ := get(g, hc, srv.URL)
 	g.Expect(code).To(Equal(http.StatusOK))
@@ -600,15 +601,15 @@ func TestConfigurationErrors(t *testing.T) {
 	}
 	t.Run("malformed service keytab", func(t *testing.T) {
 		g := NewWithT(t)
-		_, err := kerberos.NewVerifier(kerberos.VerifierConfig{Keytab: []byte{5, 2, 0}})
-		g.Expect(authErr(g, err).Message).To(ContainSubstring("the service keytab does not parse"))
+		_, err := kerberosserver.New(kerberosserver.Config{Keytab: []byte{5, 2, 0}})
+		g.Expect(err).To(MatchError(ContainSubstring("the service keytab does not parse")))
 	})
 }
 
 func TestVerifierAnswersLikeIIS(t *testing.T) {
 	g := NewWithT(t)
 	r := newRealm(t)
-	srv := newServer(t, kerberos.VerifierConfig{Keytab: r.serviceKeytab}, false)
+	srv := newServer(t, kerberosserver.Config{Keytab: r.serviceKeytab}, false)
 	for _, header := range []string{"", "Basic YWxpY2U6eA==", "Negotiate", "Negotiate !!!", "Negotiate " + "YIIBAAYGKwYBBQUCoA=="} {
 		req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
 		if header != "" {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pam-operator/pam-operator/internal/gsskrb5"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
 )
 
@@ -97,7 +98,7 @@ func (t *transport) attempt(req *http.Request, spn string, binding []byte, refre
 	}
 	cname, crealm := t.c.clientName()
 	at := t.c.authenticatorTime()
-	token, err := initToken(tk.tkt, tk.key, cname, crealm, at, binding)
+	token, err := gsskrb5.InitToken(tk.tkt, tk.key, cname, crealm, at, binding)
 	if err != nil {
 		closeBody(body)
 		return nil, proof{}, fmt.Errorf("kerberos: building the Negotiate token for %s: %w", spn, err)
@@ -124,7 +125,7 @@ func (t *transport) finish(req *http.Request, spn string, resp *http.Response, p
 	}
 	raw, err := base64.StdEncoding.DecodeString(token)
 	if err == nil {
-		_, err = verifyAPRep(raw, p.tk.key, p.authTime)
+		_, err = gsskrb5.VerifyAPRep(raw, p.tk.key, p.authTime)
 	}
 	if err != nil {
 		drain(resp)

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pam-operator/pam-operator/internal/ntlmssp"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
 )
 
@@ -46,7 +47,7 @@ type Options struct {
 
 // Wrap returns the transport wrapper that authenticates with NTLMv2 as creds; it is meant
 // for pam.Config.Auth. See WrapWithOptions.
-func Wrap(creds Credentials) func(http.RoundTripper) http.RoundTripper {
+func Wrap(creds ntlmssp.Credentials) func(http.RoundTripper) http.RoundTripper {
 	return WrapWithOptions(creds, Options{})
 }
 
@@ -54,7 +55,7 @@ func Wrap(creds Credentials) func(http.RoundTripper) http.RoundTripper {
 // The wrapped transport must be an *http.Transport: it is cloned into connection slots that
 // each hold one connection per server (see Transport). Invalid credentials or another kind of
 // transport make every call fail with an *auth.Error.
-func WrapWithOptions(creds Credentials, opts Options) func(http.RoundTripper) http.RoundTripper {
+func WrapWithOptions(creds ntlmssp.Credentials, opts Options) func(http.RoundTripper) http.RoundTripper {
 	return func(next http.RoundTripper) http.RoundTripper {
 		return newTransport(creds, next, opts)
 	}
@@ -81,7 +82,7 @@ func WrapWithOptions(creds Credentials, opts Options) func(http.RoundTripper) ht
 // binding Windows sends. Request bodies are sent with every leg, so a body must be
 // rewindable (http.NewRequest sets GetBody for in-memory bodies).
 type Transport struct {
-	creds    Credentials
+	creds    ntlmssp.Credentials
 	opts     Options
 	base     *http.Transport
 	err      error // a configuration error every call reports
@@ -100,7 +101,7 @@ type Transport struct {
 
 var _ http.RoundTripper = (*Transport)(nil)
 
-func newTransport(creds Credentials, next http.RoundTripper, opts Options) *Transport {
+func newTransport(creds ntlmssp.Credentials, next http.RoundTripper, opts Options) *Transport {
 	t := &Transport{opts: opts, pools: map[string]*pool{}, schemes: map[string]string{}, now: opts.now, rand: opts.rand}
 	if t.now == nil {
 		t.now = time.Now
@@ -108,7 +109,7 @@ func newTransport(creds Credentials, next http.RoundTripper, opts Options) *Tran
 	if t.rand == nil {
 		t.rand = rand.Reader
 	}
-	t.creds, t.err = NewCredentials(creds.Username, creds.Domain, creds.Password)
+	t.creds, t.err = ntlmssp.NewCredentials(creds.Username, creds.Domain, creds.Password)
 	base, ok := next.(*http.Transport)
 	switch {
 	case t.err != nil:
@@ -222,7 +223,7 @@ func (t *Transport) handshake(req *http.Request, src *bodySource, s *slot, origi
 	if !src.repeatable() {
 		return nil, errNoRewind
 	}
-	negotiate := encodeNegotiate(clientFlags)
+	negotiate := ntlmssp.Negotiate()
 	resp, _, err := t.send(s, req, src, scheme+" "+base64.StdEncoding.EncodeToString(negotiate))
 	if err != nil {
 		return nil, err
@@ -244,15 +245,15 @@ func (t *Transport) handshake(req *http.Request, src *bodySource, s *slot, origi
 	challenge, err := base64.StdEncoding.DecodeString(token)
 	if err == nil {
 		var authenticate []byte
-		authenticate, err = buildAuthenticate(clientInput{
-			creds:       t.creds,
-			negotiate:   negotiate,
-			challenge:   challenge,
-			binding:     t.binding(resp),
-			targetName:  "HTTP/" + strings.ToLower(strings.TrimSuffix(req.URL.Hostname(), ".")),
-			workstation: t.opts.Workstation,
-			now:         t.now(),
-			rand:        t.rand,
+		authenticate, err = ntlmssp.Authenticate(ntlmssp.ClientInput{
+			Credentials: t.creds,
+			Negotiate:   negotiate,
+			Challenge:   challenge,
+			Binding:     t.binding(resp),
+			TargetName:  "HTTP/" + strings.ToLower(strings.TrimSuffix(req.URL.Hostname(), ".")),
+			Workstation: t.opts.Workstation,
+			Now:         t.now(),
+			Rand:        t.rand,
 		})
 		token = base64.StdEncoding.EncodeToString(authenticate)
 	}
@@ -287,7 +288,7 @@ func (t *Transport) binding(challenge *http.Response) []byte {
 	case challenge.TLS != nil && len(challenge.TLS.PeerCertificates) > 0:
 		return auth.ChannelBinding(challenge.TLS.PeerCertificates[0])
 	}
-	return noBinding
+	return ntlmssp.NoBinding
 }
 
 // send sends a copy of req on slot s with the next copy of its body and the given

@@ -4,13 +4,14 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/pam-operator/pam-operator/internal/ntlmssp"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
 )
 
 // The HTTP authentication schemes that carry NTLM.
 const (
-	SchemeNTLM      = "NTLM"
-	SchemeNegotiate = "Negotiate"
+	SchemeNTLM      = ntlmssp.SchemeNTLM
+	SchemeNegotiate = ntlmssp.SchemeNegotiate
 )
 
 // offeredScheme picks the scheme to speak NTLM under from a 401: NTLM when offered, else

@@ -6,9 +6,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,25 +19,40 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 
+	"github.com/pam-operator/pam-operator/emulator/ntlmserver"
+	"github.com/pam-operator/pam-operator/internal/ntlmssp"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
 	"github.com/pam-operator/pam-operator/internal/testing/testcert"
 )
+
+var (
+	testNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	jen     = ntlmssp.Credentials{Domain: "PRIV", Username: "jen", Password: "s3cret!"}
+)
+
+// seededRand is a reproducible source of a client's random bytes.
+func seededRand(seed uint64) *rand.ChaCha8 {
+	var s [32]byte
+	binary.LittleEndian.PutUint64(s[:], seed)
+	return rand.NewChaCha8(s)
+}
 
 // testServer is an httptest server behind an NTLM Server. Its handler answers the account,
 // the method and the body it received.
 type testServer struct {
 	*httptest.Server
-	ntlm      atomic.Pointer[Server]
+	ntlm      atomic.Pointer[ntlmserver.Server]
 	hits      atomic.Int32
 	mu        sync.Mutex
 	schemes   []string // scheme of each request's Authorization header ("" for none)
 	rejection string   // the last reason a handshake was refused
 }
 
-func newTestServer(t *testing.T, useTLS bool, opts ServerOptions) *testServer {
+func newTestServer(t *testing.T, useTLS bool, opts ntlmserver.Options) *testServer {
 	t.Helper()
 	ts := &testServer{}
 	ts.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -66,22 +83,22 @@ func newTestServer(t *testing.T, useTLS bool, opts ServerOptions) *testServer {
 	}
 	t.Cleanup(ts.Close)
 	if opts.Users == nil {
-		opts.Users = map[string]Credentials{"jen": jen}
+		opts.Users = map[string]ntlmserver.User{"jen": {Domain: jen.Domain, Username: jen.Username, Password: jen.Password}}
 	}
 	opts.Rejected = func(_ *http.Request, err error) {
 		ts.mu.Lock()
 		ts.rejection = err.Error()
 		ts.mu.Unlock()
 	}
-	s, err := NewServer(opts)
+	s, err := ntlmserver.New(opts)
 	if err != nil {
-		t.Fatalf("NewServer: %v", err)
+		t.Fatalf("ntlmserver.New: %v", err)
 	}
 	ts.ntlm.Store(s)
 	return ts
 }
 
-func (ts *testServer) stats() ServerStats { return ts.ntlm.Load().Stats() }
+func (ts *testServer) stats() ntlmserver.Stats { return ts.ntlm.Load().Stats() }
 
 func (ts *testServer) lastRejection() string {
 	ts.mu.Lock()
@@ -110,7 +127,7 @@ func baseTransport(ts *httptest.Server) *http.Transport {
 	}
 }
 
-func newClient(t *testing.T, ts *httptest.Server, creds Credentials, opts Options) (*http.Client, *Transport) {
+func newClient(t *testing.T, ts *httptest.Server, creds ntlmssp.Credentials, opts Options) (*http.Client, *Transport) {
 	t.Helper()
 	rt, ok := WrapWithOptions(creds, opts)(baseTransport(ts)).(*Transport)
 	if !ok {
@@ -152,8 +169,8 @@ func TestRoundTrip(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			g := NewWithT(t)
 			// Over https the server requires our channel binding.
-			ts := newTestServer(t, useTLS, ServerOptions{ChannelBinding: ChannelBindingRequire})
-			c, _ := newClient(t, ts.Server, Credentials{Username: `PRIV\jen`, Password: jen.Password}, Options{})
+			ts := newTestServer(t, useTLS, ntlmserver.Options{ChannelBinding: ntlmserver.ChannelBindingRequire})
+			c, _ := newClient(t, ts.Server, ntlmssp.Credentials{Username: `PRIV\jen`, Password: jen.Password}, Options{})
 
 			status, body := call(t, c, ts.URL+"/api/pamresources/pamrequests", http.MethodGet, "")
 			g.Expect(status).To(Equal(http.StatusOK), ts.lastRejection())
@@ -170,7 +187,7 @@ func TestRoundTrip(t *testing.T) {
 
 			// Later calls reuse the authenticated connection, without a header.
 			g.Expect(ts.hits.Load()).To(Equal(int32(5)))
-			g.Expect(ts.stats()).To(Equal(ServerStats{Connections: 1, Challenges: 1, Authenticated: 1}))
+			g.Expect(ts.stats()).To(Equal(ntlmserver.Stats{Connections: 1, Challenges: 1, Authenticated: 1}))
 		})
 	}
 }
@@ -178,8 +195,8 @@ func TestRoundTrip(t *testing.T) {
 // TestRoundTripUPN: a user principal name authenticates with an empty domain.
 func TestRoundTripUPN(t *testing.T) {
 	g := NewWithT(t)
-	upn := Credentials{Username: "jen@priv.example.test", Password: "pw"}
-	ts := newTestServer(t, true, ServerOptions{Users: map[string]Credentials{"jen@priv.example.test": upn}})
+	upn := ntlmssp.Credentials{Username: "jen@priv.example.test", Password: "pw"}
+	ts := newTestServer(t, true, ntlmserver.Options{Users: map[string]ntlmserver.User{"jen@priv.example.test": {Username: upn.Username, Password: upn.Password}}})
 	c, _ := newClient(t, ts.Server, upn, Options{})
 	status, body := call(t, c, ts.URL, http.MethodGet, "")
 	g.Expect(status).To(Equal(http.StatusOK), ts.lastRejection())
@@ -188,7 +205,7 @@ func TestRoundTripUPN(t *testing.T) {
 
 func TestRequestIsNotModified(t *testing.T) {
 	g := NewWithT(t)
-	ts := newTestServer(t, false, ServerOptions{})
+	ts := newTestServer(t, false, ntlmserver.Options{})
 	c, _ := newClient(t, ts.Server, jen, Options{})
 	req, err := http.NewRequest(http.MethodPost, ts.URL, strings.NewReader("{}"))
 	g.Expect(err).NotTo(HaveOccurred())
@@ -202,7 +219,7 @@ func TestRequestIsNotModified(t *testing.T) {
 
 func TestConcurrentCalls(t *testing.T) {
 	g := NewWithT(t)
-	ts := newTestServer(t, true, ServerOptions{ChannelBinding: ChannelBindingRequire})
+	ts := newTestServer(t, true, ntlmserver.Options{ChannelBinding: ntlmserver.ChannelBindingRequire})
 	c, _ := newClient(t, ts.Server, jen, Options{MaxConns: 4})
 
 	const calls = 20
@@ -236,9 +253,9 @@ func TestConcurrentCalls(t *testing.T) {
 
 func TestWrongPassword(t *testing.T) {
 	g := NewWithT(t)
-	ts := newTestServer(t, true, ServerOptions{})
+	ts := newTestServer(t, true, ntlmserver.Options{})
 	const wrong = "Tr0ub4dor&3"
-	c, _ := newClient(t, ts.Server, Credentials{Domain: "PRIV", Username: "jen", Password: wrong}, Options{})
+	c, _ := newClient(t, ts.Server, ntlmssp.Credentials{Domain: "PRIV", Username: "jen", Password: wrong}, Options{})
 
 	// The first call probes, then NEGOTIATE and AUTHENTICATE; the second knows the scheme.
 	// Neither loops.
@@ -257,19 +274,19 @@ func TestWrongPassword(t *testing.T) {
 // that got the CHALLENGE.
 func TestAuthenticateOnAnotherConnection(t *testing.T) {
 	g := NewWithT(t)
-	ts := newTestServer(t, false, ServerOptions{})
+	ts := newTestServer(t, false, ntlmserver.Options{})
 	base := baseTransport(ts.Server)
 	base.DisableKeepAlives = true
 	c := &http.Client{Transport: base}
 	t.Cleanup(base.CloseIdleConnections)
 
-	negotiate := encodeNegotiate(clientFlags)
+	negotiate := ntlmssp.Negotiate()
 	resp := send(t, c, ts.URL, "NTLM "+base64.StdEncoding.EncodeToString(negotiate))
 	g.Expect(resp.StatusCode).To(Equal(http.StatusUnauthorized))
 	token, ok := challengeToken(resp.Header, SchemeNTLM)
 	g.Expect(ok).To(BeTrue())
 	challenge, _ := base64.StdEncoding.DecodeString(token)
-	msg, err := buildAuthenticate(clientInput{creds: jen, negotiate: negotiate, challenge: challenge, binding: noBinding, now: testNow, rand: seededRand(5)})
+	msg, err := ntlmssp.Authenticate(ntlmssp.ClientInput{Credentials: jen, Negotiate: negotiate, Challenge: challenge, Binding: ntlmssp.NoBinding, Now: testNow, Rand: seededRand(5)})
 	g.Expect(err).NotTo(HaveOccurred())
 
 	resp = send(t, c, ts.URL, "NTLM "+base64.StdEncoding.EncodeToString(msg))
@@ -295,7 +312,7 @@ func send(t *testing.T, c *http.Client, url, authorization string) *http.Respons
 // after the challenge makes a clear error, not a 401 blamed on the password.
 func TestServerClosesConnectionDuringHandshake(t *testing.T) {
 	g := NewWithT(t)
-	ts := newTestServer(t, false, ServerOptions{})
+	ts := newTestServer(t, false, ntlmserver.Options{})
 	inner := ts.Config.Handler
 	ts.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.Header.Get("Authorization"), "NTLM ") {
@@ -314,23 +331,23 @@ func TestChannelBindingPolicies(t *testing.T) {
 	other := testcert.SelfSigned(t, elliptic.P256(), x509.ECDSAWithSHA256)
 	cases := []struct {
 		name   string
-		policy ChannelBindingPolicy
+		policy ntlmserver.ChannelBindingPolicy
 		opts   Options
 		ok     bool
 		reason string
 	}{
-		{name: "require: ours is accepted", policy: ChannelBindingRequire, ok: true},
-		{name: "require: none is refused", policy: ChannelBindingRequire, opts: Options{noBinding: true}, reason: "sent no channel binding"},
-		{name: "require: another certificate's is refused", policy: ChannelBindingRequire, opts: Options{bindingCert: other}, reason: "does not match this server's certificate"},
-		{name: "allow: none is accepted", policy: ChannelBindingAllow, opts: Options{noBinding: true}, ok: true},
-		{name: "allow: ours is accepted", policy: ChannelBindingAllow, ok: true},
-		{name: "allow: another certificate's is refused", policy: ChannelBindingAllow, opts: Options{bindingCert: other}, reason: "does not match"},
-		{name: "none: another certificate's is ignored", policy: ChannelBindingNone, opts: Options{bindingCert: other}, ok: true},
+		{name: "require: ours is accepted", policy: ntlmserver.ChannelBindingRequire, ok: true},
+		{name: "require: none is refused", policy: ntlmserver.ChannelBindingRequire, opts: Options{noBinding: true}, reason: "sent no channel binding"},
+		{name: "require: another certificate's is refused", policy: ntlmserver.ChannelBindingRequire, opts: Options{bindingCert: other}, reason: "does not match this server's certificate"},
+		{name: "allow: none is accepted", policy: ntlmserver.ChannelBindingAllow, opts: Options{noBinding: true}, ok: true},
+		{name: "allow: ours is accepted", policy: ntlmserver.ChannelBindingAllow, ok: true},
+		{name: "allow: another certificate's is refused", policy: ntlmserver.ChannelBindingAllow, opts: Options{bindingCert: other}, reason: "does not match"},
+		{name: "none: another certificate's is ignored", policy: ntlmserver.ChannelBindingNone, opts: Options{bindingCert: other}, ok: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
-			ts := newTestServer(t, true, ServerOptions{ChannelBinding: tc.policy})
+			ts := newTestServer(t, true, ntlmserver.Options{ChannelBinding: tc.policy})
 			c, _ := newClient(t, ts.Server, jen, tc.opts)
 			status, _ := call(t, c, ts.URL, http.MethodGet, "")
 			if tc.ok {
@@ -346,7 +363,7 @@ func TestChannelBindingPolicies(t *testing.T) {
 // TestNegotiateOnly: a server that offers only Negotiate gets raw NTLM tokens under it.
 func TestNegotiateOnly(t *testing.T) {
 	g := NewWithT(t)
-	ts := newTestServer(t, true, ServerOptions{Schemes: []string{SchemeNegotiate}})
+	ts := newTestServer(t, true, ntlmserver.Options{Schemes: []string{SchemeNegotiate}})
 	c, _ := newClient(t, ts.Server, jen, Options{})
 	status, body := call(t, c, ts.URL, http.MethodPost, `{"a":1}`)
 	g.Expect(status).To(Equal(http.StatusOK), ts.lastRejection())
@@ -380,7 +397,7 @@ func TestBasicOnly(t *testing.T) {
 // authenticates a new one, once.
 func TestReauthenticates(t *testing.T) {
 	g := NewWithT(t)
-	ts := newTestServer(t, true, ServerOptions{})
+	ts := newTestServer(t, true, ntlmserver.Options{})
 	c, rt := newClient(t, ts.Server, jen, Options{MaxConns: 1})
 	status, _ := call(t, c, ts.URL, http.MethodGet, "")
 	g.Expect(status).To(Equal(http.StatusOK))
@@ -399,13 +416,13 @@ func TestReauthenticates(t *testing.T) {
 	status, _ = call(t, c, ts.URL, http.MethodGet, "")
 	g.Expect(status).To(Equal(http.StatusOK))
 	g.Expect(ts.hits.Load() - hits).To(Equal(int32(2)))
-	g.Expect(ts.stats()).To(Equal(ServerStats{Connections: 3, Challenges: 3, Authenticated: 3}))
+	g.Expect(ts.stats()).To(Equal(ntlmserver.Stats{Connections: 3, Challenges: 3, Authenticated: 3}))
 }
 
 // TestWaitsForFreeSlot: with every slot busy, a call waits, and gives up with its context.
 func TestWaitsForFreeSlot(t *testing.T) {
 	g := NewWithT(t)
-	ts := newTestServer(t, false, ServerOptions{})
+	ts := newTestServer(t, false, ntlmserver.Options{})
 	c, _ := newClient(t, ts.Server, jen, Options{MaxConns: 1})
 	held, err := c.Get(ts.URL)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -427,7 +444,7 @@ func TestWaitsForFreeSlot(t *testing.T) {
 // TestBodyThatCannotRewind: a handshake needs the body twice.
 func TestBodyThatCannotRewind(t *testing.T) {
 	g := NewWithT(t)
-	ts := newTestServer(t, false, ServerOptions{})
+	ts := newTestServer(t, false, ntlmserver.Options{})
 	c, rt := newClient(t, ts.Server, jen, Options{})
 	status, _ := call(t, c, ts.URL, http.MethodGet, "")
 	g.Expect(status).To(Equal(http.StatusOK))
@@ -442,11 +459,11 @@ func TestBodyThatCannotRewind(t *testing.T) {
 func TestMisconfiguredClient(t *testing.T) {
 	cases := []struct {
 		name  string
-		creds Credentials
+		creds ntlmssp.Credentials
 		next  http.RoundTripper
 		want  string
 	}{
-		{name: "empty password", creds: Credentials{Username: "jen"}, next: &http.Transport{}, want: "password of jen is empty"},
+		{name: "empty password", creds: ntlmssp.Credentials{Username: "jen"}, next: &http.Transport{}, want: "password of jen is empty"},
 		{name: "not an *http.Transport", creds: jen, next: http.NewFileTransport(http.Dir(".")), want: "needs an *http.Transport"},
 		{name: "keep-alive disabled", creds: jen, next: &http.Transport{DisableKeepAlives: true}, want: "disables keep-alive"},
 	}
@@ -466,7 +483,7 @@ func TestMisconfiguredClient(t *testing.T) {
 // TestConnContextMissing: without per-connection state the server fails closed, saying why.
 func TestConnContextMissing(t *testing.T) {
 	g := NewWithT(t)
-	s, err := NewServer(ServerOptions{Users: map[string]Credentials{"jen": jen}})
+	s, err := ntlmserver.New(ntlmserver.Options{Users: map[string]ntlmserver.User{"jen": {Domain: jen.Domain, Username: jen.Username, Password: jen.Password}}})
 	g.Expect(err).NotTo(HaveOccurred())
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if account, ok := s.Authenticate(w, r); ok {
@@ -480,36 +497,10 @@ func TestConnContextMissing(t *testing.T) {
 	g.Expect(body).To(ContainSubstring("ConnContext"))
 }
 
-func TestServerOptions(t *testing.T) {
-	cases := []struct {
-		name string
-		opts ServerOptions
-		want string
-	}{
-		{name: "no users", opts: ServerOptions{}, want: "no users"},
-		{name: "user without password", opts: ServerOptions{Users: map[string]Credentials{"jen": {Username: "jen"}}}, want: "user jen"},
-		{name: "unknown scheme", opts: ServerOptions{Users: map[string]Credentials{"jen": jen}, Schemes: []string{"Basic"}}, want: `scheme "Basic"`},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := NewServer(tc.opts)
-			NewWithT(t).Expect(err).To(MatchError(ContainSubstring(tc.want)))
-		})
-	}
-	g := NewWithT(t)
-	for _, p := range []ChannelBindingPolicy{ChannelBindingNone, ChannelBindingAllow, ChannelBindingRequire} {
-		parsed, err := ParseChannelBindingPolicy(p.String())
-		g.Expect(err).NotTo(HaveOccurred())
-		g.Expect(parsed).To(Equal(p))
-	}
-	_, err := ParseChannelBindingPolicy("sometimes")
-	g.Expect(err).To(HaveOccurred())
-}
-
 // TestNoLeakedConnections: CloseIdleConnections ends every connection of every slot.
 func TestNoLeakedConnections(t *testing.T) {
 	g := NewWithT(t)
-	ts := newTestServer(t, true, ServerOptions{})
+	ts := newTestServer(t, true, ntlmserver.Options{})
 	c, rt := newClient(t, ts.Server, jen, Options{MaxConns: 3})
 	var wg sync.WaitGroup
 	for range 6 {

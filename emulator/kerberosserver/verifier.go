@@ -1,4 +1,9 @@
-package kerberos
+// Package kerberosserver is the server side of Negotiate (Kerberos) over HTTP, as IIS's Windows
+// authentication speaks it, for the emulator: plug Verifier.Authenticate into
+// emulator.Options.Authenticate. It verifies AP-REQs against a service keytab, checks channel
+// bindings and replays, and answers with an AP-REP when the client asks for mutual
+// authentication.
+package kerberosserver
 
 import (
 	"bytes"
@@ -11,11 +16,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jcmturner/gokrb5/v8/gssapi"
 	"github.com/jcmturner/gokrb5/v8/iana/flags"
 	"github.com/jcmturner/gokrb5/v8/keytab"
 	"github.com/jcmturner/gokrb5/v8/spnego"
 	"github.com/jcmturner/gokrb5/v8/types"
+	"github.com/pam-operator/pam-operator/internal/gsskrb5"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
 )
 
@@ -41,8 +46,8 @@ const unauthorizedPage = `<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//E
 </html>
 `
 
-// VerifierConfig configures the server side of Negotiate/Kerberos.
-type VerifierConfig struct {
+// Config configures the server side of Negotiate/Kerberos.
+type Config struct {
 	// Keytab is the content of a keytab holding the service principal's keys.
 	Keytab []byte
 	// ServicePrincipalName, e.g. "HTTP/pam.contoso.com", restricts the accepted tickets to
@@ -69,7 +74,7 @@ type VerifierConfig struct {
 // AP-REP be built, and their replay cache is a process-wide singleton with a goroutine
 // that never ends. This Verifier keeps its own replay cache.
 type Verifier struct {
-	cfg VerifierConfig
+	cfg Config
 	kt  *keytab.Keytab
 	spn *types.PrincipalName
 
@@ -77,24 +82,24 @@ type Verifier struct {
 	replay map[string]time.Time // authenticators seen, until they are too old to be replayed
 }
 
-// NewVerifier checks cfg and returns a Verifier.
-func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
+// New checks cfg and returns a Verifier.
+func New(cfg Config) (*Verifier, error) {
 	kt := keytab.New()
 	if err := kt.Unmarshal(cfg.Keytab); err != nil {
-		return nil, configError("the service keytab does not parse ("+err.Error()+"); give the keytab file's bytes", err)
+		return nil, verifierError("the service keytab does not parse ("+err.Error()+"); give the keytab file's bytes", err)
 	}
 	if len(kt.Entries) == 0 {
-		return nil, configError("the service keytab holds no key", nil)
+		return nil, verifierError("the service keytab holds no key", nil)
 	}
 	v := &Verifier{cfg: cfg, kt: kt, replay: map[string]time.Time{}}
 	if cfg.MaxClockSkew <= 0 {
 		v.cfg.MaxClockSkew = defaultMaxClockSkew
 	}
 	if cfg.RequireChannelBinding && cfg.Certificate == nil {
-		return nil, configError("RequireChannelBinding needs the server's Certificate", nil)
+		return nil, verifierError("RequireChannelBinding needs the server's Certificate", nil)
 	}
 	if cfg.ServicePrincipalName != "" {
-		if err := checkSPN(cfg.ServicePrincipalName); err != nil {
+		if err := gsskrb5.CheckSPN(cfg.ServicePrincipalName); err != nil {
 			return nil, err
 		}
 		name, _ := types.ParseSPNString(cfg.ServicePrincipalName)
@@ -105,7 +110,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 			}
 		}
 		if !found {
-			return nil, configError(fmt.Sprintf("the service keytab holds no key for %s", cfg.ServicePrincipalName), nil)
+			return nil, verifierError(fmt.Sprintf("the service keytab holds no key for %s", cfg.ServicePrincipalName), nil)
 		}
 		v.spn = &name
 	}
@@ -141,7 +146,7 @@ func (v *Verifier) verify(r *http.Request, token string) (string, []byte, error)
 	if err != nil {
 		return "", nil, fmt.Errorf("the token is not base64: %w", err)
 	}
-	mech, err := mechToken(raw)
+	mech, err := gsskrb5.MechToken(raw)
 	if err != nil {
 		return "", nil, err
 	}
@@ -174,9 +179,9 @@ func (v *Verifier) verify(r *http.Request, token string) (string, []byte, error)
 	account := auth.CName.PrincipalNameString() + "@" + auth.CRealm
 	var answer []byte
 	if types.IsFlagSet(&apReq.APOptions, flags.APOptionMutualRequired) {
-		answer, err = apRepToken(apReq.Ticket.DecryptedEncPart.Key, auth)
+		answer, err = gsskrb5.APRepToken(apReq.Ticket.DecryptedEncPart.Key, auth)
 	} else {
-		answer, err = acceptCompletedToken()
+		answer, err = gsskrb5.AcceptCompletedToken()
 	}
 	if err != nil {
 		return "", nil, fmt.Errorf("building the answer token: %w", err)
@@ -184,33 +189,9 @@ func (v *Verifier) verify(r *http.Request, token string) (string, []byte, error)
 	return account, answer, nil
 }
 
-// mechToken returns the Kerberos token inside a SPNEGO NegTokenInit, or the token itself
-// when the client sent a raw Kerberos token.
-func mechToken(raw []byte) ([]byte, error) {
-	var st spnego.SPNEGOToken
-	if err := st.Unmarshal(raw); err != nil {
-		var k5 spnego.KRB5Token
-		if k5.Unmarshal(raw) == nil {
-			return raw, nil
-		}
-		return nil, fmt.Errorf("the token is neither SPNEGO nor Kerberos: %w", err)
-	}
-	if !st.Init || len(st.NegTokenInit.MechTypes) == 0 {
-		return nil, errors.New("the SPNEGO token is not an initial token")
-	}
-	first := st.NegTokenInit.MechTypes[0]
-	if !first.Equal(gssapi.OIDKRB5.OID()) && !first.Equal(gssapi.OIDMSLegacyKRB5.OID()) {
-		return nil, errors.New("the SPNEGO token does not offer Kerberos first (NTLM is not accepted)")
-	}
-	if len(st.NegTokenInit.MechTokenBytes) == 0 {
-		return nil, errors.New("the SPNEGO token carries no Kerberos token")
-	}
-	return st.NegTokenInit.MechTokenBytes, nil
-}
-
 // checkBinding checks the authenticator's channel binding against the server's certificate.
 func (v *Verifier) checkBinding(r *http.Request, ck types.Checksum) error {
-	bnd, _, err := checksumBinding(ck)
+	bnd, _, err := gsskrb5.ChecksumBinding(ck)
 	if err != nil {
 		return err
 	}
@@ -222,9 +203,9 @@ func (v *Verifier) checkBinding(r *http.Request, ck types.Checksum) error {
 		want = auth.ChannelBinding(v.cfg.Certificate)
 	}
 	switch {
-	case isZero(bnd) && r.TLS != nil && v.cfg.RequireChannelBinding:
+	case gsskrb5.IsZero(bnd) && r.TLS != nil && v.cfg.RequireChannelBinding:
 		return errors.New("the token carries no channel binding and Extended Protection requires one")
-	case isZero(bnd):
+	case gsskrb5.IsZero(bnd):
 		return nil
 	case want == nil:
 		return errors.New("the token carries a channel binding but the request did not come over TLS")
@@ -250,6 +231,14 @@ func (v *Verifier) checkReplay(a types.Authenticator, sname types.PrincipalName)
 	}
 	v.replay[key] = now.Add(2 * v.cfg.MaxClockSkew)
 	return nil
+}
+
+// verifierError is a configuration the verifier cannot serve.
+func verifierError(message string, err error) error {
+	if err != nil {
+		return fmt.Errorf("kerberos: %s: %w", message, err)
+	}
+	return errors.New("kerberos: " + message)
 }
 
 // askForNegotiate answers 401 asking for Negotiate.

@@ -1,4 +1,9 @@
-package ntlm
+// Package ntlmserver is the server side of NTLM over HTTP, as IIS's Windows authentication speaks
+// it, for the emulator: plug Server.Authenticate into emulator.Options.Authenticate and
+// Server.ConnContext into the http.Server. It challenges, verifies NTLMv2 responses (with
+// internal/ntlmssp, the same protocol code the operator's client uses) and keeps each
+// connection's identity: NTLM authenticates connections, not requests.
+package ntlmserver
 
 import (
 	"context"
@@ -6,7 +11,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +23,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/pam-operator/pam-operator/internal/ntlmssp"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
 )
 
@@ -67,13 +72,22 @@ func (p ChannelBindingPolicy) String() string {
 // clock, and how long a challenge stays valid.
 const defaultMaxClockSkew = 5 * time.Minute
 
-// ServerOptions configure a Server.
-type ServerOptions struct {
+// User is an account the server knows.
+type User struct {
+	// Domain is the NetBIOS domain name; empty matches any domain.
+	Domain string
+	// Username is the account name, or a user principal name.
+	Username string
+	Password string
+}
+
+// Options configure a Server.
+type Options struct {
 	// Users are the accounts that may authenticate, by the account name Authenticate
 	// returns. A client's user and domain match an entry's Username (case-insensitively)
 	// and Domain, which also matches the server's Domain or DNSDomain, or a client that
 	// sent no domain; an entry without Domain matches any domain.
-	Users map[string]Credentials
+	Users map[string]User
 	// Domain is the NetBIOS domain name the server announces (the target name); default
 	// "PAM".
 	Domain string
@@ -99,8 +113,8 @@ type ServerOptions struct {
 	Rejected func(r *http.Request, err error)
 }
 
-// ServerStats count what a Server has seen.
-type ServerStats struct {
+// Stats count what a Server has seen.
+type Stats struct {
 	// Connections is the number of connections ConnContext saw.
 	Connections int64
 	// Challenges is the number of CHALLENGE messages sent.
@@ -115,7 +129,7 @@ type ServerStats struct {
 // challenges, verifies NTLMv2 responses and keeps each connection's identity. It is safe for
 // concurrent use. Its ConnContext must be installed on the http.Server.
 type Server struct {
-	opts    ServerOptions
+	opts    Options
 	users   []userEntry
 	schemes []string
 	now     func() time.Time
@@ -128,11 +142,11 @@ type Server struct {
 
 type userEntry struct {
 	account string
-	creds   Credentials
+	creds   ntlmssp.Credentials
 }
 
-// NewServer checks opts and returns a Server.
-func NewServer(opts ServerOptions) (*Server, error) {
+// New checks opts and returns a Server.
+func New(opts Options) (*Server, error) {
 	s := &Server{opts: opts, now: opts.Now, skew: opts.MaxClockSkew, rand: rand.Reader}
 	if s.now == nil {
 		s.now = time.Now
@@ -150,7 +164,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		return nil, errors.New("ntlm: the server has no users")
 	}
 	for account, c := range opts.Users {
-		creds, err := NewCredentials(c.Username, c.Domain, c.Password)
+		creds, err := ntlmssp.NewCredentials(c.Username, c.Domain, c.Password)
 		if err != nil {
 			return nil, fmt.Errorf("ntlm: user %s: %w", account, err)
 		}
@@ -160,11 +174,11 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	sort.Slice(s.users, func(i, j int) bool { return s.users[i].account < s.users[j].account })
 	s.schemes = opts.Schemes
 	if len(s.schemes) == 0 {
-		s.schemes = []string{SchemeNegotiate, SchemeNTLM}
+		s.schemes = []string{ntlmssp.SchemeNegotiate, ntlmssp.SchemeNTLM}
 	}
 	for _, scheme := range s.schemes {
-		if scheme != SchemeNTLM && scheme != SchemeNegotiate {
-			return nil, fmt.Errorf("ntlm: scheme %q: want %s or %s", scheme, SchemeNTLM, SchemeNegotiate)
+		if scheme != ntlmssp.SchemeNTLM && scheme != ntlmssp.SchemeNegotiate {
+			return nil, fmt.Errorf("ntlm: scheme %q: want %s or %s", scheme, ntlmssp.SchemeNTLM, ntlmssp.SchemeNegotiate)
 		}
 	}
 	switch opts.ChannelBinding {
@@ -179,8 +193,8 @@ func NewServer(opts ServerOptions) (*Server, error) {
 }
 
 // Stats returns the counters.
-func (s *Server) Stats() ServerStats {
-	return ServerStats{
+func (s *Server) Stats() Stats {
+	return Stats{
 		Connections:   s.connections.Load(),
 		Challenges:    s.challenges.Load(),
 		Authenticated: s.authenticated.Load(),
@@ -259,57 +273,36 @@ func (s *Server) Authenticate(w http.ResponseWriter, r *http.Request) (string, b
 		s.reject(w, r, st, errors.New("the token is not base64"))
 		return "", false
 	}
-	if len(raw) < 12 || string(raw[:8]) != signature {
+	msgType, err := ntlmssp.MessageType(raw)
+	if err != nil {
 		s.reject(w, r, st, fmt.Errorf("the %s token is not an NTLMSSP message (raw NTLM only: SPNEGO and Kerberos tokens are refused)", scheme))
 		return "", false
 	}
-	switch binary.LittleEndian.Uint32(raw[8:]) {
-	case typeNegotiate:
+	switch msgType {
+	case ntlmssp.TypeNegotiate:
 		s.challenge(w, r, st, scheme, raw)
 		return "", false
-	case typeAuthenticate:
+	case ntlmssp.TypeAuthenticate:
 		return s.verify(w, r, st, scheme, raw)
 	}
-	s.reject(w, r, st, fmt.Errorf("NTLM message type %d is not a NEGOTIATE or AUTHENTICATE", binary.LittleEndian.Uint32(raw[8:])))
+	s.reject(w, r, st, fmt.Errorf("NTLM message type %d is not a NEGOTIATE or AUTHENTICATE", msgType))
 	return "", false
 }
 
 // challenge answers a NEGOTIATE with a CHALLENGE and remembers both for the AUTHENTICATE.
 func (s *Server) challenge(w http.ResponseWriter, r *http.Request, st *connState, scheme string, negotiate []byte) {
-	flags, err := parseNegotiate(negotiate)
-	if err != nil {
-		s.reject(w, r, st, err)
-		return
-	}
-	if flags&flagUnicode == 0 {
-		s.reject(w, r, st, errors.New("the client does not offer Unicode strings"))
-		return
-	}
 	serverChallenge := make([]byte, 8)
 	if _, err := io.ReadFull(s.rand, serverChallenge); err != nil {
 		s.reject(w, r, st, fmt.Errorf("reading random bytes: %w", err))
 		return
 	}
 	now := s.now()
-	pairs := []avPair{
-		{id: avNbDomainName, value: utf16le(s.opts.Domain)},
-		{id: avNbComputerName, value: utf16le(s.opts.Computer)},
-	}
-	if s.opts.DNSDomain != "" {
-		pairs = append(pairs, avPair{id: avDNSDomainName, value: utf16le(s.opts.DNSDomain)})
-	}
-	if s.opts.DNSComputer != "" {
-		pairs = append(pairs, avPair{id: avDNSComputerName, value: utf16le(s.opts.DNSComputer)})
-	}
-	pairs = append(pairs, avPair{id: avTimestamp, value: binary.LittleEndian.AppendUint64(nil, filetime(now))})
-	info, err := encodeAVPairs(pairs)
+	challenge, err := ntlmssp.Challenge(negotiate, ntlmssp.Target{Domain: s.opts.Domain, Computer: s.opts.Computer,
+		DNSDomain: s.opts.DNSDomain, DNSComputer: s.opts.DNSComputer}, serverChallenge, now)
 	if err != nil {
 		s.reject(w, r, st, err)
 		return
 	}
-	chFlags := flagUnicode | flagNTLM | flagTargetTypeDomain | flagTargetInfo | flagVersion |
-		flagExtendedSessionSecurity | flags&(flagRequestTarget|flagSign|flagAlwaysSign|flag128|flag56|flagKeyExch)
-	challenge := encodeChallenge(chFlags, serverChallenge, utf16le(s.opts.Domain), info)
 
 	st.connAuth = connAuth{scheme: scheme, negotiate: negotiate, challenge: challenge, serverChallenge: serverChallenge, issued: now}
 	s.challenges.Add(1)
@@ -332,25 +325,25 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request, st *connState, s
 		s.reject(w, r, st, fmt.Errorf("the challenge is older than %s", s.skew))
 		return "", false
 	}
-	v, err := verifyAuthenticate(serverInput{
-		negotiate:       st.negotiate,
-		challenge:       st.challenge,
-		serverChallenge: st.serverChallenge,
-		lookup:          s.lookup,
-		now:             now,
-		maxSkew:         s.skew,
+	v, err := ntlmssp.Verify(ntlmssp.ServerInput{
+		Negotiate:       st.negotiate,
+		Challenge:       st.challenge,
+		ServerChallenge: st.serverChallenge,
+		Lookup:          s.lookup,
+		Now:             now,
+		MaxSkew:         s.skew,
 	}, raw)
 	if err == nil {
-		err = s.checkBinding(r, v.binding)
+		err = s.checkBinding(r, v.Binding)
 	}
 	if err != nil {
 		s.reject(w, r, st, err)
 		return "", false
 	}
 	// One AUTHENTICATE per CHALLENGE: a replay on this connection finds no challenge.
-	st.connAuth = connAuth{account: v.account}
+	st.connAuth = connAuth{account: v.Account}
 	s.authenticated.Add(1)
-	return v.account, true
+	return v.Account, true
 }
 
 // checkBinding applies the channel binding policy to what the client sent (nil: nothing).
@@ -359,13 +352,13 @@ func (s *Server) checkBinding(r *http.Request, sent []byte) error {
 		return nil
 	}
 	overTLS := r.TLS != nil
-	if sent == nil || isZero(sent) {
+	if sent == nil || ntlmssp.IsZero(sent) {
 		if overTLS && s.opts.ChannelBinding == ChannelBindingRequire {
 			return errors.New("the client sent no channel binding, and Extended Protection requires one over https (a client without Extended Protection, or a proxy that terminates TLS)")
 		}
 		return nil
 	}
-	expected := noBinding
+	expected := ntlmssp.NoBinding
 	if overTLS {
 		if s.binding == nil {
 			return errors.New("the server has no Certificate to check channel bindings against")

@@ -1,4 +1,9 @@
-package kerberos
+// Package gsskrb5 builds and reads the GSS-API Kerberos tokens (RFC 4121) inside SPNEGO
+// (RFC 4178), both halves of the exchange: the client's initial token with its AP-REQ and the
+// check of the server's AP-REP, and the server's reading of that token and its AP-REP answer.
+// The operator's Negotiate transport (internal/pam/auth/kerberos) and the emulator's verifier
+// (emulator/kerberosserver) are built on it.
+package gsskrb5
 
 import (
 	//nolint:gosec // RFC 4121 fixes MD5 for the channel-binding hash.
@@ -6,6 +11,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jcmturner/gofork/encoding/asn1"
@@ -21,8 +27,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/types"
 )
 
-// This file builds and reads the GSS-API Kerberos tokens (RFC 4121) inside SPNEGO
-// (RFC 4178) ourselves, with gokrb5's message types and crypto. gokrb5's own token builder
+// The tokens are built with gokrb5's message types and crypto. gokrb5's own token builder
 // (spnego.NewKRB5TokenAPREQ) writes an authenticator checksum whose channel-binding field
 // is always zero and cannot be given one, and gokrb5 can neither write nor check an AP-REP.
 
@@ -48,8 +53,8 @@ func gssChecksum(binding []byte, flags uint32) []byte {
 	return b
 }
 
-// checksumBinding returns the Bnd field and flags of an authenticator checksum.
-func checksumBinding(ck types.Checksum) (bnd []byte, flags uint32, err error) {
+// ChecksumBinding returns the Bnd field and flags of an authenticator checksum.
+func ChecksumBinding(ck types.Checksum) (bnd []byte, flags uint32, err error) {
 	if ck.CksumType != gssChecksumType || len(ck.Checksum) < 24 {
 		return nil, 0, errors.New("the authenticator has no GSS-API checksum")
 	}
@@ -59,8 +64,8 @@ func checksumBinding(ck types.Checksum) (bnd []byte, flags uint32, err error) {
 	return ck.Checksum[4:20], binary.LittleEndian.Uint32(ck.Checksum[20:24]), nil
 }
 
-// isZero tells whether b holds only zero bytes.
-func isZero(b []byte) bool {
+// IsZero tells whether b holds only zero bytes.
+func IsZero(b []byte) bool {
 	for _, x := range b {
 		if x != 0 {
 			return false
@@ -81,9 +86,9 @@ func wrapKRB5(tokenID, msg []byte) ([]byte, error) {
 	return asn1tools.AddASNAppTag(b, 0), nil
 }
 
-// initToken builds the SPNEGO NegTokenInit carrying an AP-REQ for tkt, with an
+// InitToken builds the SPNEGO NegTokenInit carrying an AP-REQ for tkt, with an
 // authenticator made at authTime whose checksum carries binding. It returns the token.
-func initToken(tkt messages.Ticket, key types.EncryptionKey, cname types.PrincipalName, crealm string, authTime time.Time, binding []byte) ([]byte, error) {
+func InitToken(tkt messages.Ticket, key types.EncryptionKey, cname types.PrincipalName, crealm string, authTime time.Time, binding []byte) ([]byte, error) {
 	auth := types.Authenticator{
 		AVNO:   5,
 		CRealm: crealm,
@@ -132,10 +137,10 @@ func randomSeq() (int64, error) {
 	return int64(binary.BigEndian.Uint32(b[:]) & 0x3fffffff), nil
 }
 
-// apRepToken builds the SPNEGO NegTokenResp a server returns on success: accept-completed,
+// APRepToken builds the SPNEGO NegTokenResp a server returns on success: accept-completed,
 // with an AP-REP proving it decrypted the ticket (it echoes the authenticator's time,
 // encrypted in the session key).
-func apRepToken(key types.EncryptionKey, auth types.Authenticator) ([]byte, error) {
+func APRepToken(key types.EncryptionKey, auth types.Authenticator) ([]byte, error) {
 	part := messages.EncAPRepPart{CTime: auth.CTime, Cusec: auth.Cusec, SequenceNumber: auth.SeqNumber}
 	b, err := asn1.Marshal(part)
 	if err != nil {
@@ -163,9 +168,9 @@ func apRepToken(key types.EncryptionKey, auth types.Authenticator) ([]byte, erro
 	return resp.Marshal()
 }
 
-// acceptCompletedToken is the NegTokenResp of a server that authenticated the client
+// AcceptCompletedToken is the NegTokenResp of a server that authenticated the client
 // without being asked to prove itself.
-func acceptCompletedToken() ([]byte, error) {
+func AcceptCompletedToken() ([]byte, error) {
 	resp := spnego.NegTokenResp{
 		NegState:      asn1.Enumerated(spnego.NegStateAcceptCompleted),
 		SupportedMech: gssapi.OIDKRB5.OID(),
@@ -173,10 +178,10 @@ func acceptCompletedToken() ([]byte, error) {
 	return resp.Marshal()
 }
 
-// verifyAPRep checks a server's NegTokenResp: when it carries an AP-REP, the AP-REP must
+// VerifyAPRep checks a server's NegTokenResp: when it carries an AP-REP, the AP-REP must
 // decrypt with the session key and echo the authenticator's time. It returns whether an
 // AP-REP was there.
-func verifyAPRep(token []byte, key types.EncryptionKey, authTime time.Time) (bool, error) {
+func VerifyAPRep(token []byte, key types.EncryptionKey, authTime time.Time) (bool, error) {
 	var st spnego.SPNEGOToken
 	if err := st.Unmarshal(token); err != nil {
 		return false, fmt.Errorf("the server's Negotiate answer does not parse: %w", err)
@@ -206,4 +211,40 @@ func verifyAPRep(token []byte, key types.EncryptionKey, authTime time.Time) (boo
 		return true, errors.New("the server's AP-REP answers another authenticator")
 	}
 	return true, nil
+}
+
+// MechToken returns the Kerberos token inside a SPNEGO NegTokenInit, or the token itself
+// when the client sent a raw Kerberos token.
+func MechToken(raw []byte) ([]byte, error) {
+	var st spnego.SPNEGOToken
+	if err := st.Unmarshal(raw); err != nil {
+		var k5 spnego.KRB5Token
+		if k5.Unmarshal(raw) == nil {
+			return raw, nil
+		}
+		return nil, fmt.Errorf("the token is neither SPNEGO nor Kerberos: %w", err)
+	}
+	if !st.Init || len(st.NegTokenInit.MechTypes) == 0 {
+		return nil, errors.New("the SPNEGO token is not an initial token")
+	}
+	first := st.NegTokenInit.MechTypes[0]
+	if !first.Equal(gssapi.OIDKRB5.OID()) && !first.Equal(gssapi.OIDMSLegacyKRB5.OID()) {
+		return nil, errors.New("the SPNEGO token does not offer Kerberos first (NTLM is not accepted)")
+	}
+	if len(st.NegTokenInit.MechTokenBytes) == 0 {
+		return nil, errors.New("the SPNEGO token carries no Kerberos token")
+	}
+	return st.NegTokenInit.MechTokenBytes, nil
+}
+
+// CheckSPN checks the form service/host of a service principal name.
+func CheckSPN(spn string) error {
+	if strings.Contains(spn, "@") {
+		return fmt.Errorf("servicePrincipalName %q contains a realm; write it as service/host, e.g. HTTP/pam.contoso.com", spn)
+	}
+	parts := strings.Split(spn, "/")
+	if len(parts) < 2 || parts[0] == "" || parts[1] == "" || strings.ContainsAny(spn, " \t") {
+		return fmt.Errorf("servicePrincipalName %q is not of the form service/host, e.g. HTTP/pam.contoso.com", spn)
+	}
+	return nil
 }

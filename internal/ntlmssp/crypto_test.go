@@ -1,4 +1,4 @@
-package ntlm
+package ntlmssp
 
 import (
 	"bytes" //nolint:gosec // The channel binding is MD5 by definition.

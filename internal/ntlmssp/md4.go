@@ -1,4 +1,4 @@
-package ntlm
+package ntlmssp
 
 import (
 	"encoding/binary"
