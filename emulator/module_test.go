@@ -24,7 +24,11 @@ func TestImportableFromAnotherModule(t *testing.T) {
 	files := map[string]string{
 		"go.mod": "module example.com/pipeline\n\ngo 1.26\n\nrequire github.com/pam-operator/pam-operator v0.0.0\n\n" +
 			"replace github.com/pam-operator/pam-operator => " + repo + "\n",
-		"emulator/doc.go":          "// Package emulator is the user's own package, testing their pipeline against the emulator.\npackage emulator\n",
+		"emulator/doc.go": "// Package emulator is the user's own package, testing their pipeline against the emulator.\npackage emulator\n",
+		// The server sides of NTLM and Negotiate are importable too.
+		"emulator/auth.go": "package emulator\n\nimport (\n\t\"github.com/pam-operator/pam-operator/emulator/kerberosserver\"\n" +
+			"\t\"github.com/pam-operator/pam-operator/emulator/ntlmserver\"\n)\n\n" +
+			"var _, _ = ntlmserver.New, kerberosserver.New\n",
 		"emulator/example_test.go": string(example),
 	}
 	for name, content := range files {

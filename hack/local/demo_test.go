@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/pam-operator/pam-operator/hack/lab"
 )
 
 // TestDemo runs `make demo`'s walk-through end to end: the real kube-apiserver, etcd and
@@ -12,7 +14,7 @@ import (
 // runDemo checks every step itself (the close on delete, the close at expiry, exactly one
 // Close each), so a nil error means each step happened.
 func TestDemo(t *testing.T) {
-	root, err := repoRoot()
+	root, err := lab.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -21,10 +20,9 @@ import (
 	"syscall"
 	"time"
 
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-
 	"github.com/pam-operator/pam-operator/emulator"
 	"github.com/pam-operator/pam-operator/emulator/ntlmserver"
+	"github.com/pam-operator/pam-operator/hack/lab"
 )
 
 const (
@@ -87,38 +85,22 @@ type localEnv struct {
 
 // withEnv starts the control plane and the emulator, runs fn, and stops both whatever happens.
 func withEnv(ctx context.Context, fn func(*localEnv) error) error {
-	root, err := repoRoot()
+	root, err := lab.RepoRoot()
 	if err != nil {
 		return err
 	}
 	bin := filepath.Join(root, "bin")
-	for _, tool := range []string{"kube-apiserver", "etcd", "kubectl"} {
-		if _, err := os.Stat(filepath.Join(bin, tool)); err != nil {
-			return fmt.Errorf("bin/%s is missing: run 'make control-plane' first", tool)
-		}
-	}
 
 	fmt.Println("==> Starting the local control plane (kube-apiserver and etcd from ./bin)")
-	testEnv := &envtest.Environment{
-		BinaryAssetsDirectory: bin,
-		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-	}
-	if _, err := testEnv.Start(); err != nil {
-		return fmt.Errorf("starting the control plane: %w", err)
-	}
-	defer func() {
-		fmt.Println("==> Stopping the local control plane")
-		_ = testEnv.Stop()
-	}()
-	admin, err := testEnv.AddUser(envtest.User{Name: "local-admin", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		return fmt.Errorf("creating the admin user: %w", err)
-	}
-	kubeconfig, err := admin.KubeConfig()
+	cp, err := lab.StartControlPlane(root, "local-admin", nil)
 	if err != nil {
 		return err
 	}
+	defer func() {
+		fmt.Println("==> Stopping the local control plane")
+		_ = cp.Stop()
+	}()
+	kubeconfig := cp.AdminKubeconfig
 	env := &localEnv{root: root, stateDir: stateDir, manager: managerBinary}
 	if env.stateDir == "" {
 		env.stateDir = filepath.Join(bin, "local")
@@ -140,7 +122,7 @@ func withEnv(ctx context.Context, fn func(*localEnv) error) error {
 		Users: map[string]string{demoUser: demoPassword},
 		Log:   func(line string) { fmt.Println("    pam-emulator | " + line) },
 	}
-	server := &http.Server{ReadHeaderTimeout: 10 * time.Second}
+	var connContext func(context.Context, net.Conn) context.Context
 	switch env.auth {
 	case "basic":
 	case "ntlm":
@@ -149,19 +131,16 @@ func withEnv(ctx context.Context, fn func(*localEnv) error) error {
 		if err != nil {
 			return err
 		}
-		emuOpts.Authenticate, server.ConnContext = verifier.Authenticate, verifier.ConnContext
+		emuOpts.Authenticate, connContext = verifier.Authenticate, verifier.ConnContext
 	default:
 		return fmt.Errorf("DEMO_AUTH=%q: want basic or ntlm", env.auth)
 	}
-	env.pam = emulator.New(emuOpts)
-	server.Handler = env.pam
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	emu, err := lab.ServeEmulator(emuOpts, connContext)
 	if err != nil {
 		return err
 	}
-	go func() { _ = server.Serve(listener) }()
-	defer server.Close()
-	env.pamURL = "http://" + listener.Addr().String()
+	defer emu.Close()
+	env.pam, env.pamURL = emu.Server, emu.URL
 	fmt.Printf("==> PAM emulator listening at %s (%s, account %q, password %q)\n", env.pamURL, env.auth, demoUser, demoPassword)
 
 	if _, err := env.kubectl(ctx, "", "create", "namespace", operatorNamespace); err != nil {
@@ -208,24 +187,4 @@ func (e *localEnv) kubectl(ctx context.Context, stdin string, args ...string) (s
 		return string(out), fmt.Errorf("kubectl %v: %w\n%s", args, err, out)
 	}
 	return string(out), nil
-}
-
-// repoRoot finds the directory holding go.mod, so the program works from any directory.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			if _, err := os.Stat(filepath.Join(dir, "hack", "tools")); err == nil {
-				return dir, nil
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run this from inside the pam-operator repository")
-		}
-		dir = parent
-	}
 }

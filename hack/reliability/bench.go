@@ -24,6 +24,7 @@ import (
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/emulator"
+	"github.com/pam-operator/pam-operator/hack/lab"
 )
 
 // benchConfig sizes the benchmarks.
@@ -80,7 +81,7 @@ func runBench(ctx context.Context, workDir string, cfg benchConfig, progress io.
 		h.managerEnv = append(h.managerEnv, fmt.Sprintf("GOGC=%d", cfg.managerGOGC))
 	}
 	b := &bench{h: h, cfg: cfg, report: report, progress: progress}
-	if root, err := repoRoot(); err == nil {
+	if root, err := lab.RepoRoot(); err == nil {
 		b.profileDir = filepath.Join(root, "bin", "bench", "profiles-"+report.Started.Format("20060102T150405Z"))
 	}
 	if err := b.setup(ctx); err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"iter"
 	"net"
@@ -29,6 +28,7 @@ import (
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/emulator"
+	"github.com/pam-operator/pam-operator/hack/lab"
 )
 
 const (
@@ -45,14 +45,13 @@ const (
 // from this tree, run as child processes that can be killed.
 type harness struct {
 	workDir    string
-	env        *envtest.Environment
+	env        *lab.ControlPlane
 	kubeconfig string
 	client     client.Client
-	pam        *emulator.Server
+	pam        *lab.Emulator
 	// closes records when each request's first successful Close reached the emulator.
 	closes     *timeLog
 	pamURL     string
-	httpServer *http.Server
 	managerBin string
 	// managerEnv is added to the environment of every manager started (the benchmarks' GOGC).
 	managerEnv []string
@@ -64,7 +63,7 @@ type harness struct {
 }
 
 func startHarness(workDir string, faults bool) (*harness, error) {
-	root, err := repoRoot()
+	root, err := lab.RepoRoot()
 	if err != nil {
 		return nil, err
 	}
@@ -75,34 +74,21 @@ func startHarness(workDir string, faults bool) (*harness, error) {
 		return nil, fmt.Errorf("building the manager: %w\n%s", err, out)
 	}
 
-	h.env = &envtest.Environment{
-		BinaryAssetsDirectory: filepath.Join(root, "bin"),
-		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-	}
 	// The audit log records every request the managers make, so a test can show that each
 	// permission the shipped RBAC grants is used.
 	policy := filepath.Join(workDir, "audit-policy.yaml")
 	if err := os.WriteFile(policy, []byte(auditPolicy), 0o600); err != nil {
 		return nil, err
 	}
-	h.env.ControlPlane.GetAPIServer().Configure().
-		Set("audit-policy-file", policy).
-		Set("audit-log-path", filepath.Join(workDir, auditLogName))
-	cfg, err := h.env.Start()
+	h.env, err = lab.StartControlPlane(root, "reliability", func(env *envtest.Environment) {
+		env.ControlPlane.GetAPIServer().Configure().
+			Set("audit-policy-file", policy).
+			Set("audit-log-path", filepath.Join(workDir, auditLogName))
+	})
 	if err != nil {
-		return nil, fmt.Errorf("starting the control plane (run 'make control-plane' first): %w", err)
-	}
-	admin, err := h.env.AddUser(envtest.User{Name: "reliability", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		h.stop()
 		return nil, err
 	}
-	kubeconfig, err := admin.KubeConfig()
-	if err != nil {
-		h.stop()
-		return nil, err
-	}
+	cfg, kubeconfig := h.env.Config, h.env.AdminKubeconfig
 	apiAddr := cfg.Host
 	if u, err := url.Parse(cfg.Host); err == nil && u.Host != "" {
 		apiAddr = u.Host
@@ -160,15 +146,12 @@ func startHarness(workDir string, faults bool) (*harness, error) {
 	}
 
 	h.closes = newTimeLog()
-	h.pam = emulator.New(emulator.Options{Users: map[string]string{pamUser: pamPassword}, Seed: 1, Observe: observeCloses(h.closes)})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	h.pam, err = lab.ServeEmulator(emulator.Options{Users: map[string]string{pamUser: pamPassword}, Seed: 1, Observe: observeCloses(h.closes)}, nil)
 	if err != nil {
 		h.stop()
 		return nil, err
 	}
-	h.httpServer = &http.Server{Handler: h.pam, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = h.httpServer.Serve(ln) }()
-	h.pamURL = "http://" + ln.Addr().String()
+	h.pamURL = h.pam.URL
 	return h, nil
 }
 
@@ -262,8 +245,8 @@ func (h *harness) stop() {
 	if h.apiProxy != nil {
 		h.apiProxy.close()
 	}
-	if h.httpServer != nil {
-		_ = h.httpServer.Close()
+	if h.pam != nil {
+		_ = h.pam.Close()
 	}
 	if h.env != nil {
 		_ = h.env.Stop()
@@ -464,23 +447,6 @@ func (f *fleet) stopAll() {
 	f.mu.Unlock()
 	for _, m := range procs {
 		m.stop()
-	}
-}
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "hack", "tools", "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("run this from inside the pam-operator repository")
-		}
-		dir = parent
 	}
 }
 

@@ -27,6 +27,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/pam-operator/pam-operator/emulator"
+	"github.com/pam-operator/pam-operator/hack/lab"
 )
 
 func main() {
@@ -146,7 +147,7 @@ func benchMain(ctx context.Context, workDir string, bc benchConfig) int {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		return 1
 	}
-	root, err := repoRoot()
+	root, err := lab.RepoRoot()
 	if err == nil {
 		var path string
 		if path, err = writeBenchJSON(root, report); err == nil {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pam-operator/pam-operator/hack/lab"
 )
 
 // TestReliability runs every scenario at a small size against the real manager binary and
@@ -44,7 +46,7 @@ func TestReliability(t *testing.T) {
 	}
 
 	// The scenarios are the operator's whole life: every permission it holds must have been used.
-	root, err := repoRoot()
+	root, err := lab.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
