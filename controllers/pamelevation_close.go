@@ -76,13 +76,13 @@ func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.Pam
 	log := ctrl.LoggerFrom(ctx).WithValues("requestID", el.Spec.RequestID, "reason", reason)
 	log.Info("Closing PAM request")
 	r.reads.closeSent(el.UID, r.Clock.Now())
-	start := time.Now()
+	start := r.Clock.Now()
 	err := pc.Close(ctx, normalizedID(el))
 	// Again once answered: a list asked for while the close was on its way may still show the
 	// request open, and must not count as newer than it.
 	r.reads.closeSent(el.UID, r.Clock.Now())
 	if err == nil {
-		return r.confirmClose(ctx, el, pc, p, reason, time.Since(start))
+		return r.confirmClose(ctx, el, pc, p, reason, r.Clock.Since(start))
 	}
 
 	observeCloseFailure(err)
