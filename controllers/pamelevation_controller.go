@@ -27,26 +27,6 @@ import (
 	"github.com/pam-operator/pam-operator/internal/pam"
 )
 
-// server returns the elevation's server, once its namespace is known to be allowed to use it.
-func (r *PamElevationReconciler) server(ctx context.Context, el *pamv1.PamElevation) (pamv1.ServerObject, error) {
-	server, err := r.Connector.Server(ctx, el)
-	if err != nil {
-		return nil, err
-	}
-	if err := r.Connector.CheckNamespaceAllowed(ctx, server, el.Namespace); err != nil {
-		return nil, err
-	}
-	return server, nil
-}
-
-func normalizedID(el *pamv1.PamElevation) string {
-	id, err := pam.NormalizeID(el.Spec.RequestID)
-	if err != nil {
-		return el.Spec.RequestID // admission validates the form; pam rejects it again if not
-	}
-	return id
-}
-
 const (
 	// DefaultSyncInterval is how often an open request is read from PAM.
 	DefaultSyncInterval = 5 * time.Minute
@@ -280,4 +260,25 @@ func (r *PamElevationReconciler) setDefaults() {
 		r.ClockSkewMargin = DefaultClockSkewMargin
 	}
 	r.retries = workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](initialRetryDelay, r.MaxRetryDelay)
+}
+
+// server returns the elevation's server, once its namespace is known to be allowed to use it.
+func (r *PamElevationReconciler) server(ctx context.Context, el *pamv1.PamElevation) (pamv1.ServerObject, error) {
+	server, err := r.Connector.Server(ctx, el)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.Connector.CheckNamespaceAllowed(ctx, server, el.Namespace); err != nil {
+		return nil, err
+	}
+	return server, nil
+}
+
+// normalizedID is the elevation's request id in the lower case PAM's examples use.
+func normalizedID(el *pamv1.PamElevation) string {
+	id, err := pam.NormalizeID(el.Spec.RequestID)
+	if err != nil {
+		return el.Spec.RequestID // admission validates the form; pam rejects it again if not
+	}
+	return id
 }
