@@ -175,6 +175,21 @@ func observe(t *testing.T, c client.Client, pc *pamtest.Client, res ctrl.Result)
 	return out
 }
 
+// expectOutcome runs one pass over el with PAM answering as script says, and compares what it
+// did with want.
+func expectOutcome(t *testing.T, el *pamv1.PamElevation, script answers, want outcome) {
+	t.Helper()
+	pc := script.client()
+	r, c := unitReconciler(t, el, pc)
+	res, err := reconcileOnce(t, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, observe(t, c, pc, res), cmp.AllowUnexported(outcome{})); diff != "" {
+		t.Errorf("outcome (-want +got):\n%s", diff)
+	}
+}
+
 func pamErr(class pam.Class, code int, retryAfter time.Duration) error {
 	return &pam.Error{Op: "close", Class: class, StatusCode: code, RetryAfter: retryAfter}
 }
@@ -273,17 +288,7 @@ func TestDeletionDecisions(t *testing.T) {
 			want: outcome{released: true},
 		},
 	} {
-		t.Run(tc.reason, func(t *testing.T) {
-			pc := tc.pam.client()
-			r, c := unitReconciler(t, tc.el, pc)
-			res, err := reconcileOnce(t, r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if diff := cmp.Diff(tc.want, observe(t, c, pc, res), cmp.AllowUnexported(outcome{})); diff != "" {
-				t.Errorf("outcome (-want +got):\n%s", diff)
-			}
-		})
+		t.Run(tc.reason, func(t *testing.T) { expectOutcome(t, tc.el, tc.pam, tc.want) })
 	}
 }
 
@@ -336,17 +341,7 @@ func TestSyncAndExpiryDecisions(t *testing.T) {
 			want: outcome{ready: pamv1.ReasonActive, closed: pamv1.ReasonActive, requeueAfter: 30 * time.Second},
 		},
 	} {
-		t.Run(tc.reason, func(t *testing.T) {
-			pc := tc.pam.client()
-			r, c := unitReconciler(t, tc.el, pc)
-			res, err := reconcileOnce(t, r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if diff := cmp.Diff(tc.want, observe(t, c, pc, res), cmp.AllowUnexported(outcome{})); diff != "" {
-				t.Errorf("outcome (-want +got):\n%s", diff)
-			}
-		})
+		t.Run(tc.reason, func(t *testing.T) { expectOutcome(t, tc.el, tc.pam, tc.want) })
 	}
 }
 

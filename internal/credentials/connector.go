@@ -193,11 +193,10 @@ func (c *Connector) Check(ctx context.Context, server pamv1.ServerObject) (pam.C
 		}
 	}
 
-	limit := spec.RateLimit.Effective()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	state := c.stateLocked(server)
-	state.limiter.Update(pam.Limit{QPS: float64(limit.QPS), Burst: int(limit.Burst), MaxConcurrentCalls: int(limit.MaxConcurrentCalls)})
+	state.limiter.Update(limitOf(server))
 	// The cached client stays when it is current, or when a read that began after this one built
 	// it: its credentials are newer.
 	if cached := state.client; cached != nil && cached.server == serverVersion && (cached.version == version || cached.readAt.After(readAt)) {
@@ -229,15 +228,19 @@ func (c *Connector) stateLocked(server pamv1.ServerObject) *serverState {
 	key := pamv1.KeyOf(server)
 	state := c.servers[key]
 	if state == nil {
-		limit := server.ServerSpec().RateLimit.Effective()
-		state = &serverState{batcher: &pam.Batcher{},
-			limiter: pam.NewLimiter(pam.Limit{QPS: float64(limit.QPS), Burst: int(limit.Burst), MaxConcurrentCalls: int(limit.MaxConcurrentCalls)})}
+		state = &serverState{batcher: &pam.Batcher{}, limiter: pam.NewLimiter(limitOf(server))}
 		if c.servers == nil {
 			c.servers = map[string]*serverState{}
 		}
 		c.servers[key] = state
 	}
 	return state
+}
+
+// limitOf is the pace the server's spec.rateLimit sets, with its defaults.
+func limitOf(server pamv1.ServerObject) pam.Limit {
+	l := server.ServerSpec().RateLimit.Effective()
+	return pam.Limit{QPS: float64(l.QPS), Burst: int(l.Burst), MaxConcurrentCalls: int(l.MaxConcurrentCalls)}
 }
 
 // Batcher returns the shared list of the server's requests that its periodic syncs read.

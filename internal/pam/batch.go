@@ -9,8 +9,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pam-operator/pam-operator/pamapi"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/pam-operator/pam-operator/pamapi"
 )
 
 // batchLookback is how far before the oldest open elevation of a server its batched list
@@ -236,11 +237,8 @@ func (batch *Batch) add(r Request) {
 
 // internStatus returns the constant of a known state, so that thousands of entries share it.
 func internStatus(s RequestStatus) RequestStatus {
-	for _, known := range []RequestStatus{pamapi.StatusActive, pamapi.StatusClosed, pamapi.StatusExpired, pamapi.StatusPendingApproval,
-		pamapi.StatusPendingMFA, pamapi.StatusProcessing, pamapi.StatusClosing, pamapi.StatusRejected} {
-		if s == known {
-			return known
-		}
+	if i := slices.Index(pamapi.Statuses, s); i >= 0 {
+		return pamapi.Statuses[i]
 	}
 	return s
 }

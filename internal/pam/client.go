@@ -5,10 +5,11 @@ package pam
 import (
 	"context"
 	"fmt"
-	"github.com/pam-operator/pam-operator/pamapi"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/pam-operator/pam-operator/pamapi"
 )
 
 // RequestStatus is the state of a PAM request, as PAM spells it.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+
 	"github.com/pam-operator/pam-operator/pamapi"
 )
 
