@@ -8,32 +8,39 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/pamapi"
 )
 
-// trackedElsewhere returns the namespace/name of another PamElevation that owns the same
-// request, "" when this one does. The owner is the one that read the request from PAM first;
-// between two that both have or have not, the older, then the first by name. An owner that has
-// synced is never displaced by a newcomer, whatever the timestamps' one-second resolution says.
+// trackedElsewhere returns the name of another PamElevation that owns the same request, "" when
+// this one does. Another one can own it only if it is in the same namespace, uses the same
+// server, has read the request open and is not being deleted: a tenant that knows another's
+// request ID can otherwise stop that close by naming it first (docs/security.md). Between two
+// that both qualify, the one that read the request first owns it; between two that both have or
+// have not, the older, then the first by name. An owner that has synced is never displaced by a
+// newcomer, whatever the timestamps' one-second resolution says.
 func (r *PamElevationReconciler) trackedElsewhere(ctx context.Context, el *pamv1.PamElevation) (string, error) {
 	id := normalizedID(el)
-	self := client.ObjectKeyFromObject(el).String()
 	var owner string
 	err := r.index.byRequest(id, func(other *pamv1.PamElevation) {
-		if owner != "" {
+		if owner != "" || other.UID == el.UID || other.Name == el.Name || !canOwnFor(other, el) {
 			return
 		}
-		key := client.ObjectKeyFromObject(other).String()
-		if other.UID == el.UID || key == self {
-			return
-		}
-		if ownsBefore(other, key, el, self) {
-			owner = key
+		if ownsBefore(other, el) {
+			owner = other.Name
 		}
 	})
 	return owner, err
 }
 
-func ownsBefore(a *pamv1.PamElevation, aKey string, b *pamv1.PamElevation, bKey string) bool {
+// canOwnFor reports whether other may hold el's request in el's stead.
+func canOwnFor(other, el *pamv1.PamElevation) bool {
+	return other.Namespace == el.Namespace &&
+		kindOf(other) == kindOf(el) && other.Spec.ServerRef.Name == el.Spec.ServerRef.Name &&
+		other.Status.LastSyncTime != nil && !pamapi.RequestStatus(other.Status.RequestStatus).Ended() &&
+		other.DeletionTimestamp.IsZero()
+}
+
+func ownsBefore(a, b *pamv1.PamElevation) bool {
 	aSynced, bSynced := a.Status.LastSyncTime != nil, b.Status.LastSyncTime != nil
 	if aSynced != bSynced {
 		return aSynced
@@ -41,5 +48,13 @@ func ownsBefore(a *pamv1.PamElevation, aKey string, b *pamv1.PamElevation, bKey 
 	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
 		return a.CreationTimestamp.Before(&b.CreationTimestamp)
 	}
-	return aKey < bKey
+	return client.ObjectKeyFromObject(a).String() < client.ObjectKeyFromObject(b).String()
+}
+
+// kindOf is the kind of server el uses, with the default filled in.
+func kindOf(el *pamv1.PamElevation) pamv1.ServerKind {
+	if el.Spec.ServerRef.Kind == "" {
+		return pamv1.ServerKindPamServer
+	}
+	return el.Spec.ServerRef.Kind
 }

@@ -35,7 +35,7 @@ func TestDuplicateRequestIsRefusedAndNeverClosed(t *testing.T) {
 	create(t, duplicate)
 	waitFor(t, duplicate, func(g Gomega, el *pamv1.PamElevation) {
 		expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonDuplicateRequest)
-		g.Expect(conditionMessage(el, pamv1.ConditionStalled)).To(ContainSubstring(ns + "/original"))
+		g.Expect(conditionMessage(el, pamv1.ConditionStalled)).To(ContainSubstring("PamElevation original already tracks"))
 	})
 
 	deleteObj(t, duplicate)
