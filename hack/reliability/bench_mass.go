@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,6 +46,9 @@ func (b *bench) mass(ctx context.Context) error {
 	}
 	etcdBefore, err := b.elevationEtcdTimes(ctx)
 	if err != nil {
+		return err
+	}
+	if err := b.reportStorage(ctx, "mass revocation: at its start"); err != nil {
 		return err
 	}
 	fmt.Fprintf(b.progress, "    deleting %d elevations in one call\n", n)
@@ -342,6 +346,49 @@ func (b *bench) elevationEtcdTimes(ctx context.Context) (etcdTimes, error) {
 	return times, nil
 }
 
+// reportStorage reports what etcd holds, as kube-apiserver sees it: the database's size, which
+// the objects and events earlier steps left make larger and slower, and the objects by kind.
+func (b *bench) reportStorage(ctx context.Context, when string) error {
+	req, err := b.apiServerGet("/metrics")
+	if err != nil {
+		return err
+	}
+	body, err := req.DoRaw(ctx)
+	if err != nil {
+		return fmt.Errorf("kube-apiserver metrics: %w", err)
+	}
+	var size float64
+	objects := map[string]float64{}
+	for line := range strings.Lines(string(body)) {
+		name, rest, _ := strings.Cut(line, "{")
+		fields := strings.Fields(rest)
+		if len(fields) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "apiserver_storage_size_bytes":
+			size = max(size, v)
+		case "apiserver_storage_objects":
+			_, resource, _ := strings.Cut(rest, `resource="`)
+			resource, _, _ = strings.Cut(resource, `"`)
+			if v >= 100 {
+				objects[resource] = v
+			}
+		}
+	}
+	var kinds []string
+	for resource, n := range objects {
+		kinds = append(kinds, fmt.Sprintf("%s %.0f", resource, n))
+	}
+	slices.Sort(kinds)
+	b.report.add(when+", etcd's database size", mib(int64(size)), "MiB", strings.Join(kinds, ", "))
+	return nil
+}
+
 // meansSince is the mean time of each operation since before, in milliseconds; 0 for one that
 // did not run.
 func (t etcdTimes) meansSince(before etcdTimes) map[string]float64 {
@@ -356,7 +403,7 @@ func (t etcdTimes) meansSince(before etcdTimes) map[string]float64 {
 
 // rawCloseThroughput closes n requests from workers plain clients and returns closes per second.
 func (b *bench) rawCloseThroughput(ctx context.Context, n, workers int) (float64, error) {
-	pc, err := pam.NewClient(pam.Config{URL: b.h.pamURL, Auth: auth.Basic(pamUser, pamPassword)})
+	pc, err := pam.NewClient(pam.Config{URL: b.h.pamURL, CABundle: []byte(b.h.pam.CABundle), Auth: auth.Basic(pamUser, pamPassword)})
 	if err != nil {
 		return 0, err
 	}
