@@ -91,6 +91,8 @@ func run() error {
 	flag.DurationVar(&retryPeriod, "leader-election-retry-period", 2*time.Second, "How often candidates try to acquire or renew the lease.")
 	flag.StringVar(&clusterResourceNamespace, "cluster-resource-namespace", "",
 		"Namespace from which ClusterPamServer Secrets are read (default: the namespace the operator runs in).")
+	namespacedServers := flag.Bool("namespaced-servers", true,
+		"Use PamServers, which any tenant allowed to create them can point anywhere; false uses ClusterPamServers only, and elevations naming a PamServer stall with ServerNotAllowed.")
 	flag.DurationVar(&opts.SyncInterval, "pam-sync-interval", controllers.DefaultSyncInterval, "How often each open request is read from PAM.")
 	flag.DurationVar(&opts.MaxRetryDelay, "max-retry-delay", controllers.DefaultMaxRetryDelay,
 		"Cap of the exponential backoff between retries of failed PAM calls; the operator heals within this long of PAM coming back.")
@@ -105,6 +107,7 @@ func run() error {
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	opts.RefuseNamespacedServers = !*namespacedServers
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")

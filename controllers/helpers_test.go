@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"encoding/pem"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -34,12 +35,18 @@ func basicSecret(namespace, name, username, password string) *corev1.Secret {
 	}
 }
 
+// certificatePEM is the certificate srv serves, as a PamServer's caBundle.
+func certificatePEM(srv *httptest.Server) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
+}
+
 func basicServerSpec(secretName string) pamv1.PamServerSpec {
 	return pamv1.PamServerSpec{
-		URL:     pamURL,
-		Version: "1",
-		Timeout: &metav1.Duration{Duration: 2 * time.Second},
-		Auth:    &pamv1.PamServerAuth{Basic: &pamv1.BasicAuth{SecretRef: pamv1.SecretReference{Name: secretName}}},
+		URL:      pamURL,
+		CABundle: pamCABundle,
+		Version:  "1",
+		Timeout:  &metav1.Duration{Duration: 2 * time.Second},
+		Auth:     &pamv1.PamServerAuth{Basic: &pamv1.BasicAuth{SecretRef: pamv1.SecretReference{Name: secretName}}},
 	}
 }
 
@@ -91,12 +98,12 @@ func handReconciler(t *testing.T, c client.Client, live client.Reader, clk clock
 func withOwnEmulator(t *testing.T, adjust func(*pamv1.PamServerSpec)) (string, *emulator.Server) {
 	t.Helper()
 	own := emulator.New(emulator.Options{Users: map[string]string{pamUser: pamPassword}})
-	srv := httptest.NewServer(own)
+	srv := httptest.NewTLSServer(own)
 	t.Cleanup(srv.Close)
 	ns := newNamespace(t)
 	create(t, basicSecret(ns, "pam-credentials", pamUser, pamPassword))
 	spec := basicServerSpec("pam-credentials")
-	spec.URL = srv.URL
+	spec.URL, spec.CABundle = srv.URL, certificatePEM(srv)
 	if adjust != nil {
 		adjust(&spec)
 	}

@@ -184,3 +184,19 @@ func (m *elevationMapper) forServer(ctx context.Context, o client.Object) []reco
 	}
 	return reqs
 }
+
+// forNamespace maps a namespace whose labels changed to its elevations that use a
+// ClusterPamServer: its allowedNamespaces may select the namespace now, or no longer.
+func (m *elevationMapper) forNamespace(ctx context.Context, o client.Object) []reconcile.Request {
+	objs, err := m.index.indexer.ByIndex(toolscache.NamespaceIndex, o.GetName())
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Finding the elevations of a namespace", "namespace", o.GetName())
+	}
+	var reqs []reconcile.Request
+	for _, obj := range objs {
+		if el, ok := obj.(*pamv1.PamElevation); ok && el.Spec.ServerRef.Kind == pamv1.ServerKindClusterPamServer {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(el)})
+		}
+	}
+	return reqs
+}

@@ -12,6 +12,7 @@ import (
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -83,4 +84,17 @@ func TestManagerPodPassesRestrictedPodSecurity(t *testing.T) {
 	err := k8sClient.Create(ctx, privileged)
 	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "want the restricted profile to refuse a privileged Pod, got %v", err)
 	g.Expect(err.Error()).To(ContainSubstring("restricted"))
+}
+
+// TestEgressPolicySampleIsValid: the sample egress NetworkPolicy is accepted by the API server's
+// validation as shipped. (Nothing here enforces NetworkPolicies; a CNI does.)
+func TestEgressPolicySampleIsValid(t *testing.T) {
+	g := NewWithT(t)
+	data, err := os.ReadFile(filepath.Join("..", "config", "network-policy", "egress-sample.yaml"))
+	g.Expect(err).NotTo(HaveOccurred())
+	policy := &networkingv1.NetworkPolicy{}
+	g.Expect(yaml.UnmarshalStrict(data, policy)).To(Succeed())
+	g.Expect(policy.Spec.PolicyTypes).To(ConsistOf(networkingv1.PolicyTypeEgress))
+	policy.Namespace = newNamespace(t)
+	g.Expect(k8sClient.Create(context.Background(), policy)).To(Succeed())
 }

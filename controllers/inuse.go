@@ -3,6 +3,8 @@ package controllers
 import (
 	"context"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -21,10 +23,30 @@ const InUseFinalizer = "pam.mim.dev/in-use"
 
 // +kubebuilder:rbac:groups=pam.mim.dev,resources=pamservers;clusterpamservers,verbs=patch
 
-// needsServer reports whether an elevation may still have to call PAM through its server.
+// needsServer reports whether an elevation may still have to call PAM through its server. One
+// its server never allowed tracks nothing, and must not keep the server or its escrow alive.
 func needsServer(el *pamv1.PamElevation) bool {
 	return controllerutil.ContainsFinalizer(el, pamv1.ElevationFinalizer) &&
-		el.Spec.DeletionPolicy != pamv1.DeletionPolicyOrphan && !isClosed(el)
+		el.Spec.DeletionPolicy != pamv1.DeletionPolicyOrphan && !isClosed(el) && !neverAllowed(el)
+}
+
+// tracksRequest reports whether el has read its request from PAM: a close of it is owed.
+func tracksRequest(el *pamv1.PamElevation) bool {
+	return el.Status.LastSyncTime != nil
+}
+
+// neverAllowed reports whether el's server refused it before it ever read its request.
+func neverAllowed(el *pamv1.PamElevation) bool {
+	if tracksRequest(el) {
+		return false
+	}
+	stalled := meta.FindStatusCondition(el.Status.Conditions, pamv1.ConditionStalled)
+	return stalled != nil && stalled.Status == metav1.ConditionTrue && refusedByPolicy(stalled.Reason)
+}
+
+// refusedByPolicy reports whether reason says the server may not be used by the elevation.
+func refusedByPolicy(reason string) bool {
+	return reason == pamv1.ReasonNamespaceNotAllowed || reason == pamv1.ReasonServerNotAllowed
 }
 
 // protectServer adds or removes the in-use finalizer of a server, and keeps or drops the

@@ -9,7 +9,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -139,17 +141,20 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 		return 0
 	}
 
-	server, err := r.server(ctx, el)
+	expired := hasExpiry && !p.now.Before(expiry.Time)
+	server, err := r.server(ctx, el, expired)
 	if err != nil {
 		p.failConnect(err)
-		r.endedByPAMExpiry(ctx, el, p)
-		return 0
+		if r.endedByPAMExpiry(ctx, el, p) || !hasExpiry || !tracksRequest(el) {
+			return 0
+		}
+		// Refused or broken until a person acts, it still owes the close at expiry.
+		return max(expiry.Sub(p.now), time.Millisecond)
 	}
 	// A pass that closes reads the request live, before the close or after it, so a sync that
 	// is due as well is left to it. A pass that finds a list of the server's requests newer
 	// than its last read takes it, as it costs no call: the sweep queues the elevations a new
 	// list changes.
-	expired := hasExpiry && !p.now.Before(expiry.Time)
 	if !expired && (!p.now.Before(r.nextSync(el)) || r.Connector.Batcher(server).Fresher(r.syncedUpTo(el), pam.BatchSince(p.now))) {
 		if !r.syncBatched(ctx, el, server, p) || p.requestClosed(el) {
 			r.endedByPAMExpiry(ctx, el, p)
@@ -197,8 +202,11 @@ func (r *PamElevationReconciler) schedule(req reconcile.Request, p *pass, next t
 		}
 		return ctrl.Result{RequeueAfter: next, Priority: &priority}, nil
 	}
-	delay := max(r.retries.When(req), p.problem.retryAfter)
-	return ctrl.Result{RequeueAfter: min(delay, r.MaxRetryDelay), Priority: &priority}, nil
+	delay := min(max(r.retries.When(req), p.problem.retryAfter), r.MaxRetryDelay)
+	if next > 0 {
+		delay = min(delay, next)
+	}
+	return ctrl.Result{RequeueAfter: delay, Priority: &priority}, nil
 }
 
 // patchStatus derives the conditions from what the pass learned and writes the status once,
@@ -237,12 +245,21 @@ func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&pamv1.ClusterPamServer{}, handler.EnqueueRequestsFromMapFunc(mapper.forServer),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesMetadata(namespaceMetadata(), handler.EnqueueRequestsFromMapFunc(mapper.forNamespace),
+			builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1),
 			LogConstructor: elevationLogger(mgr.GetLogger())}).
 		Complete(r); err != nil {
 		return err
 	}
 	return r.setupReleaser(mgr)
+}
+
+// namespaceMetadata is what is cached of namespaces: their labels, for allowedNamespaces.
+func namespaceMetadata() *metav1.PartialObjectMetadata {
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	return ns
 }
 
 // setDefaults fills in what was left unset.
@@ -262,11 +279,13 @@ func (r *PamElevationReconciler) setDefaults() {
 	r.retries = workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](initialRetryDelay, r.MaxRetryDelay)
 }
 
-// server returns the elevation's server, once its namespace is known to be allowed to use it.
-func (r *PamElevationReconciler) server(ctx context.Context, el *pamv1.PamElevation) (pamv1.ServerObject, error) {
+// server returns the elevation's server once it may be used for the pass. A namespace the
+// server does not allow, or no longer allows, still closes what it tracks — closing only
+// removes access — but reads and takes nothing new (DESIGN.md, "Behaviour").
+func (r *PamElevationReconciler) server(ctx context.Context, el *pamv1.PamElevation, closing bool) (pamv1.ServerObject, error) {
 	server, err := r.Connector.Server(ctx, el)
-	if err != nil {
-		return nil, err
+	if err != nil || (closing && tracksRequest(el)) {
+		return server, err
 	}
 	if err := r.Connector.CheckNamespaceAllowed(ctx, server, el.Namespace); err != nil {
 		return nil, err

@@ -319,7 +319,8 @@ func TestSecretNamespaces(t *testing.T) {
 	// The elevation's own namespace holds a Secret of the same name: a ClusterPamServer must not
 	// read it, only the one in the cluster resource namespace.
 	create(t, basicSecret(ns, clusterSecret, pamUser, pamPassword))
-	server := &pamv1.ClusterPamServer{ObjectMeta: metav1.ObjectMeta{Name: clusterSecret}, Spec: pamv1.ClusterPamServerSpec{PamServerSpec: basicServerSpec(clusterSecret)}}
+	server := &pamv1.ClusterPamServer{ObjectMeta: metav1.ObjectMeta{Name: clusterSecret}, Spec: pamv1.ClusterPamServerSpec{
+		PamServerSpec: basicServerSpec(clusterSecret), AllowedNamespaces: &metav1.LabelSelector{}}}
 	create(t, server)
 	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), server) })
 

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/credentials"
 	"github.com/pam-operator/pam-operator/internal/pam"
 	"github.com/pam-operator/pam-operator/internal/pam/pamtest"
 	"github.com/pam-operator/pam-operator/pamapi"
@@ -64,13 +65,18 @@ func (a *answers) client() *pamtest.Client {
 type fakeConnector struct {
 	server *pamv1.PamServer
 	client pam.Client
+	// serverErr and namespaceErr, when set, refuse the server, or the elevation's namespace.
+	serverErr, namespaceErr error
 }
 
 func (f *fakeConnector) Server(context.Context, *pamv1.PamElevation) (pamv1.ServerObject, error) {
+	if f.serverErr != nil {
+		return nil, f.serverErr
+	}
 	return f.server, nil
 }
 func (f *fakeConnector) CheckNamespaceAllowed(context.Context, pamv1.ServerObject, string) error {
-	return nil
+	return f.namespaceErr
 }
 func (f *fakeConnector) Connect(context.Context, pamv1.ServerObject) (pam.Client, error) {
 	return f.client, nil
@@ -377,5 +383,81 @@ func TestRetryScheduleBacksOffToTheCap(t *testing.T) {
 	}
 	if res.RequeueAfter != initialRetryDelay {
 		t.Errorf("after a success, the next failure waits %s, want %s", res.RequeueAfter, initialRetryDelay)
+	}
+}
+
+// TestRefusalDecisions: what a server or namespace refused by policy does to a pass. Closing is
+// never refused for a request an elevation tracks, except by the administrator's switches;
+// one that never read its request tracks nothing and is released without a close.
+func TestRefusalDecisions(t *testing.T) {
+	namespaceRefused := &credentials.Error{Reason: pamv1.ReasonNamespaceNotAllowed, Message: "not this namespace"}
+	serverRefused := &credentials.Error{Reason: pamv1.ReasonServerNotAllowed, Message: "no PamServers"}
+	neverRead := func(el *pamv1.PamElevation) { el.Status = pamv1.PamElevationStatus{} }
+	expired := func(el *pamv1.PamElevation) { el.Spec.ExpiresAt = &metav1.Time{Time: unitNow.Add(-time.Second)} }
+	closes := []pamapi.RequestStatus{pamapi.StatusActive, pamapi.StatusClosed}
+	for _, tc := range []struct {
+		reason  string
+		el      *pamv1.PamElevation
+		refusal *fakeConnector
+		// failures are the failed passes before this one.
+		failures int
+		want     outcome
+	}{
+		{
+			reason:  "a namespace that lost access still closes what it tracks on deletion",
+			el:      unitElevation(deleting),
+			refusal: &fakeConnector{namespaceErr: namespaceRefused},
+			want:    outcome{calls: []string{"get", "close", "get"}, released: true},
+		},
+		{
+			reason:  "a namespace that lost access still closes what it tracks at expiry",
+			el:      unitElevation(expired),
+			refusal: &fakeConnector{namespaceErr: namespaceRefused},
+			want:    outcome{calls: []string{"get", "close", "get"}, ready: pamv1.ReasonExpired, closed: pamv1.ReasonExpired, closedTrue: true},
+		},
+		{
+			reason:   "a namespace that lost access reads nothing before the expiry, and its retries wait no longer than it",
+			el:       unitElevation(func(el *pamv1.PamElevation) { el.Spec.ExpiresAt = &metav1.Time{Time: unitNow.Add(time.Second)} }),
+			refusal:  &fakeConnector{namespaceErr: namespaceRefused},
+			failures: 3, // the backoff is at 4 s
+			want: outcome{ready: pamv1.ReasonNamespaceNotAllowed, stalled: pamv1.ReasonNamespaceNotAllowed, closed: pamv1.ReasonActive,
+				requeueAfter: time.Second},
+		},
+		{
+			reason:  "an elevation never allowed is released on deletion without a call",
+			el:      unitElevation(deleting, neverRead),
+			refusal: &fakeConnector{namespaceErr: namespaceRefused},
+			want:    outcome{released: true},
+		},
+		{
+			reason:  "--namespaced-servers=false stops the close of a tracked request: the finalizer holds",
+			el:      unitElevation(deleting),
+			refusal: &fakeConnector{serverErr: serverRefused},
+			want: outcome{ready: pamv1.ReasonServerNotAllowed, stalled: pamv1.ReasonServerNotAllowed, closed: pamv1.ReasonActive,
+				requeueAfter: initialRetryDelay},
+		},
+		{
+			reason:  "--namespaced-servers=false releases an elevation that never read its request",
+			el:      unitElevation(deleting, neverRead),
+			refusal: &fakeConnector{serverErr: serverRefused},
+			want:    outcome{released: true},
+		},
+	} {
+		t.Run(tc.reason, func(t *testing.T) {
+			pc := (&answers{gets: closes}).client()
+			r, c := unitReconciler(t, tc.el, pc)
+			connector := r.Connector.(*fakeConnector)
+			connector.serverErr, connector.namespaceErr = tc.refusal.serverErr, tc.refusal.namespaceErr
+			for range tc.failures {
+				r.retries.When(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(tc.el)})
+			}
+			res, err := reconcileOnce(t, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, observe(t, c, pc, res), cmp.AllowUnexported(outcome{})); diff != "" {
+				t.Errorf("outcome (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -45,12 +45,13 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 
 	original := el.DeepCopy()
 	p := &pass{now: r.Clock.Now(), closing: true}
-	server, err := r.server(ctx, el)
-	if ce, ok := credentials.AsError(err); ok && ce.Reason == pamv1.ReasonNamespaceNotAllowed && el.Status.LastSyncTime == nil {
-		// Refused from the start, it never tracked the request, so there is nothing it could
-		// close. One that was allowed and synced before keeps its finalizer: fail closed.
-		log.Info("Releasing PamElevation its server never allowed", "requestID", el.Spec.RequestID)
-		r.Recorder.Eventf(el, nil, corev1.EventTypeWarning, pamv1.ReasonNamespaceNotAllowed, "Release",
+	server, err := r.server(ctx, el, true)
+	if ce, ok := credentials.AsError(err); ok && refusedByPolicy(ce.Reason) && !tracksRequest(el) {
+		// Refused from the start, it never read the request, so there is nothing it could
+		// close. One that tracks its request and is refused by the administrator's switches
+		// keeps its finalizer: fail closed.
+		log.Info("Releasing PamElevation its server never allowed", "requestID", el.Spec.RequestID, "reason", ce.Reason)
+		r.Recorder.Eventf(el, nil, corev1.EventTypeWarning, ce.Reason, "Release",
 			"Released without closing PAM request %s: %s", el.Spec.RequestID, ce.Message)
 		return ctrl.Result{}, r.removeFinalizer(ctx, req, el, unchangedSince)
 	}

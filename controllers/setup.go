@@ -34,6 +34,9 @@ type Options struct {
 	Clock clock.PassiveClock
 	// UserAgent is sent to PAM.
 	UserAgent string
+	// RefuseNamespacedServers turns PamServers off (--namespaced-servers=false): tenants cannot
+	// name where credentials go, only the administrator's ClusterPamServers can.
+	RefuseNamespacedServers bool
 }
 
 // Setup registers every reconciler with the manager.
@@ -47,6 +50,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		UserAgent:                opts.UserAgent,
 		Observe:                  observePAMCall,
 		Clock:                    opts.Clock,
+		RefuseNamespacedServers:  opts.RefuseNamespacedServers,
 	}
 	if err := (&PamElevationReconciler{
 		Client:                  mgr.GetClient(),

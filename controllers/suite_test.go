@@ -55,7 +55,9 @@ var (
 	managerCache cache.Cache
 	pamServer    *emulator.Server
 	pamURL       string
-	managerLog   = &syncBuffer{}
+	// pamCABundle is the certificate the emulator at pamURL serves.
+	pamCABundle string
+	managerLog  = &syncBuffer{}
 )
 
 // TestMain starts the real kube-apiserver and etcd (built into ./bin from pinned modules, see
@@ -113,9 +115,9 @@ func runSuite(m *testing.M) int {
 	}
 
 	pamServer = emulator.New(emulator.Options{Users: map[string]string{pamUser: pamPassword, otherUser: otherPass}})
-	httpServer := httptest.NewServer(pamServer)
+	httpServer := httptest.NewTLSServer(pamServer)
 	defer httpServer.Close()
-	pamURL = httpServer.URL
+	pamURL, pamCABundle = httpServer.URL, certificatePEM(httpServer)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

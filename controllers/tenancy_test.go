@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/controllers"
 	"github.com/pam-operator/pam-operator/emulator"
 	"github.com/pam-operator/pam-operator/internal/credentials"
 	"github.com/pam-operator/pam-operator/internal/pam"
@@ -75,7 +76,7 @@ func TestAllowedNamespaces(t *testing.T) {
 		t.Fatalf("the refused elevation's request is %s, want it left Active", req.Status)
 	}
 
-	// Namespaces are not watched: the label takes effect on the elevation's next retry.
+	// Labelled, the namespace may use the server.
 	nsObj := &corev1.Namespace{}
 	g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj)).To(Succeed())
 	patch := client.MergeFrom(nsObj.DeepCopy())
@@ -85,10 +86,57 @@ func TestAllowedNamespaces(t *testing.T) {
 	allowed := elevation(ns, "allowed", allowedID, useCluster)
 	create(t, allowed)
 	waitActive(t, allowed)
+
+	// The label removed while the elevation is Active: it reads nothing more, yet its close is
+	// never refused.
+	g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj)).To(Succeed())
+	patch = client.MergeFrom(nsObj.DeepCopy())
+	delete(nsObj.Labels, "pam.example/tenant")
+	g.Expect(k8sClient.Patch(ctx, nsObj, patch)).To(Succeed())
+	waitFor(t, allowed, func(g Gomega, el *pamv1.PamElevation) {
+		expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonNamespaceNotAllowed)
+	})
 	deleteObj(t, allowed)
 	waitGone(t, allowed)
 	_, successes := pamServer.CloseCalls(allowedID)
-	g.Expect(successes).To(Equal(1))
+	g.Expect(successes).To(Equal(1), "a namespace that lost access must still close what it tracks")
+}
+
+// TestClusterPamServerWithoutSelectorServesNoNamespace: allowedNamespaces absent selects no
+// namespace, and such elevations do not hold the server; {} selects every namespace.
+func TestClusterPamServerWithoutSelectorServesNoNamespace(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	name := "unselected-" + strings.ToLower(randomGUID()[:8])
+	create(t, basicSecret(clusterResourceNamespace, name, pamUser, pamPassword))
+	server := &pamv1.ClusterPamServer{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: pamv1.ClusterPamServerSpec{PamServerSpec: basicServerSpec(name)}}
+	create(t, server)
+	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), server) })
+
+	ns := newNamespace(t)
+	id := seedRequest(pamUser, time.Hour)
+	refused := elevation(ns, "refused", id, func(el *pamv1.PamElevation) {
+		el.Spec.ServerRef = pamv1.ServerReference{Kind: pamv1.ServerKindClusterPamServer, Name: name}
+	})
+	create(t, refused)
+	waitFor(t, refused, func(g Gomega, el *pamv1.PamElevation) {
+		expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonNamespaceNotAllowed)
+		g.Expect(conditionMessage(el, pamv1.ConditionStalled)).To(ContainSubstring("no spec.allowedNamespaces"))
+	})
+	g.Expect(pamCallsFor(id)).To(BeZero())
+	// A refused elevation is no user of the server: it holds no in-use finalizer (one it had
+	// for the moment before it was refused goes).
+	waitFor(t, server, func(g Gomega, s *pamv1.ClusterPamServer) {
+		g.Expect(s.Finalizers).NotTo(ContainElement(controllers.InUseFinalizer))
+	})
+
+	patch := client.MergeFrom(server.DeepCopy())
+	server.Spec.AllowedNamespaces = &metav1.LabelSelector{}
+	g.Expect(k8sClient.Patch(ctx, server, patch)).To(Succeed())
+	waitActive(t, refused)
+	waitFor(t, server, func(g Gomega, s *pamv1.ClusterPamServer) {
+		g.Expect(s.Finalizers).To(ContainElement(controllers.InUseFinalizer))
+	})
 }
 
 // TestSyncIsBatchedPerServer: the periodic sync of many elevations of one server costs one list

@@ -159,6 +159,12 @@ func TestAdmissionRejectsInvalidObjects(t *testing.T) {
 			[]string{"spec.auth.basic.secretRef.name"}},
 		{"basic without secretRef", serverHead + "spec: {url: 'https://pam.example.com', auth: {basic: {}}}",
 			[]string{"spec.auth.basic.secretRef", "Required"}},
+		{"basic over plain http", serverHead + "spec: {url: 'http://pam.example.com', auth: {basic: {secretRef: {name: pam}}}}",
+			[]string{"url must be https"}},
+		{"basic over plain HTTP in capitals", serverHead + "spec: {url: 'HTTP://pam.example.com', auth: {basic: {secretRef: {name: pam}}}}",
+			[]string{"url must be https"}},
+		{"basic over plain http, cluster-scoped", clusterHead +
+			"spec: {url: 'http://pam.example.com', allowedNamespaces: {}, auth: {basic: {secretRef: {name: pam}}}}", []string{"url must be https"}},
 	}
 	if len(cases) < 40 {
 		t.Fatalf("the table must cover at least 40 invalid manifests, has %d", len(cases))
@@ -202,6 +208,7 @@ func TestAdmissionAcceptsEdgeCases(t *testing.T) {
 		{"expiresAt in the past (closed at once)", "PamElevation", "{requestID: " + guid + ", serverRef: {name: pam}, expiresAt: '2020-01-01T00:00:00Z', deletionPolicy: Orphan}"},
 		{"ClusterPamServer reference", "PamElevation", "{requestID: " + guid + ", serverRef: {kind: ClusterPamServer, name: mim.example}}"},
 		{"http with a port", "PamServer", "{url: 'http://127.0.0.1:8086'}"},
+		{"ntlm over http (it never sends the password)", "PamServer", "{url: 'http://pam.example.com', auth: {ntlm: {secretRef: {name: pam-ntlm}}}}"},
 		{"https with a path prefix and trailing slash", "PamServer", "{url: 'https://pam.example.com/mim/pam/'}"},
 		{"empty auth means none", "PamServer", "{url: 'https://pam.example.com', auth: {}}"},
 		{"version 1", "PamServer", "{url: 'https://pam.example.com', version: '1'}"},

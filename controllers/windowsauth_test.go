@@ -51,8 +51,11 @@ func kerberosServer(t *testing.T, ns, name, url string, data map[string][]byte, 
 	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Data: data})
 	krb := &pamv1.KerberosAuth{SecretRef: pamv1.SecretReference{Name: name}}
 	mutate(krb)
-	create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: pamv1.PamServerSpec{
-		URL: url, Timeout: &metav1.Duration{Duration: 5 * time.Second}, Auth: &pamv1.PamServerAuth{Kerberos: krb}}})
+	spec := pamv1.PamServerSpec{URL: url, Timeout: &metav1.Duration{Duration: 5 * time.Second}, Auth: &pamv1.PamServerAuth{Kerberos: krb}}
+	if url == pamURL {
+		spec.CABundle = pamCABundle
+	}
+	create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: spec})
 }
 
 // TestKerberosClosesThroughRealKDC: elevations close through PamServers that authenticate with

@@ -48,8 +48,15 @@ const (
 	// never closes it.
 	ReasonDuplicateRequest = "DuplicateRequest"
 	// ReasonNamespaceNotAllowed: the ClusterPamServer's allowedNamespaces does not select the
-	// elevation's namespace; the elevation never causes a call to PAM.
+	// elevation's namespace. The elevation reads and takes nothing through it; a request it
+	// already tracks is still closed on deletion and expiry.
 	ReasonNamespaceNotAllowed = "NamespaceNotAllowed"
+	// ReasonServerNotAllowed: the operator runs with --namespaced-servers=false and the
+	// elevation names a PamServer. Nothing is sent through it, not even a close: the
+	// administrator said where credentials may go.
+	ReasonServerNotAllowed = "ServerNotAllowed"
+	// ReasonInsecureTransport: the server's auth method would send a password over plain http.
+	ReasonInsecureTransport = "InsecureTransport"
 	// ReasonOrphaned: the object was released without calling PAM (deletionPolicy Orphan).
 	ReasonOrphaned = "Orphaned"
 	// ReasonConfigured: a server configuration is valid and usable.

@@ -95,6 +95,7 @@ type PamServerAuth struct {
 }
 
 // PamServerSpec says how to reach MIM PAM and as which privileged account.
+// +kubebuilder:validation:XValidation:rule="!has(self.auth) || !has(self.auth.basic) || !isURL(self.url) || url(self.url).getScheme() == 'https'",message="basic auth sends the password with every request: url must be https"
 type PamServerSpec struct {
 	// URL of the MIM PAM REST API: http(s)://host[:port][/prefix]. Resource paths
 	// (/api/pamresources/...) are joined to it, so a prefix behind a proxy is kept. No user
@@ -235,8 +236,10 @@ type ClusterPamServerSpec struct {
 	PamServerSpec `json:",inline"`
 
 	// AllowedNamespaces selects, by their labels, the namespaces whose PamElevations may use
-	// this server. Unset or empty means every namespace. An elevation in another namespace is
-	// refused (Stalled, NamespaceNotAllowed) and never causes a call to PAM.
+	// this server. Unset means no namespace; {} means every namespace. An elevation in another
+	// namespace is refused (Stalled, NamespaceNotAllowed) and reads or takes nothing through
+	// it; a request an elevation already tracks is still closed when the namespace stops being
+	// selected.
 	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])",message="operator must be In, NotIn, Exists or DoesNotExist"
 	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, (e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0))",message="In and NotIn need values; Exists and DoesNotExist take none"
 	// +optional

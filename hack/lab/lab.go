@@ -5,10 +5,11 @@ package lab
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"time"
@@ -77,27 +78,34 @@ func StartControlPlane(root, admin string, configure func(*envtest.Environment))
 	return cp, nil
 }
 
-// Emulator is the PAM emulator served over HTTP on loopback.
+// Emulator is the PAM emulator served over HTTPS on loopback: basic credentials never travel
+// over plain http, not even here.
 type Emulator struct {
 	*emulator.Server
-	// URL is where it listens, http://127.0.0.1:port.
-	URL    string
-	server *http.Server
+	// URL is where it listens, https://127.0.0.1:port.
+	URL string
+	// CABundle is the PEM certificate it serves, the caBundle of a PamServer that uses it.
+	CABundle string
+	server   *httptest.Server
 }
 
-// ServeEmulator serves an emulator made from opts on a free loopback port. connContext, when
-// set, is the http.Server's ConnContext (NTLM keeps its state per connection).
+// ServeEmulator serves an emulator made from opts on a free loopback port, with a certificate
+// made for it. connContext, when set, is the http.Server's ConnContext (NTLM keeps its state
+// per connection).
 func ServeEmulator(opts emulator.Options, connContext func(context.Context, net.Conn) context.Context) (*Emulator, error) {
 	e := &Emulator{Server: emulator.New(opts)}
-	e.server = &http.Server{Handler: e.Server, ReadHeaderTimeout: 10 * time.Second, ConnContext: connContext}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	go func() { _ = e.server.Serve(ln) }()
-	e.URL = "http://" + ln.Addr().String()
+	e.server = httptest.NewUnstartedServer(e.Server)
+	e.server.Config.ReadHeaderTimeout = 10 * time.Second
+	e.server.Config.ConnContext = connContext
+	e.server.StartTLS()
+	e.URL = e.server.URL
+	e.CABundle = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: e.server.Certificate().Raw}))
 	return e, nil
 }
 
 // Close stops serving.
-func (e *Emulator) Close() error { return e.server.Close() }
+func (e *Emulator) Close() error {
+	e.server.CloseClientConnections() // Close waits for the requests still being answered
+	e.server.Close()
+	return nil
+}

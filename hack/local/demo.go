@@ -41,7 +41,7 @@ func runDemo(env *localEnv) error {
 		}
 		clientAuth = ntlm.Wrap(creds)
 	}
-	pc, err := pam.NewClient(pam.Config{URL: env.pamURL, Auth: clientAuth})
+	pc, err := pam.NewClient(pam.Config{URL: env.pamURL, CABundle: []byte(env.caBundle), Auth: clientAuth})
 	if err != nil {
 		return err
 	}
@@ -79,7 +79,7 @@ func runDemo(env *localEnv) error {
 	if _, err := run("", "create", "namespace", demoNamespace); err != nil {
 		return err
 	}
-	if _, err := run(fmt.Sprintf(serverManifest, demoNamespace, demoUser, demoPassword, demoNamespace, env.pamURL, env.auth), "apply", "-f", "-"); err != nil {
+	if _, err := run(fmt.Sprintf(serverManifest, demoNamespace, demoUser, demoPassword, demoNamespace, env.pamURL, env.caBundle, env.auth), "apply", "-f", "-"); err != nil {
 		return err
 	}
 
@@ -173,6 +173,7 @@ metadata:
   name: mim
 spec:
   url: %s
+  caBundle: %q
   version: "1"
   auth:
     %s:

@@ -80,7 +80,9 @@ type localEnv struct {
 	manager    string
 	kubeconfig string
 	pamURL     string
-	pam        *emulator.Server
+	// caBundle is the certificate the emulator serves, PEM.
+	caBundle string
+	pam      *emulator.Server
 }
 
 // withEnv starts the control plane and the emulator, runs fn, and stops both whatever happens.
@@ -140,8 +142,12 @@ func withEnv(ctx context.Context, fn func(*localEnv) error) error {
 		return err
 	}
 	defer emu.Close()
-	env.pam, env.pamURL = emu.Server, emu.URL
-	fmt.Printf("==> PAM emulator listening at %s (%s, account %q, password %q)\n", env.pamURL, env.auth, demoUser, demoPassword)
+	env.pam, env.pamURL, env.caBundle = emu.Server, emu.URL, emu.CABundle
+	caFile := filepath.Join(env.stateDir, "pam-ca.pem")
+	if err := os.WriteFile(caFile, []byte(env.caBundle), 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("==> PAM emulator listening at %s (%s, account %q, password %q; its certificate, a PamServer's caBundle, is in %s)\n", env.pamURL, env.auth, demoUser, demoPassword, caFile)
 
 	if _, err := env.kubectl(ctx, "", "create", "namespace", operatorNamespace); err != nil {
 		return err

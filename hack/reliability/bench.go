@@ -156,7 +156,7 @@ func (b *bench) setup(ctx context.Context) error {
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: b.ns, Name: "pam"},
 			StringData: map[string]string{"username": pamUser, "password": pamPassword}},
 		&pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: b.ns, Name: "pam"}, Spec: pamv1.PamServerSpec{
-			URL: h.pamURL, Timeout: &metav1.Duration{Duration: 5 * time.Second},
+			URL: h.pamURL, CABundle: h.pam.CABundle, Timeout: &metav1.Duration{Duration: 5 * time.Second},
 			Auth:      &pamv1.PamServerAuth{Basic: &pamv1.BasicAuth{SecretRef: pamv1.SecretReference{Name: "pam"}}},
 			RateLimit: &pamv1.RateLimit{QPS: int32(b.cfg.rateLimit), Burst: int32(b.cfg.rateLimit), MaxConcurrentCalls: 16},
 		}},

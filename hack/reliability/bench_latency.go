@@ -115,7 +115,7 @@ func (b *bench) latency(ctx context.Context) error {
 
 // rawCloseRoundTrips closes n requests of their own from a plain client, one at a time.
 func (b *bench) rawCloseRoundTrips(ctx context.Context, n int) ([]time.Duration, error) {
-	pc, err := pam.NewClient(pam.Config{URL: b.h.pamURL, Auth: auth.Basic(pamUser, pamPassword)})
+	pc, err := pam.NewClient(pam.Config{URL: b.h.pamURL, CABundle: []byte(b.h.pam.CABundle), Auth: auth.Basic(pamUser, pamPassword)})
 	if err != nil {
 		return nil, err
 	}

@@ -110,7 +110,7 @@ func (h *harness) run(ctx context.Context, sc scenario, rng *rand.Rand) (result,
 		return res, err
 	}
 	serverSpec := pamv1.PamServerSpec{
-		URL: h.pamURL, Timeout: &metav1.Duration{Duration: time.Second},
+		URL: h.pamURL, CABundle: h.pam.CABundle, Timeout: &metav1.Duration{Duration: time.Second},
 		Auth: &pamv1.PamServerAuth{Basic: &pamv1.BasicAuth{SecretRef: pamv1.SecretReference{Name: "pam"}}},
 		// The scenarios time the recovery from faults, against the retry cap and the sync
 		// interval. At the default 10 calls/s, draining a few hundred pending closes would take

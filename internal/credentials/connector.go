@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,6 +76,9 @@ type Connector struct {
 	Observe func(op string, code int, took time.Duration)
 	// Clock is the time source; nil means the real clock.
 	Clock clock.PassiveClock
+	// RefuseNamespacedServers refuses every PamServer (--namespaced-servers=false): only the
+	// administrator's ClusterPamServers may receive credentials.
+	RefuseNamespacedServers bool
 	// FreshFor is how long after a read of a server's credentials a close goes out without
 	// reading them again alongside; 0 means DefaultFreshFor.
 	FreshFor time.Duration
@@ -124,6 +129,9 @@ func (c *Connector) Server(ctx context.Context, el *pamv1.PamElevation) (pamv1.S
 		server = &pamv1.PamServer{}
 		key.Namespace = el.Namespace
 	}
+	if c.RefuseNamespacedServers && el.Spec.ServerRef.Kind != pamv1.ServerKindClusterPamServer {
+		return nil, errNamespacedServersOff(key.Name, key.Namespace)
+	}
 	if err := c.Client.Get(ctx, key, server); err != nil {
 		if apierrors.IsNotFound(err) {
 			where := ""
@@ -138,6 +146,11 @@ func (c *Connector) Server(ctx context.Context, el *pamv1.PamElevation) (pamv1.S
 	return server, nil
 }
 
+func errNamespacedServersOff(name, namespace string) error {
+	return &Error{Reason: pamv1.ReasonServerNotAllowed,
+		Message: fmt.Sprintf("PamServer %q in namespace %s is not used: the operator runs with --namespaced-servers=false; use a ClusterPamServer", name, namespace)}
+}
+
 // Connect returns a client for the server, or a *Error when its configuration or Secret
 // cannot be used. Other errors come from the API server and are transient.
 func (c *Connector) Connect(ctx context.Context, server pamv1.ServerObject) (pam.Client, error) {
@@ -149,7 +162,15 @@ func (c *Connector) Connect(ctx context.Context, server pamv1.ServerObject) (pam
 // has none, or they could not be read), so the server's reconciler keeps its escrow without
 // reading them again.
 func (c *Connector) Check(ctx context.Context, server pamv1.ServerObject) (pam.Client, *Credentials, error) {
+	if _, namespaced := server.(*pamv1.PamServer); namespaced && c.RefuseNamespacedServers {
+		return nil, nil, errNamespacedServersOff(server.GetName(), server.GetNamespace())
+	}
 	spec := server.ServerSpec()
+	if u, err := url.Parse(spec.URL); err == nil && spec.Auth != nil && spec.Auth.Basic != nil && !strings.EqualFold(u.Scheme, "https") {
+		// Admission refuses this; a server stored before the rule existed is refused here.
+		return nil, nil, &Error{Reason: pamv1.ReasonInsecureTransport,
+			Message: fmt.Sprintf("basic auth would send the password in the clear to %s: use an https url", u.Redacted())}
+	}
 	cfg := pam.Config{URL: spec.URL, Version: spec.Version, CABundle: []byte(spec.CABundle), UserAgent: c.UserAgent, Observe: c.Observe}
 	if spec.Timeout != nil {
 		cfg.Timeout = spec.Timeout.Duration
@@ -346,17 +367,22 @@ func kerberosClient(spec *pamv1.KerberosAuth, creds *Credentials) (*kerberos.Cli
 	return kc, nil
 }
 
-// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=list;watch
 
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get
 
 // CheckNamespaceAllowed returns a *Error when server is a ClusterPamServer whose
-// allowedNamespaces does not select namespace. The namespace is read live: a cache of every
-// namespace would cost memory and a cluster-wide watch for a check only some servers need.
+// allowedNamespaces does not select namespace: absent selects none, {} every namespace. The
+// namespace's labels are read from the cache of namespaces' metadata, which also requeues the
+// elevations of a namespace whose labels change.
 func (c *Connector) CheckNamespaceAllowed(ctx context.Context, server pamv1.ServerObject, namespace string) error {
 	cluster, ok := server.(*pamv1.ClusterPamServer)
-	if !ok || cluster.Spec.AllowedNamespaces == nil {
+	if !ok {
 		return nil
+	}
+	if cluster.Spec.AllowedNamespaces == nil {
+		return &Error{Reason: pamv1.ReasonNamespaceNotAllowed,
+			Message: fmt.Sprintf("ClusterPamServer %q has no spec.allowedNamespaces, so it serves no namespace; {} serves every namespace", cluster.Name)}
 	}
 	selector, err := metav1.LabelSelectorAsSelector(cluster.Spec.AllowedNamespaces)
 	if err != nil {
@@ -366,13 +392,14 @@ func (c *Connector) CheckNamespaceAllowed(ctx context.Context, server pamv1.Serv
 	if selector.Empty() {
 		return nil
 	}
-	ns := &corev1.Namespace{}
-	if err := c.LiveReader.Get(ctx, types.NamespacedName{Name: namespace}, ns); err != nil {
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	if err := c.Client.Get(ctx, types.NamespacedName{Name: namespace}, ns); err != nil {
 		return err
 	}
 	if !selector.Matches(labels.Set(ns.Labels)) {
 		return &Error{Reason: pamv1.ReasonNamespaceNotAllowed,
-			Message: fmt.Sprintf("ClusterPamServer %q does not allow namespace %s (spec.allowedNamespaces: %s); this elevation never calls PAM through it", cluster.Name, namespace, selector)}
+			Message: fmt.Sprintf("ClusterPamServer %q does not allow namespace %s (spec.allowedNamespaces: %s); this elevation reads and requests nothing through it", cluster.Name, namespace, selector)}
 	}
 	return nil
 }
