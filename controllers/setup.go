@@ -12,6 +12,7 @@ import (
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/internal/credentials"
+	"github.com/pam-operator/pam-operator/internal/dialpolicy"
 )
 
 // Options configure the controllers.
@@ -34,6 +35,9 @@ type Options struct {
 	Clock clock.PassiveClock
 	// UserAgent is sent to PAM.
 	UserAgent string
+	// DialPolicy says where PAM hosts and KDCs may be dialled (--allowed-pam-hosts); nil
+	// refuses only link-local and cloud metadata addresses.
+	DialPolicy *dialpolicy.Policy
 }
 
 // Setup registers every reconciler with the manager.
@@ -47,6 +51,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		UserAgent:                opts.UserAgent,
 		Observe:                  observePAMCall,
 		Clock:                    opts.Clock,
+		DialPolicy:               opts.DialPolicy,
 	}
 	if err := (&PamElevationReconciler{
 		Client:                  mgr.GetClient(),

@@ -50,6 +50,12 @@ const (
 	// ReasonNamespaceNotAllowed: the ClusterPamServer's allowedNamespaces does not select the
 	// elevation's namespace; the elevation never causes a call to PAM.
 	ReasonNamespaceNotAllowed = "NamespaceNotAllowed"
+	// ReasonHostNotAllowed: a dial was refused by policy: the server's host, the target behind a
+	// proxy, or a KDC is at a link-local or cloud metadata address, which is never dialled, or
+	// outside the administrator's --allowed-pam-hosts. Closes stop too, since the policy says
+	// where credentials may go: the finalizer holds until the server or the policy changes, or
+	// a person sets deletionPolicy Orphan.
+	ReasonHostNotAllowed = "HostNotAllowed"
 	// ReasonOrphaned: the object was released without calling PAM (deletionPolicy Orphan).
 	ReasonOrphaned = "Orphaned"
 	// ReasonConfigured: a server configuration is valid and usable.
