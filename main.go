@@ -23,6 +23,7 @@ import (
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/controllers"
+	"github.com/pam-operator/pam-operator/internal/dialpolicy"
 )
 
 // serviceAccountNamespaceFile holds the namespace of the pod the operator runs in.
@@ -69,6 +70,7 @@ func run() error {
 		pprofAddr                string
 		leaderElect              bool
 		clusterResourceNamespace string
+		allowedPAMHosts          string
 		leaseDuration            time.Duration
 		renewDeadline            time.Duration
 		retryPeriod              time.Duration
@@ -93,6 +95,8 @@ func run() error {
 		"Namespace from which ClusterPamServer Secrets are read (default: the namespace the operator runs in).")
 	namespacedServers := flag.Bool("namespaced-servers", true,
 		"Use PamServers, which any tenant allowed to create them can point anywhere; false uses ClusterPamServers only, and elevations naming a PamServer stall with ServerNotAllowed.")
+	flag.StringVar(&allowedPAMHosts, "allowed-pam-hosts", "",
+		"Comma-separated host names, *.domain globs, IP addresses and CIDRs where PAM hosts and KDCs may be: a host passes when its name matches or the address dialled is in a CIDR. Empty allows any host. Link-local and cloud metadata addresses are never dialled, whatever this says.")
 	flag.DurationVar(&opts.SyncInterval, "pam-sync-interval", controllers.DefaultSyncInterval, "How often each open request is read from PAM.")
 	flag.DurationVar(&opts.MaxRetryDelay, "max-retry-delay", controllers.DefaultMaxRetryDelay,
 		"Cap of the exponential backoff between retries of failed PAM calls; the operator heals within this long of PAM coming back.")
@@ -115,6 +119,11 @@ func run() error {
 	if opts.SyncInterval <= 0 || opts.MaxRetryDelay <= 0 || opts.MaxConcurrentReconciles <= 0 || opts.ClockSkewMargin <= 0 {
 		return errors.New("--pam-sync-interval, --max-retry-delay, --clock-skew-margin and --max-concurrent-reconciles must be positive")
 	}
+	policy, err := dialpolicy.Parse(allowedPAMHosts)
+	if err != nil {
+		return fmt.Errorf("--allowed-pam-hosts: %w", err)
+	}
+	opts.DialPolicy = policy
 	if clusterResourceNamespace == "" {
 		clusterResourceNamespace = podNamespace()
 	}
@@ -166,7 +175,7 @@ func run() error {
 
 	log.Info("Starting manager", "clusterResourceNamespace", clusterResourceNamespace,
 		"pamSyncInterval", opts.SyncInterval.String(), "maxRetryDelay", opts.MaxRetryDelay.String(),
-		"leaderElect", leaderElect, "startedAt", time.Now().UTC().Format(time.RFC3339))
+		"leaderElect", leaderElect, "allowedPAMHosts", policy.String(), "startedAt", time.Now().UTC().Format(time.RFC3339))
 	return mgr.Start(ctx)
 }
 

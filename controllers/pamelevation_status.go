@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -65,6 +66,11 @@ type problem struct {
 func (p *pass) fail(err error) {
 	if ce, ok := credentials.AsError(err); ok {
 		p.problem = &problem{reason: ce.Reason, message: ce.Message, stalled: true}
+		return
+	}
+	// The message names the host, the address and the rule that refused it.
+	if errors.Is(err, pam.ErrHostNotAllowed) {
+		p.problem = &problem{reason: pamv1.ReasonHostNotAllowed, message: err.Error(), stalled: true}
 		return
 	}
 	switch pam.ClassOf(err) {

@@ -12,6 +12,7 @@ import (
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/internal/credentials"
+	"github.com/pam-operator/pam-operator/internal/dialpolicy"
 )
 
 // Options configure the controllers.
@@ -37,6 +38,9 @@ type Options struct {
 	// RefuseNamespacedServers turns PamServers off (--namespaced-servers=false): tenants cannot
 	// name where credentials go, only the administrator's ClusterPamServers can.
 	RefuseNamespacedServers bool
+	// DialPolicy says where PAM hosts and KDCs may be dialled (--allowed-pam-hosts); nil
+	// refuses only link-local and cloud metadata addresses.
+	DialPolicy *dialpolicy.Policy
 }
 
 // Setup registers every reconciler with the manager.
@@ -51,6 +55,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		Observe:                  observePAMCall,
 		Clock:                    opts.Clock,
 		RefuseNamespacedServers:  opts.RefuseNamespacedServers,
+		DialPolicy:               opts.DialPolicy,
 	}
 	if err := (&PamElevationReconciler{
 		Client:                  mgr.GetClient(),

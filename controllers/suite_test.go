@@ -26,6 +26,7 @@ import (
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/controllers"
 	"github.com/pam-operator/pam-operator/emulator"
+	"github.com/pam-operator/pam-operator/internal/dialpolicy"
 )
 
 const (
@@ -37,6 +38,9 @@ const (
 	maxRetryDelay = 2 * time.Second
 	// clockSkewMargin is how far past PAM's ExpirationTime a deletion may complete unconfirmed.
 	clockSkewMargin = time.Second
+	// allowedPAMHosts is the manager's --allowed-pam-hosts: the loopback address the suite's
+	// servers listen on. 127.0.0.2 is loopback too, yet outside it, for refused dials.
+	allowedPAMHosts = "127.0.0.1,::1"
 
 	pamUser     = "jen"
 	pamPassword = "jen-password-canary-7f3a"
@@ -136,12 +140,18 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 		return 1
 	}
+	dialPolicy, err := dialpolicy.Parse(allowedPAMHosts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dial policy:", err)
+		return 1
+	}
 	if err := controllers.Setup(ctx, mgr, controllers.Options{
 		ClusterResourceNamespace: clusterResourceNamespace,
 		SyncInterval:             syncInterval,
 		MaxRetryDelay:            maxRetryDelay,
 		MaxConcurrentReconciles:  4,
 		ClockSkewMargin:          clockSkewMargin,
+		DialPolicy:               dialPolicy,
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, "setup:", err)
 		return 1

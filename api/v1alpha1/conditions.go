@@ -57,6 +57,12 @@ const (
 	ReasonServerNotAllowed = "ServerNotAllowed"
 	// ReasonInsecureTransport: the server's auth method would send a password over plain http.
 	ReasonInsecureTransport = "InsecureTransport"
+	// ReasonHostNotAllowed: a dial was refused by policy: the server's host, the target behind a
+	// proxy, or a KDC is at a link-local or cloud metadata address, which is never dialled, or
+	// outside the administrator's --allowed-pam-hosts. Closes stop too, since the policy says
+	// where credentials may go: the finalizer holds until the server or the policy changes, or
+	// a person sets deletionPolicy Orphan.
+	ReasonHostNotAllowed = "HostNotAllowed"
 	// ReasonOrphaned: the object was released without calling PAM (deletionPolicy Orphan).
 	ReasonOrphaned = "Orphaned"
 	// ReasonConfigured: a server configuration is valid and usable.

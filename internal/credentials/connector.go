@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/dialpolicy"
 	"github.com/pam-operator/pam-operator/internal/ntlmssp"
 	"github.com/pam-operator/pam-operator/internal/pam"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
@@ -82,6 +83,9 @@ type Connector struct {
 	// FreshFor is how long after a read of a server's credentials a close goes out without
 	// reading them again alongside; 0 means DefaultFreshFor.
 	FreshFor time.Duration
+	// DialPolicy says where every server's PAM host and KDCs may be dialled
+	// (--allowed-pam-hosts); nil refuses only link-local and cloud metadata addresses.
+	DialPolicy *dialpolicy.Policy
 
 	mu sync.Mutex
 	// servers holds what is kept per server, by pamv1.KeyOf.
@@ -171,7 +175,8 @@ func (c *Connector) Check(ctx context.Context, server pamv1.ServerObject) (pam.C
 		return nil, nil, &Error{Reason: pamv1.ReasonInsecureTransport,
 			Message: fmt.Sprintf("basic auth would send the password in the clear to %s: use an https url", u.Redacted())}
 	}
-	cfg := pam.Config{URL: spec.URL, Version: spec.Version, CABundle: []byte(spec.CABundle), UserAgent: c.UserAgent, Observe: c.Observe}
+	cfg := pam.Config{URL: spec.URL, Version: spec.Version, CABundle: []byte(spec.CABundle), UserAgent: c.UserAgent, Observe: c.Observe,
+		DialPolicy: c.DialPolicy}
 	if spec.Timeout != nil {
 		cfg.Timeout = spec.Timeout.Duration
 	}
@@ -206,7 +211,7 @@ func (c *Connector) Check(ctx context.Context, server pamv1.ServerObject) (pam.C
 			}
 			cfg.Auth = ntlm.Wrap(nc)
 		case spec.Auth.Kerberos != nil:
-			kc, err := kerberosClient(spec.Auth.Kerberos, creds)
+			kc, err := kerberosClient(spec.Auth.Kerberos, creds, c.DialPolicy)
 			if err != nil {
 				return nil, creds, err
 			}
@@ -343,7 +348,7 @@ const (
 
 // kerberosClient builds a Kerberos client from the server's credentials. The configuration is
 // checked offline: a bad keytab or krb5.conf stalls the server at once, not at the first call.
-func kerberosClient(spec *pamv1.KerberosAuth, creds *Credentials) (*kerberos.Client, error) {
+func kerberosClient(spec *pamv1.KerberosAuth, creds *Credentials, policy *dialpolicy.Policy) (*kerberos.Client, error) {
 	invalid := func(format string, args ...any) error {
 		return &Error{Reason: pamv1.ReasonInvalidServerConfig, Message: fmt.Sprintf(format, args...)}
 	}
@@ -354,7 +359,7 @@ func kerberosClient(spec *pamv1.KerberosAuth, creds *Credentials) (*kerberos.Cli
 			creds.source, SecretKeyUsername, SecretKeyPassword, SecretKeyKeytab)
 	}
 	cfg := kerberos.Config{Username: username, Realm: spec.Realm, Password: password, Keytab: keytab,
-		KDCs: spec.KDCs, ServicePrincipalName: spec.ServicePrincipalName}
+		KDCs: spec.KDCs, ServicePrincipalName: spec.ServicePrincipalName, DialPolicy: policy}
 	if spec.Krb5ConfigMapRef != nil {
 		if cfg.Krb5Conf = creds.krb5Conf; cfg.Krb5Conf == "" {
 			return nil, invalid("ConfigMap %s needs a non-empty key %q", spec.Krb5ConfigMapRef.Name, ConfigMapKeyKrb5)

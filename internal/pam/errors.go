@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/pam-operator/pam-operator/internal/dialpolicy"
 )
 
 // Class is what a caller should do about an error. Errors are classified once, here, so that
@@ -55,6 +57,11 @@ type Error struct {
 	// Err is the underlying transport error, if any.
 	Err error
 }
+
+// ErrHostNotAllowed is under every call refused because the dial policy does not allow where
+// it would go: the PAM host, the target behind a proxy, or a KDC. errors.Is finds it in an
+// *Error of class Other; its message names the host, the address and the rule.
+var ErrHostNotAllowed = dialpolicy.ErrNotAllowed
 
 // ErrAnswerTooLarge is the error under an answer larger than the client reads: a list that
 // holds too many requests, to be asked for in narrower windows.
@@ -153,6 +160,10 @@ func transportSummary(err error) string {
 		return "timed out waiting for an answer"
 	case errors.Is(err, context.Canceled):
 		return "call cancelled"
+	}
+	var refused *dialpolicy.RefusedError
+	if errors.As(err, &refused) {
+		return refused.Error()
 	}
 	var certErr *tls.CertificateVerificationError
 	if errors.As(err, &certErr) {

@@ -15,8 +15,10 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/pam-operator/pam-operator/internal/dialpolicy"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
 )
 
@@ -50,6 +52,12 @@ type Config struct {
 	// Observe, when set, is told about every call: the operation, the HTTP status (0 when no
 	// answer arrived) and how long it took. The operator feeds its metrics from it.
 	Observe func(op string, code int, took time.Duration)
+	// DialPolicy says which addresses the PAM host (and the target behind a proxy) may be
+	// dialled at; nil refuses only those never dialled (link-local, cloud metadata).
+	DialPolicy *dialpolicy.Policy
+	// Proxy picks the proxy of a request, as http.Transport.Proxy does; nil means
+	// http.ProxyFromEnvironment.
+	Proxy func(*http.Request) (*url.URL, error)
 }
 
 type httpClient struct {
@@ -67,7 +75,7 @@ var _ Client = (*httpClient)(nil)
 // NewClient builds a Client for cfg. The transport speaks HTTP/1.1 only, because IIS does not
 // offer Windows authentication over HTTP/2, keeps cookies, verifies TLS against CABundle (or the
 // system roots) with TLS 1.2 at least, and never follows redirects, so credentials are never
-// sent to another host.
+// sent to another host. Every dial is checked against cfg.DialPolicy (see dialTransport).
 func NewClient(cfg Config) (Client, error) {
 	base, err := ParseServerURL(cfg.URL)
 	if err != nil {
@@ -82,8 +90,6 @@ func NewClient(cfg Config) (Client, error) {
 		tlsConfig.RootCAs = pool
 	}
 	transport := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       tlsConfig,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ForceAttemptHTTP2:     false,
@@ -92,6 +98,7 @@ func NewClient(cfg Config) (Client, error) {
 		IdleConnTimeout:       90 * time.Second,
 		ResponseHeaderTimeout: 0, // the per-call context deadline bounds the whole exchange
 	}
+	dialTransport(transport, cfg.DialPolicy, cfg.Proxy)
 	var rt http.RoundTripper = transport
 	if cfg.Auth != nil {
 		rt = cfg.Auth(rt)
@@ -125,6 +132,55 @@ func NewClient(cfg Config) (Client, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 	}, nil
+}
+
+// dialTransport makes transport dial through policy. Without a proxy the PAM host's dial is
+// checked on each address it resolves to. With one, the dial goes to the proxy, which the
+// administrator set (only the forbidden addresses apply to it), and the target is checked
+// before the request leaves: every address its name resolves to here must pass. The proxy
+// resolves the name again, and a name whose answer changes in between (DNS rebinding) could
+// still lead it elsewhere; list the PAM host by IP address, or use no proxy, to close that.
+func dialTransport(transport *http.Transport, policy *dialpolicy.Policy, proxy func(*http.Request) (*url.URL, error)) {
+	if proxy == nil {
+		proxy = http.ProxyFromEnvironment
+	}
+	var mu sync.Mutex
+	proxies := map[string]bool{} // the proxies' host:port, as the transport dials them
+	transport.Proxy = func(req *http.Request) (*url.URL, error) {
+		u, err := proxy(req)
+		if err != nil || u == nil {
+			return u, err
+		}
+		if err := policy.CheckHost(req.Context(), "PAM host", req.URL.Hostname()); err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		proxies[proxyAddr(u)] = true
+		mu.Unlock()
+		return u, nil
+	}
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	dialHost := policy.DialContext(dialer, "PAM host")
+	dialProxy := (&dialpolicy.Policy{}).DialContext(dialer, "proxy")
+	transport.DialContext = func(ctx context.Context, network, address string) (net.Conn, error) {
+		mu.Lock()
+		isProxy := proxies[address]
+		mu.Unlock()
+		if isProxy {
+			return dialProxy(ctx, network, address)
+		}
+		return dialHost(ctx, network, address)
+	}
+}
+
+// proxyAddr is the host:port the transport dials for a proxy URL. Should it ever differ, the
+// proxy's dial is checked as the PAM host's: refused unless allowed, never sent elsewhere.
+func proxyAddr(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443", "socks5": "1080", "socks5h": "1080"}[u.Scheme]
+	}
+	return net.JoinHostPort(u.Hostname(), port)
 }
 
 // ParseServerURL checks that raw is an absolute http(s) URL without user information, query or
@@ -263,6 +319,11 @@ func (c *httpClient) call(ctx context.Context, op, method, resource, filter stri
 		c.observe(op, code, time.Since(start))
 	}
 	if err != nil {
+		// A host or KDC the dial policy refuses stays refused until the server or the policy
+		// changes.
+		if errors.Is(err, ErrHostNotAllowed) {
+			return &Error{Op: op, Class: ClassOther, Err: err}
+		}
 		// A credential the server or the KDC refused, or a method the server does not offer,
 		// will not fix itself either.
 		var authErr *auth.Error

@@ -9,6 +9,7 @@
 package kerberos
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -108,7 +109,7 @@ func (c *Client) Close() {
 
 // serviceTicket returns a ticket for spn: the cached one while it is fresh, unless refresh
 // asks for a new one (the server refused the cached one).
-func (c *Client) serviceTicket(spn string, refresh bool) (*ticket, error) {
+func (c *Client) serviceTicket(ctx context.Context, spn string, refresh bool) (*ticket, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -119,7 +120,7 @@ func (c *Client) serviceTicket(spn string, refresh bool) (*ticket, error) {
 	if cached != nil && !refresh && now.Before(cached.renewAt) {
 		return cached, nil
 	}
-	t, err := c.newServiceTicket(spn, now)
+	t, err := c.newServiceTicket(ctx, spn, now)
 	if err != nil {
 		var refused *auth.Error
 		if cached != nil && !refresh && now.Before(cached.expires) && !errors.As(err, &refused) {
@@ -134,7 +135,10 @@ func (c *Client) serviceTicket(spn string, refresh bool) (*ticket, error) {
 }
 
 // newServiceTicket gets a ticket for spn from the KDC, logging in first when the TGT is due.
-func (c *Client) newServiceTicket(spn string, now time.Time) (*ticket, error) {
+func (c *Client) newServiceTicket(ctx context.Context, spn string, now time.Time) (*ticket, error) {
+	if err := c.checkKDCs(ctx); err != nil {
+		return nil, err
+	}
 	justLoggedIn := false
 	if c.tgt == nil || !now.Before(c.tgt.renewAt) {
 		if err := c.login(); err != nil {

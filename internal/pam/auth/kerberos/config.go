@@ -12,6 +12,7 @@ import (
 	"github.com/jcmturner/gokrb5/v8/config"
 	"github.com/jcmturner/gokrb5/v8/keytab"
 
+	"github.com/pam-operator/pam-operator/internal/dialpolicy"
 	"github.com/pam-operator/pam-operator/internal/gsskrb5"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
 )
@@ -44,6 +45,9 @@ type Config struct {
 	ServicePrincipalName string
 	// Now is the clock that decides when tickets are renewed; nil means time.Now.
 	Now func() time.Time
+	// DialPolicy says which addresses KDCs may be dialled at (see checkKDCs); nil refuses
+	// only those never dialled (link-local, cloud metadata).
+	DialPolicy *dialpolicy.Policy
 }
 
 // settings is a validated Config.
@@ -55,12 +59,13 @@ type settings struct {
 	krb5     *config.Config
 	spn      string
 	now      func() time.Time
+	policy   *dialpolicy.Policy
 }
 
 // validate checks everything that can be checked without the network, so that a mistake
 // in the configuration is reported when the client is built, with what to do about it.
 func (c Config) validate() (*settings, error) {
-	s := &settings{password: c.Password, spn: c.ServicePrincipalName, now: c.Now}
+	s := &settings{password: c.Password, spn: c.ServicePrincipalName, now: c.Now, policy: c.DialPolicy}
 	if s.now == nil {
 		s.now = time.Now
 	}

@@ -91,7 +91,7 @@ type proof struct {
 
 // attempt sends a copy of req with a Negotiate token for spn and the given body.
 func (t *transport) attempt(req *http.Request, spn string, binding []byte, refresh bool, body io.ReadCloser) (*http.Response, proof, error) {
-	tk, err := t.c.serviceTicket(spn, refresh)
+	tk, err := t.c.serviceTicket(req.Context(), spn, refresh)
 	if err != nil {
 		closeBody(body)
 		return nil, proof{}, err
