@@ -23,11 +23,11 @@ import (
 func TestDialsRefusedByPolicy(t *testing.T) {
 	cases := []struct {
 		reason string
-		// serve returns the server URL, and the emulator behind it when there is one.
-		serve     func(t *testing.T) (string, *emulator.Server)
+		// serve returns the server URL and CA bundle, and the emulator behind it when there is one.
+		serve     func(t *testing.T) (string, string, *emulator.Server)
 		inMessage string
 	}{
-		{"the metadata address", func(*testing.T) (string, *emulator.Server) { return "http://169.254.169.254/", nil },
+		{"the metadata address", func(*testing.T) (string, string, *emulator.Server) { return "https://169.254.169.254/", "", nil },
 			"dial to PAM host 169.254.169.254 refused: 169.254.169.254 lies in 169.254.0.0/16"},
 		{"a host outside --allowed-pam-hosts", emulatorOn127002,
 			"dial to PAM host 127.0.0.2 refused: the address is not in --allowed-pam-hosts (" + allowedPAMHosts + ")"},
@@ -36,11 +36,11 @@ func TestDialsRefusedByPolicy(t *testing.T) {
 		t.Run(tc.reason, func(t *testing.T) {
 			g := NewWithT(t)
 			ctx := context.Background()
-			url, emu := tc.serve(t)
+			url, caBundle, emu := tc.serve(t)
 			ns := newNamespace(t)
 			create(t, basicSecret(ns, "pam-credentials", pamUser, pamPassword))
 			spec := basicServerSpec("pam-credentials")
-			spec.URL = url
+			spec.URL, spec.CABundle = url, caBundle
 			create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}, Spec: spec})
 			id := randomGUID()
 			if emu != nil {
@@ -110,19 +110,19 @@ func TestKDCRefusedByPolicy(t *testing.T) {
 	assertNoSecretIn(t, ns, kerberosCanary)
 }
 
-// emulatorOn127002 serves an emulator of its own on 127.0.0.2, a loopback address outside the
-// suite's --allowed-pam-hosts.
-func emulatorOn127002(t *testing.T) (string, *emulator.Server) {
+// emulatorOn127002 serves an emulator of its own over TLS on 127.0.0.2, a loopback address
+// outside the suite's --allowed-pam-hosts; it returns its URL and certificate.
+func emulatorOn127002(t *testing.T) (string, string, *emulator.Server) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.2:0")
 	if err != nil {
-		t.Skipf("cannot listen on 127.0.0.2: %v", err)
+		t.Fatalf("cannot listen on 127.0.0.2: %v", err)
 	}
 	emu := emulator.New(emulator.Options{Users: map[string]string{pamUser: pamPassword}})
 	srv := httptest.NewUnstartedServer(emu)
 	srv.Listener.Close()
 	srv.Listener = l
-	srv.Start()
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	return srv.URL, emu
+	return srv.URL, certificatePEM(srv), emu
 }
