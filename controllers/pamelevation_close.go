@@ -105,8 +105,10 @@ func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.Pam
 	return false
 }
 
-// confirmClose reads the request after PAM answered 200: Closed, Expired, Rejected or Closing
-// confirm the close; a request still open means the answer was not true.
+// confirmClose reads the request after PAM answered 200: Closed, Expired or Rejected confirm
+// the close; Closing means PAM accepted it but has not removed the access yet — in MIM a
+// removal workflow can stall there with the membership in place — so the object waits for
+// Closed, with no second close; a request still open means the answer was not true.
 func (r *PamElevationReconciler) confirmClose(ctx context.Context, el *pamv1.PamElevation, pc pam.Client, p *pass, reason string, took time.Duration) bool {
 	log := ctrl.LoggerFrom(ctx).WithValues("requestID", el.Spec.RequestID, "reason", reason)
 	after, err := pc.Get(ctx, normalizedID(el))
@@ -128,6 +130,13 @@ func (r *PamElevationReconciler) confirmClose(ctx context.Context, el *pamv1.Pam
 		return false
 	}
 	observeCloseSuccess(el, reason, r.Clock.Now())
+	if after.Status == pamapi.StatusClosing {
+		log.Info("PAM accepted the close and lists the request Closing", "duration", took.Round(time.Millisecond))
+		r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonClosing, "Close",
+			"PAM accepted the close of request %s (HTTP 200, %s) and lists it Closing; waiting for Closed", el.Spec.RequestID, closeCause(reason))
+		p.problem = &problem{reason: pamv1.ReasonClosing, message: "PAM accepted the close and is closing the request; waiting for it to report Closed"}
+		return false
+	}
 	log.Info("Closed PAM request", "requestStatus", after.Status, "duration", took.Round(time.Millisecond))
 	r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ConditionClosed, "Close",
 		"Closed PAM request %s (HTTP 200, %s; PAM now lists it %s)", el.Spec.RequestID, closeCause(reason), after.Status)

@@ -247,12 +247,18 @@ func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesMetadata(namespaceMetadata(), handler.EnqueueRequestsFromMapFunc(mapper.forNamespace),
 			builder.WithPredicates(predicate.LabelChangedPredicate{})).
-		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1),
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1), RateLimiter: errorBackoff(r.MaxRetryDelay),
 			LogConstructor: elevationLogger(mgr.GetLogger())}).
 		Complete(r); err != nil {
 		return err
 	}
 	return r.setupReleaser(mgr)
+}
+
+// errorBackoff is the retry schedule of a pass that returned an error (the API server failed):
+// controller-runtime's own goes up to 1000 s, past the cap --max-retry-delay promises.
+func errorBackoff(maxDelay time.Duration) workqueue.TypedRateLimiter[reconcile.Request] {
+	return workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](initialRetryDelay, maxDelay)
 }
 
 // namespaceMetadata is what is cached of namespaces: their labels, for allowedNamespaces.
@@ -276,7 +282,7 @@ func (r *PamElevationReconciler) setDefaults() {
 	if r.ClockSkewMargin <= 0 {
 		r.ClockSkewMargin = DefaultClockSkewMargin
 	}
-	r.retries = workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](initialRetryDelay, r.MaxRetryDelay)
+	r.retries = errorBackoff(r.MaxRetryDelay)
 }
 
 // server returns the elevation's server once it may be used for the pass. A namespace the

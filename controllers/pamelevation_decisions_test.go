@@ -461,3 +461,52 @@ func TestRefusalDecisions(t *testing.T) {
 		})
 	}
 }
+
+// TestClosingAfterTheCloseIsNotTheEnd: PAM answers 200 to the close and then lists the request
+// Closing — in MIM a removal workflow can stall there with the membership in place. The object
+// keeps its finalizer, no second close is sent while PAM shows Closing, and it is released (or,
+// at expiry, marked Closed for its expiry) only once PAM lists Closed.
+func TestClosingAfterTheCloseIsNotTheEnd(t *testing.T) {
+	for _, tc := range []struct {
+		reason string
+		el     *pamv1.PamElevation
+		want   []outcome
+	}{
+		{
+			reason: "deleted",
+			el:     unitElevation(deleting),
+			want: []outcome{
+				{calls: []string{"get", "close", "get"}, ready: pamv1.ReasonClosing, closed: pamv1.ReasonPending, requeueAfter: initialRetryDelay},
+				{calls: []string{"get"}, ready: pamv1.ReasonClosing, closed: pamv1.ReasonPending, requeueAfter: 2 * initialRetryDelay},
+				{calls: []string{"get"}, released: true},
+			},
+		},
+		{
+			reason: "expired",
+			el:     unitElevation(func(el *pamv1.PamElevation) { el.Spec.ExpiresAt = &metav1.Time{Time: unitNow.Add(-time.Second)} }),
+			want: []outcome{
+				{calls: []string{"get", "close", "get"}, ready: pamv1.ReasonClosing, closed: pamv1.ReasonPending, requeueAfter: initialRetryDelay},
+				{calls: []string{"get"}, ready: pamv1.ReasonClosing, closed: pamv1.ReasonPending, requeueAfter: 2 * initialRetryDelay},
+				{calls: []string{"get"}, ready: pamv1.ReasonExpired, closed: pamv1.ReasonExpired, closedTrue: true},
+			},
+		},
+	} {
+		t.Run(tc.reason, func(t *testing.T) {
+			script := &answers{gets: []pamapi.RequestStatus{pamapi.StatusActive, pamapi.StatusClosing, pamapi.StatusClosing, pamapi.StatusClosed}}
+			pc := script.client()
+			r, c := unitReconciler(t, tc.el, pc)
+			for i, want := range tc.want {
+				before := len(pc.Calls())
+				res, err := reconcileOnce(t, r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := observe(t, c, pc, res)
+				got.calls = got.calls[before:]
+				if diff := cmp.Diff(want, got, cmp.AllowUnexported(outcome{})); diff != "" {
+					t.Errorf("pass %d (-want +got):\n%s", i+1, diff)
+				}
+			}
+		})
+	}
+}

@@ -136,6 +136,15 @@ func (r *PamElevationReconciler) applySync(ctx context.Context, el *pamv1.PamEle
 			p.apiErr = err
 			return err == nil
 		}
+		if p.closing && r.reads.sentClose(el.UID) {
+			// The close this process sent, which PAM accepted as Closing, has completed.
+			reason := pamv1.ReasonExpired
+			if !el.DeletionTimestamp.IsZero() {
+				reason = pamv1.ReasonDeleted
+			}
+			p.markClosed(reason, closedMessage(reason, req.Status))
+			return true
+		}
 		ctrl.LoggerFrom(ctx).Info("PAM request ended in PAM", "requestID", el.Spec.RequestID, "requestStatus", req.Status)
 		r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonEndedInPAM, "Sync",
 			"PAM reports request %s %s", el.Spec.RequestID, req.Status)

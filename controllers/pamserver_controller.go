@@ -13,6 +13,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -118,6 +119,7 @@ func (r *ServerReconciler) SetupWithManager(mgr ctrl.Manager, name string) error
 				r.elevationChanged(ctx, e.Object, nil, q)
 			},
 		}).
+		WithOptions(controller.Options{RateLimiter: errorBackoff(r.RetryInterval)}).
 		Complete(r)
 }
 

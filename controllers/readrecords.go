@@ -95,6 +95,13 @@ func (s *readRecords) storeIfNewer(uid types.UID, t time.Time, open bool) {
 	})
 }
 
+// sentClose reports whether this process has sent a close of the request.
+func (s *readRecords) sentClose(uid types.UID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[uid].closeSent != 0
+}
+
 // closeSent records that a close is going out at t: whatever its outcome, the request may be
 // closed now, and only a newer read can tell.
 func (s *readRecords) closeSent(uid types.UID, t time.Time) {

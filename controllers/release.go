@@ -158,7 +158,7 @@ func (r *PamElevationReconciler) setupReleaser(mgr ctrl.Manager) error {
 			}()
 			return nil
 		})).
-		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1), RateLimiter: errorBackoff(r.MaxRetryDelay)}).
 		Complete(reconcile.Func(r.reconcileRelease))
 }
 
