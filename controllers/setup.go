@@ -56,6 +56,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		Clock:                    opts.Clock,
 		RefuseNamespacedServers:  opts.RefuseNamespacedServers,
 		DialPolicy:               opts.DialPolicy,
+		Workers:                  opts.MaxConcurrentReconciles,
 	}
 	if err := (&PamElevationReconciler{
 		Client:                  mgr.GetClient(),

@@ -124,6 +124,7 @@ type PamServerSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="timeout must be positive"
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('2m')",message="timeout must be at most 2m: a call holds one of the server's slots that long"
 	// +kubebuilder:default="30s"
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
@@ -156,9 +157,11 @@ type RateLimit struct {
 	// +kubebuilder:default=20
 	// +optional
 	Burst int32 `json:"burst,omitempty"`
-	// MaxConcurrentCalls caps the calls in flight at any moment.
+	// MaxConcurrentCalls caps the calls in flight at any moment, and so the operator's workers
+	// one server can hold: a hung server holds no more, and never every worker (at run time,
+	// at most --max-concurrent-reconciles less one).
 	// +kubebuilder:validation:Minimum=1
-	// +kubebuilder:validation:Maximum=100
+	// +kubebuilder:validation:Maximum=32
 	// +kubebuilder:default=4
 	// +optional
 	MaxConcurrentCalls int32 `json:"maxConcurrentCalls,omitempty"`

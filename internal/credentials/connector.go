@@ -77,6 +77,9 @@ type Connector struct {
 	Observe func(op string, code int, took time.Duration)
 	// Clock is the time source; nil means the real clock.
 	Clock clock.PassiveClock
+	// Workers is how many elevation passes run at once (--max-concurrent-reconciles): one
+	// server's calls in flight are capped below it.
+	Workers int
 	// RefuseNamespacedServers refuses every PamServer (--namespaced-servers=false): only the
 	// administrator's ClusterPamServers may receive credentials.
 	RefuseNamespacedServers bool
@@ -222,7 +225,7 @@ func (c *Connector) Check(ctx context.Context, server pamv1.ServerObject) (pam.C
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	state := c.stateLocked(server)
-	state.limiter.Update(limitOf(server))
+	state.limiter.Update(c.limitOf(server))
 	// The cached client stays when it is current, or when a read that began after this one built
 	// it: its credentials are newer.
 	if cached := state.client; cached != nil && cached.server == serverVersion && (cached.version == version || cached.readAt.After(readAt)) {
@@ -254,7 +257,7 @@ func (c *Connector) stateLocked(server pamv1.ServerObject) *serverState {
 	key := pamv1.KeyOf(server)
 	state := c.servers[key]
 	if state == nil {
-		state = &serverState{batcher: &pam.Batcher{}, limiter: pam.NewLimiter(limitOf(server))}
+		state = &serverState{batcher: &pam.Batcher{}, limiter: pam.NewLimiter(c.limitOf(server))}
 		if c.servers == nil {
 			c.servers = map[string]*serverState{}
 		}
@@ -263,10 +266,16 @@ func (c *Connector) stateLocked(server pamv1.ServerObject) *serverState {
 	return state
 }
 
-// limitOf is the pace the server's spec.rateLimit sets, with its defaults.
-func limitOf(server pamv1.ServerObject) pam.Limit {
+// limitOf is the pace the server's spec.rateLimit sets, with its defaults. Its calls in flight,
+// which are workers held, stop short of the workers there are: another server's close always
+// finds one.
+func (c *Connector) limitOf(server pamv1.ServerObject) pam.Limit {
 	l := server.ServerSpec().RateLimit.Effective()
-	return pam.Limit{QPS: float64(l.QPS), Burst: int(l.Burst), MaxConcurrentCalls: int(l.MaxConcurrentCalls)}
+	calls := int(l.MaxConcurrentCalls)
+	if c.Workers > 1 {
+		calls = min(calls, c.Workers-1)
+	}
+	return pam.Limit{QPS: float64(l.QPS), Burst: int(l.Burst), MaxConcurrentCalls: calls}
 }
 
 // Batcher returns the shared list of the server's requests that its periodic syncs read.
