@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 )
@@ -30,7 +32,7 @@ import (
 // could delete its Secret, point the server at an endpoint of their own and have the copy sent
 // there; and a server re-created under the same name would inherit its predecessor's copy.
 
-// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=create;patch;delete
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=list;create;patch;delete
 
 const (
 	escrowPrefix         = "pam-escrow-"
@@ -289,6 +291,50 @@ func (c *Connector) DropEscrow(ctx context.Context, server pamv1.ServerObject) e
 		return err
 	}
 	c.setEscrowRecord(key, escrowRecord{})
+	return nil
+}
+
+// CollectEscrows deletes the escrows in OperatorNamespace that nothing needs: those a crash, or
+// a server deleted while no replica ran, left behind. needed reports whether the escrow written
+// for the server with serverKey and uid is still needed; it is asked under the lock escrow
+// writes take, so that no escrow is kept between its answer and the deletion, and must not call
+// the Connector's escrow methods. Only the escrows' metadata is read.
+func (c *Connector) CollectEscrows(ctx context.Context, needed func(ctx context.Context, serverKey string, uid types.UID) (bool, error)) error {
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
+	if err := c.LiveReader.List(ctx, list, client.InNamespace(c.OperatorNamespace),
+		client.MatchingLabels{escrowManagedByLabel: escrowManagedBy, escrowComponentLabel: escrowComponent}); err != nil {
+		return err
+	}
+	var errs []error
+	for i := range list.Items {
+		errs = append(errs, c.collectEscrow(ctx, &list.Items[i], needed))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Connector) collectEscrow(ctx context.Context, escrow *metav1.PartialObjectMetadata, needed func(context.Context, string, types.UID) (bool, error)) error {
+	c.escrowWrites.Lock()
+	defer c.escrowWrites.Unlock()
+	key := escrow.Annotations[escrowServerAnno]
+	keep, err := needed(ctx, key, types.UID(escrow.Annotations[escrowServerUIDAnno]))
+	if err != nil || keep {
+		return err
+	}
+	logf.FromContext(ctx).Info("Deleting credential escrow nothing needs", "escrow", escrow.Name, "server", key)
+	// Exactly the escrow judged: one rewritten since is left for a later decision.
+	uid, version := escrow.UID, escrow.ResourceVersion
+	err = c.Writer.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: escrow.Namespace, Name: escrow.Name}},
+		client.Preconditions{UID: &uid, ResourceVersion: &version})
+	switch {
+	case apierrors.IsNotFound(err) || apierrors.IsConflict(err):
+		return nil
+	case err != nil:
+		return err
+	}
+	if key != "" && escrow.Name == escrowNameOf(key) {
+		c.setEscrowRecord(key, escrowRecord{})
+	}
 	return nil
 }
 

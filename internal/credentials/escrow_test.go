@@ -8,6 +8,7 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -244,4 +245,51 @@ func TestEscrowFollowsTheServerFromTheLiveSecretOnly(t *testing.T) {
 	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(escrow), escrow)).To(Succeed())
 	g.Expect(escrow.ResourceVersion).To(Equal(written), "nothing is written from the old copy")
 	g.Expect(escrow.Annotations["pam.mim.dev/binding"]).To(Equal(second))
+}
+
+// TestCollectEscrows: the escrows nothing needs go, by their label in the operator namespace;
+// other Secrets there stay; and a server whose escrow was collected gets it written again.
+func TestCollectEscrows(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	c, server, _, escrow := keptServer(t, basicSpec(), passwordData())
+	ns := c.OperatorNamespace
+	labels := map[string]string{"app.kubernetes.io/managed-by": "pam-operator", "app.kubernetes.io/component": "credential-escrow"}
+	gone := &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: "gone", Name: "pam"}}
+	leftOver := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: credentials.EscrowName(gone), Labels: labels,
+		Annotations: map[string]string{"pam.mim.dev/server": pamv1.KeyOf(gone), "pam.mim.dev/server-uid": "0b5c3c1e-0000-4000-8000-000000000000"}},
+		Data: map[string][]byte{"secret.password": []byte(escrowCanary)}}
+	create(t, leftOver)
+	bystander := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "not-an-escrow"},
+		Data: map[string][]byte{"token": []byte("bystander")}}
+	create(t, bystander)
+
+	var asked []string
+	needed := func(want string) func(context.Context, string, types.UID) (bool, error) {
+		return func(_ context.Context, key string, uid types.UID) (bool, error) {
+			asked = append(asked, key+" "+string(uid))
+			return key == want && uid == server.UID, nil
+		}
+	}
+	g.Expect(c.CollectEscrows(ctx, needed(pamv1.KeyOf(server)))).To(Succeed())
+	g.Expect(asked).To(ConsistOf(pamv1.KeyOf(server)+" "+string(server.UID), pamv1.KeyOf(gone)+" 0b5c3c1e-0000-4000-8000-000000000000"))
+	g.Expect(exists(t, leftOver)).To(BeFalse(), "the escrow of a server that is gone was collected")
+	g.Expect(exists(t, escrow)).To(BeTrue(), "the escrow still needed stays")
+	g.Expect(exists(t, bystander)).To(BeTrue(), "a Secret without the escrow label is never touched")
+
+	g.Expect(c.CollectEscrows(ctx, needed(""))).To(Succeed())
+	g.Expect(exists(t, escrow)).To(BeFalse(), "an escrow nothing needs was collected")
+	_, creds, err := c.Check(ctx, server)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(c.KeepEscrow(ctx, server, creds)).To(Succeed())
+	g.Expect(exists(t, escrow)).To(BeTrue(), "needed again, it is written again")
+}
+
+func exists(t *testing.T, obj client.Object) bool {
+	t.Helper()
+	err := k8sClient.Get(context.Background(), client.ObjectKeyFromObject(obj), &corev1.Secret{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	return err == nil
 }
