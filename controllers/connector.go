@@ -3,6 +3,8 @@ package controllers
 import (
 	"context"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/internal/credentials"
 	"github.com/pam-operator/pam-operator/internal/pam"
@@ -27,7 +29,7 @@ type Connector interface {
 
 // ServerConnector is what the server reconcilers need besides: a check of a server's
 // configuration that reads its credentials, the escrow of those credentials, and forgetting a
-// deleted server.
+// deleted server. The escrow collector (escrowcollector.go) uses it too.
 type ServerConnector interface {
 	Connector
 	// Check connects and returns the credentials it read, nil when there were none.
@@ -36,6 +38,9 @@ type ServerConnector interface {
 	KeepEscrow(ctx context.Context, server pamv1.ServerObject, creds *credentials.Credentials) error
 	// DropEscrow deletes the copy once nothing needs it.
 	DropEscrow(ctx context.Context, server pamv1.ServerObject) error
+	// CollectEscrows deletes every copy that needed says nothing needs; needed is asked while
+	// no copy can be kept, and must not call back.
+	CollectEscrows(ctx context.Context, needed func(ctx context.Context, serverKey string, uid types.UID) (bool, error)) error
 	// Forget drops what is kept for a deleted server.
 	Forget(server pamv1.ServerObject)
 }

@@ -3,9 +3,11 @@ package controllers
 import (
 	"context"
 
+	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -44,3 +46,13 @@ func (r *PamElevationReconciler) Release(ctx context.Context, req reconcile.Requ
 
 // StateOf is the state the elevations gauge counts el in.
 func StateOf(el *pamv1.PamElevation) string { return stateOf(el) }
+
+// EscrowNeeded is the escrow collector's judgement of an escrow written for the server serverKey,
+// object uid: servers read through reader, elevations from the cache c.
+func EscrowNeeded(ctx context.Context, reader client.Reader, c cache.Cache, serverKey string, uid types.UID) (bool, error) {
+	index, err := newElevationIndex(ctx, c)
+	if err != nil {
+		return false, err
+	}
+	return (&escrowCollector{reader: reader, index: index}).needed(ctx, serverKey, uid)
+}

@@ -27,8 +27,10 @@ func (r *PamElevationReconciler) closeVia(ctx context.Context, el *pamv1.PamElev
 			p.failConnect(err)
 			return false
 		}
+		r.noteEscrow(el, pc, "Close")
 		return r.closeRequest(ctx, el, pc, p, reason)
 	}
+	r.noteEscrow(el, ahead, "Close")
 	if r.closeRequest(ctx, el, ahead, p, reason) {
 		return true // a read alongside, if one was started, refreshes the client for the next call
 	}
@@ -47,6 +49,7 @@ func (r *PamElevationReconciler) closeVia(ctx context.Context, el *pamv1.PamElev
 	}
 	ctrl.LoggerFrom(ctx).Info("Credentials changed during the close; closing with the new ones", "requestID", el.Spec.RequestID)
 	p.problem, p.synced, p.syncedLive = nil, nil, false
+	r.noteEscrow(el, latest, "Close")
 	return r.closeRequest(ctx, el, latest, p, reason)
 }
 

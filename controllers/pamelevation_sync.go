@@ -51,7 +51,8 @@ func (r *PamElevationReconciler) sync(ctx context.Context, el *pamv1.PamElevatio
 // before, is read alone. Credentials are read only for a call of its own: a sync the batch
 // answers makes none.
 func (r *PamElevationReconciler) syncBatched(ctx context.Context, el *pamv1.PamElevation, server pamv1.ServerObject, p *pass) bool {
-	conn := &lazyClient{connector: r.Connector, server: server}
+	conn := &lazyClient{connector: r.Connector, server: server,
+		onConnect: func(pc pam.Client) { r.noteEscrow(el, pc, "Sync") }}
 	syncAlone := func() bool {
 		pc, err := conn.get(ctx)
 		if err != nil {
@@ -161,12 +162,17 @@ type lazyClient struct {
 	connected bool
 	client    pam.Client
 	err       error
+	// onConnect, if set, is told of the client before its first use.
+	onConnect func(pam.Client)
 }
 
 func (l *lazyClient) get(ctx context.Context) (pam.Client, error) {
 	if !l.connected {
 		l.client, l.err = l.connector.Connect(ctx, l.server)
 		l.connected = true
+		if l.err == nil && l.onConnect != nil {
+			l.onConnect(l.client)
+		}
 	}
 	return l.client, l.err
 }

@@ -49,12 +49,16 @@ type ServerReconciler struct {
 func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Result, error) {
 	server := r.NewObject()
 	if err := r.Get(ctx, req.NamespacedName, server); err != nil {
-		if client.IgnoreNotFound(err) == nil {
-			server.SetName(req.Name)
-			server.SetNamespace(req.Namespace)
-			r.Connector.Forget(server)
+		if client.IgnoreNotFound(err) != nil {
+			return ctrl.Result{}, err
 		}
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		server.SetName(req.Name)
+		server.SetNamespace(req.Namespace)
+		r.Connector.Forget(server)
+		// Normally dropped before the in-use finalizer goes; a server deleted mid-way (between
+		// the escrow's write and the finalizer's, or with the finalizer removed by hand) leaves
+		// it here. Nothing can use it: a server of the same name has another UID.
+		return ctrl.Result{}, r.Connector.DropEscrow(ctx, server)
 	}
 
 	// One read of the credentials serves both the validity check and the escrow.

@@ -54,6 +54,8 @@ type readRecord struct {
 	// ended: the request has ended in PAM, as a confirmed close or a read showed, and the object
 	// only waits for its release.
 	ended bool
+	// escrowUsed: an Event told that a call for the object went out with the escrow.
+	escrowUsed bool
 	// closeSent is when a close was last sent, in Unix nanoseconds: a read from before it no
 	// longer says whether the request is open.
 	closeSent int64
@@ -130,6 +132,13 @@ func (s *readRecords) endedInPAM(uid types.UID) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.m[uid].ended
+}
+
+// firstEscrowUse records that a call for uid went out with the escrow, and reports whether it
+// is the first this process saw.
+func (s *readRecords) firstEscrowUse(uid types.UID) (first bool) {
+	s.update(uid, func(rec *readRecord) { first, rec.escrowUsed = !rec.escrowUsed, true })
+	return first
 }
 
 // update changes the record of uid, which starts empty, under the lock.

@@ -88,7 +88,12 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}).SetupWithManager(mgr, "clusterpamserver"); err != nil {
 		return err
 	}
-	return nil
+	index, err := newElevationIndex(ctx, mgr.GetCache())
+	if err != nil {
+		return err
+	}
+	return mgr.Add(&escrowCollector{connector: connector, reader: mgr.GetAPIReader(), index: index, maxDelay: retry,
+		log: mgr.GetLogger().WithName("escrow-collector")})
 }
 
 // recoverAsError, deferred, turns a panic in a goroutine of the operator's own into *err, as

@@ -130,6 +130,12 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 
+	// What a crashed operator left behind is there before the manager starts, as in a restart.
+	if err := leaveEscrowOfACrash(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "escrow of a crash:", err)
+		return 1
+	}
+
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},

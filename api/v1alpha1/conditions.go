@@ -67,4 +67,7 @@ const (
 	ReasonOrphaned = "Orphaned"
 	// ReasonConfigured: a server configuration is valid and usable.
 	ReasonConfigured = "Configured"
+	// ReasonCredentialEscrowUsed: the server's Secret could not be read and a call for the
+	// elevation went out with the copy the operator kept in escrow (an Event, once per elevation).
+	ReasonCredentialEscrowUsed = "CredentialEscrowUsed"
 )

@@ -93,10 +93,8 @@ type Connector struct {
 	mu sync.Mutex
 	// servers holds what is kept per server, by pamv1.KeyOf.
 	servers map[string]*serverState
-	// escrowed is the source version each server's escrow holds, "" when it has none, and
-	// escrowedAt when the read of what it holds began.
-	escrowed   map[string]string
-	escrowedAt map[string]time.Time
+	// escrows is what this process knows of each server's escrow, by pamv1.KeyOf.
+	escrows map[string]escrowRecord
 	// escrowWrites lets one escrow write or deletion run at a time.
 	escrowWrites sync.Mutex
 }
@@ -248,8 +246,29 @@ func (c *Connector) Check(ctx context.Context, server pamv1.ServerObject) (pam.C
 		old.close() // its tickets belong to credentials that changed
 	}
 	limited := pam.WithLimiter(pc, state.limiter)
+	if creds != nil && creds.escrowed {
+		limited = &escrowClient{Client: limited, note: creds.note}
+	}
 	state.client = &cachedClient{server: serverVersion, version: version, client: limited, close: closeAuth, readAt: readAt}
 	return limited, creds, nil
+}
+
+// escrowClient is a client built from a server's escrow rather than its Secret, so that the
+// elevations it serves can be told (FromEscrow).
+type escrowClient struct {
+	pam.Client
+	note string
+}
+
+// FromEscrow reports whether pc was built from the copy of its server's credentials kept in
+// escrow, because the server's Secret (or ConfigMap) could not be read. The note says so in a
+// sentence fit for an Event: what was missing and which copy was used, never what it holds.
+func FromEscrow(pc pam.Client) (note string, ok bool) {
+	ec, ok := pc.(*escrowClient)
+	if !ok {
+		return "", false
+	}
+	return ec.note, true
 }
 
 // stateLocked returns what is kept for server, created on first use; c.mu is held.
