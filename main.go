@@ -23,6 +23,7 @@ import (
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/controllers"
+	"github.com/pam-operator/pam-operator/internal/credentials"
 	"github.com/pam-operator/pam-operator/internal/dialpolicy"
 )
 
@@ -97,6 +98,8 @@ func run() error {
 		"Use PamServers, which any tenant allowed to create them can point anywhere; false uses ClusterPamServers only, and elevations naming a PamServer stall with ServerNotAllowed.")
 	flag.StringVar(&allowedPAMHosts, "allowed-pam-hosts", "",
 		"Comma-separated host names, *.domain globs, IP addresses and CIDRs where PAM hosts and KDCs may be: a host passes when its name matches or the address dialled is in a CIDR. Empty allows any host. Link-local and cloud metadata addresses are never dialled, whatever this says.")
+	flag.DurationVar(&opts.AuthFailureBackoff, "auth-failure-backoff", credentials.DefaultAuthFailureBackoff,
+		"How long an account whose login PAM or the KDC refused is left alone before one more try with the same credentials (a change of the Secret's data tries at once): each refused logon counts towards the account's lockout in Active Directory.")
 	flag.DurationVar(&opts.SyncInterval, "pam-sync-interval", controllers.DefaultSyncInterval, "How often each open request is read from PAM.")
 	flag.DurationVar(&opts.MaxRetryDelay, "max-retry-delay", controllers.DefaultMaxRetryDelay,
 		"Cap of the exponential backoff between retries of failed PAM calls; the operator heals within this long of PAM coming back.")
@@ -116,8 +119,8 @@ func run() error {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
 
-	if opts.SyncInterval <= 0 || opts.MaxRetryDelay <= 0 || opts.MaxConcurrentReconciles <= 0 || opts.ClockSkewMargin <= 0 {
-		return errors.New("--pam-sync-interval, --max-retry-delay, --clock-skew-margin and --max-concurrent-reconciles must be positive")
+	if opts.SyncInterval <= 0 || opts.MaxRetryDelay <= 0 || opts.MaxConcurrentReconciles <= 0 || opts.ClockSkewMargin <= 0 || opts.AuthFailureBackoff <= 0 {
+		return errors.New("--pam-sync-interval, --max-retry-delay, --clock-skew-margin, --auth-failure-backoff and --max-concurrent-reconciles must be positive")
 	}
 	policy, err := dialpolicy.Parse(allowedPAMHosts)
 	if err != nil {

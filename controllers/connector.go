@@ -43,6 +43,9 @@ type ServerConnector interface {
 	CollectEscrows(ctx context.Context, needed func(ctx context.Context, serverKey string, uid types.UID) (bool, error)) error
 	// Forget drops what is kept for a deleted server.
 	Forget(server pamv1.ServerObject)
+	// LoginBackoff is the refused login that pauses the logins of the server's account, nil
+	// when none does: the server's status keeps it across restarts.
+	LoginBackoff(server pamv1.ServerObject) *pamv1.LoginBackoff
 }
 
 var _ ServerConnector = (*credentials.Connector)(nil)

@@ -35,7 +35,7 @@ const (
 // trap is an attacker's endpoint on 127.0.0.1: it asks for basic credentials and keeps every
 // request it receives, as received.
 type trap struct {
-	url      string
+	url, caBundle string
 	mu       sync.Mutex
 	requests [][]byte
 }
@@ -43,7 +43,7 @@ type trap struct {
 func newTrap(t *testing.T) *trap {
 	t.Helper()
 	tr := &trap{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		dump, _ := httputil.DumpRequest(r, true)
 		tr.mu.Lock()
 		tr.requests = append(tr.requests, dump)
@@ -52,7 +52,7 @@ func newTrap(t *testing.T) *trap {
 		w.WriteHeader(http.StatusUnauthorized)
 	}))
 	t.Cleanup(srv.Close)
-	tr.url = srv.URL
+	tr.url, tr.caBundle = srv.URL, certificatePEM(srv)
 	return tr
 }
 
@@ -115,13 +115,13 @@ type escrowed struct {
 func basicEscrowed(t *testing.T) escrowed {
 	t.Helper()
 	own := emulator.New(emulator.Options{Users: map[string]string{escrowUser: escrowPassword}})
-	srv := httptest.NewServer(own)
+	srv := httptest.NewTLSServer(own)
 	t.Cleanup(srv.Close)
 	ns := newNamespace(t)
 	secret := basicSecret(ns, "pam-credentials", escrowUser, escrowPassword)
 	secret.StringData["unrelated-token"] = "unrelated-canary-2f71"
 	spec := basicServerSpec("pam-credentials")
-	spec.URL = srv.URL
+	spec.URL, spec.CABundle = srv.URL, certificatePEM(srv)
 	id := own.AddRequest(emulator.Request{Owner: escrowUser, RoleID: randomGUID(), RequestedTTL: time.Hour}).ID
 	return inUse(t, ns, secret, spec, id, escrowUser, escrowPassword, own)
 }
@@ -178,30 +178,30 @@ func TestEscrowIsNeverSentElsewhere(t *testing.T) {
 	cases := []struct {
 		name  string
 		setup func(*testing.T) escrowed
-		// attack makes the Secret unreadable and points the server at url.
-		attack func(t *testing.T, s escrowed, url string)
+		// attack makes the Secret unreadable and points the server at the trap.
+		attack func(t *testing.T, s escrowed, trap *trap)
 		// note: the stall says that a kept copy is not used (one dropped with its server is
 		// not there to mention).
 		note bool
 	}{
-		{name: "Secret deleted, url changed", setup: basicEscrowed, note: true, attack: func(t *testing.T, s escrowed, url string) {
+		{name: "Secret deleted, url changed", setup: basicEscrowed, note: true, attack: func(t *testing.T, s escrowed, trap *trap) {
 			deleteObj(t, s.secret)
-			patchServer(t, s.ns, func(p *pamv1.PamServer) { p.Spec.URL = url })
+			patchServer(t, s.ns, func(p *pamv1.PamServer) { p.Spec.URL, p.Spec.CABundle = trap.url, trap.caBundle })
 		}},
-		{name: "secretRef pointed at a missing Secret, url changed", setup: basicEscrowed, note: true, attack: func(t *testing.T, s escrowed, url string) {
+		{name: "secretRef pointed at a missing Secret, url changed", setup: basicEscrowed, note: true, attack: func(t *testing.T, s escrowed, trap *trap) {
 			patchServer(t, s.ns, func(p *pamv1.PamServer) {
-				p.Spec.URL = url
+				p.Spec.URL, p.Spec.CABundle = trap.url, trap.caBundle
 				p.Spec.Auth.Basic.SecretRef.Name = "missing"
 			})
 		}},
-		{name: "NTLM turned into basic, url changed", setup: ntlmEscrowed, note: true, attack: func(t *testing.T, s escrowed, url string) {
+		{name: "NTLM turned into basic, url changed", setup: ntlmEscrowed, note: true, attack: func(t *testing.T, s escrowed, trap *trap) {
 			deleteObj(t, s.secret)
 			patchServer(t, s.ns, func(p *pamv1.PamServer) {
-				p.Spec.URL = url
+				p.Spec.URL, p.Spec.CABundle = trap.url, trap.caBundle
 				p.Spec.Auth = &pamv1.PamServerAuth{Basic: &pamv1.BasicAuth{SecretRef: pamv1.SecretReference{Name: "pam-credentials"}}}
 			})
 		}},
-		{name: "server deleted mid-way and re-created under its name", setup: basicEscrowed, attack: func(t *testing.T, s escrowed, url string) {
+		{name: "server deleted mid-way and re-created under its name", setup: basicEscrowed, attack: func(t *testing.T, s escrowed, trap *trap) {
 			ctx := context.Background()
 			deleteObj(t, s.secret)
 			server := &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: "pam"}}
@@ -213,7 +213,7 @@ func TestEscrowIsNeverSentElsewhere(t *testing.T) {
 			patchServer(t, s.ns, func(p *pamv1.PamServer) { p.Finalizers = nil })
 			waitGone(t, server)
 			waitGone(t, s.escrow) // dropped with its server
-			spec.URL = url
+			spec.URL, spec.CABundle = trap.url, trap.caBundle
 			create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: "pam"}, Spec: spec})
 		}},
 	}
@@ -223,7 +223,7 @@ func TestEscrowIsNeverSentElsewhere(t *testing.T) {
 			s := tc.setup(t)
 			t.Cleanup(func() { orphan(s.el) })
 			attacker := newTrap(t)
-			tc.attack(t, s, attacker.url)
+			tc.attack(t, s, attacker)
 
 			deleteObj(t, s.el)
 			waitFor(t, s.el, func(g Gomega, el *pamv1.PamElevation) {

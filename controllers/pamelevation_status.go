@@ -75,6 +75,10 @@ func (p *pass) fail(err error) {
 		p.problem = &problem{reason: ce.Reason, message: ce.Message, stalled: true}
 		return
 	}
+	if lb, ok := errors.AsType[*credentials.LoginBackoffError](err); ok {
+		p.problem = &problem{reason: pamv1.ReasonAuthBackoff, message: lb.Error(), stalled: true, retryAfter: lb.Until.Sub(p.now)}
+		return
+	}
 	// The message names the host, the address and the rule that refused it.
 	if errors.Is(err, pam.ErrHostNotAllowed) {
 		p.problem = &problem{reason: pamv1.ReasonHostNotAllowed, message: err.Error(), stalled: true}

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/internal/credentials"
@@ -38,6 +39,9 @@ type ServerReconciler struct {
 	RetryInterval time.Duration
 	// RecheckInterval is how often a usable server's Secret is checked again.
 	RecheckInterval time.Duration
+	// Refused, when set, brings the servers whose login was just refused, so that their status
+	// records it at once.
+	Refused <-chan event.GenericEvent
 
 	// index tells whether elevations still need a server; set up by SetupWithManager.
 	index *elevationIndex
@@ -94,6 +98,13 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		}
 	}
 	status.ObservedGeneration = gen
+	status.LoginBackoff = r.Connector.LoginBackoff(server)
+	if lb := status.LoginBackoff; lb != nil {
+		// Checked again when its logins may resume, to clear it.
+		if resume := max(time.Until(lb.RetryAt.Time), time.Second); result.RequeueAfter == 0 || resume < result.RequeueAfter {
+			result.RequeueAfter = resume
+		}
+	}
 
 	if equality.Semantic.DeepEqual(original.ServerStatus(), status) {
 		return result, nil
@@ -108,7 +119,7 @@ func (r *ServerReconciler) SetupWithManager(mgr ctrl.Manager, name string) error
 		return err
 	}
 	r.index = index
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named(name).
 		// A finalizer change comes back here: the in-use decision it carried may be stale by now.
 		For(r.NewObject(), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, finalizersChanged))).
@@ -123,8 +134,11 @@ func (r *ServerReconciler) SetupWithManager(mgr ctrl.Manager, name string) error
 				r.elevationChanged(ctx, e.Object, nil, q)
 			},
 		}).
-		WithOptions(controller.Options{RateLimiter: errorBackoff(r.RetryInterval)}).
-		Complete(r)
+		WithOptions(controller.Options{RateLimiter: errorBackoff(r.RetryInterval)})
+	if r.Refused != nil {
+		b = b.WatchesRawSource(source.Channel(r.Refused, &handler.EnqueueRequestForObject{}))
+	}
+	return b.Complete(r)
 }
 
 // finalizersChanged passes updates that add or remove a finalizer.

@@ -9,6 +9,7 @@ import (
 
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/internal/credentials"
@@ -35,6 +36,8 @@ type Options struct {
 	Clock clock.PassiveClock
 	// UserAgent is sent to PAM.
 	UserAgent string
+	// AuthFailureBackoff is how long an account whose login was refused is left alone.
+	AuthFailureBackoff time.Duration
 	// RefuseNamespacedServers turns PamServers off (--namespaced-servers=false): tenants cannot
 	// name where credentials go, only the administrator's ClusterPamServers can.
 	RefuseNamespacedServers bool
@@ -57,6 +60,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		RefuseNamespacedServers:  opts.RefuseNamespacedServers,
 		DialPolicy:               opts.DialPolicy,
 		Workers:                  opts.MaxConcurrentReconciles,
+		AuthFailureBackoff:       opts.AuthFailureBackoff,
 	}
 	if err := (&PamElevationReconciler{
 		Client:                  mgr.GetClient(),
@@ -78,13 +82,22 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	if recheck <= 0 {
 		recheck = DefaultSyncInterval
 	}
+	// A refused login is recorded in its server's status at once: a crash right after must not
+	// forget that the account's logins are paused.
+	refused := map[bool]chan event.GenericEvent{false: make(chan event.GenericEvent, 64), true: make(chan event.GenericEvent, 64)}
+	connector.OnLoginRefused = func(server pamv1.ServerObject) {
+		select {
+		case refused[server.GetNamespace() == ""] <- event.GenericEvent{Object: server}:
+		default: // its periodic check records it
+		}
+	}
 	if err := (&ServerReconciler{Client: mgr.GetClient(), Connector: connector, RetryInterval: retry, RecheckInterval: recheck,
-		NewObject: func() pamv1.ServerObject { return &pamv1.PamServer{} },
+		NewObject: func() pamv1.ServerObject { return &pamv1.PamServer{} }, Refused: refused[false],
 	}).SetupWithManager(mgr, "pamserver"); err != nil {
 		return err
 	}
 	if err := (&ServerReconciler{Client: mgr.GetClient(), Connector: connector, RetryInterval: retry, RecheckInterval: recheck,
-		NewObject: func() pamv1.ServerObject { return &pamv1.ClusterPamServer{} },
+		NewObject: func() pamv1.ServerObject { return &pamv1.ClusterPamServer{} }, Refused: refused[true],
 	}).SetupWithManager(mgr, "clusterpamserver"); err != nil {
 		return err
 	}

@@ -36,6 +36,9 @@ const (
 	syncInterval = time.Second
 	// maxRetryDelay is the backoff cap under test.
 	maxRetryDelay = 2 * time.Second
+	// authFailureBackoff is the manager's --auth-failure-backoff: how long a refused account is
+	// left alone before one more try.
+	authFailureBackoff = 4 * time.Second
 	// clockSkewMargin is how far past PAM's ExpirationTime a deletion may complete unconfirmed.
 	clockSkewMargin = time.Second
 	// allowedPAMHosts is the manager's --allowed-pam-hosts: the loopback address the suite's
@@ -158,6 +161,7 @@ func runSuite(m *testing.M) int {
 		MaxConcurrentReconciles:  4,
 		ClockSkewMargin:          clockSkewMargin,
 		DialPolicy:               dialPolicy,
+		AuthFailureBackoff:       authFailureBackoff,
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, "setup:", err)
 		return 1

@@ -251,6 +251,13 @@ const ntlmCanary = "ntlm-canary-9c1d44aa"
 // ntlmPAM is an emulator that accepts only NTLM from PRIV\jen, over https with Extended
 // Protection required when withTLS is set. It returns the emulator, its URL and the CA bundle.
 func ntlmPAM(t *testing.T, withTLS bool) (*emulator.Server, string, string) {
+	pam, url, caBundle, _ := ntlmPAMVerifier(t, withTLS)
+	return pam, url, caBundle
+}
+
+// ntlmPAMVerifier is ntlmPAM that also returns the NTLM verifier, which counts the refused
+// handshakes.
+func ntlmPAMVerifier(t *testing.T, withTLS bool) (*emulator.Server, string, string, *ntlmserver.Server) {
 	t.Helper()
 	var verifier *ntlmserver.Server
 	pam := emulator.New(emulator.Options{Authenticate: func(w http.ResponseWriter, r *http.Request) (string, bool) {
@@ -276,7 +283,7 @@ func ntlmPAM(t *testing.T, withTLS bool) (*emulator.Server, string, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)
-	return pam, srv.URL, caBundle
+	return pam, srv.URL, caBundle, verifier
 }
 
 // TestNTLMClosesAndHealsAfterRotation: elevations close through PamServers that authenticate

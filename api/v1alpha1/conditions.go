@@ -36,6 +36,10 @@ const (
 	ReasonPAMUnavailable = "PAMUnavailable"
 	// ReasonUnauthorized: PAM answered 401 or 403 to the configured credentials.
 	ReasonUnauthorized = "Unauthorized"
+	// ReasonAuthBackoff: a login with the account's current credentials was refused, and
+	// nothing sends them again until the time the message gives, or until the Secret's data
+	// changes: each refused logon counts towards the account's lockout.
+	ReasonAuthBackoff = "AuthBackoff"
 	// ReasonRequestNotFound: PAM does not list the request for the configured account.
 	ReasonRequestNotFound = "RequestNotFound"
 	// ReasonServerNotFound: the referenced PamServer or ClusterPamServer does not exist.

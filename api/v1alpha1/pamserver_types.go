@@ -205,6 +205,30 @@ type PamServerStatus struct {
 	// +patchMergeKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+
+	// LoginBackoff records that PAM or the KDC refused the login of the server's account with
+	// its current credentials: nothing sends them again until RetryAt, or until the Secret's
+	// data changes. Every server that uses the same account and credentials shares it, and it
+	// survives a restart, so a crash loop cannot add refused logons towards the account's
+	// lockout.
+	// +optional
+	LoginBackoff *LoginBackoff `json:"loginBackoff,omitempty"`
+}
+
+// LoginBackoff is a refused login of an account, and when it is tried again.
+type LoginBackoff struct {
+	// Account is whom the credentials log in as: user, DOMAIN\user or user@REALM.
+	Account string `json:"account"`
+	// CredentialHash identifies the credentials refused, as a keyed hash that cannot be
+	// reversed without the operator's key: other credentials are not held back.
+	CredentialHash string `json:"credentialHash"`
+	// RefusedAt is when the login was refused.
+	RefusedAt metav1.Time `json:"refusedAt"`
+	// RetryAt is when one login is tried again with the same credentials.
+	RetryAt metav1.Time `json:"retryAt"`
+	// Message is why the login was refused.
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // PamServer tells elevations in its namespace how to reach MIM PAM and as whom. Its Secret is

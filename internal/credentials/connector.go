@@ -77,6 +77,12 @@ type Connector struct {
 	Observe func(op string, code int, took time.Duration)
 	// Clock is the time source; nil means the real clock.
 	Clock clock.PassiveClock
+	// AuthFailureBackoff is how long an account whose login was refused is left alone
+	// (--auth-failure-backoff); 0 means DefaultAuthFailureBackoff.
+	AuthFailureBackoff time.Duration
+	// OnLoginRefused, when set, is told of the server whose login was just refused: its status
+	// should record the open breaker at once.
+	OnLoginRefused func(server pamv1.ServerObject)
 	// Workers is how many elevation passes run at once (--max-concurrent-reconciles): one
 	// server's calls in flight are capped below it.
 	Workers int
@@ -95,6 +101,11 @@ type Connector struct {
 	servers map[string]*serverState
 	// escrows is what this process knows of each server's escrow, by pamv1.KeyOf.
 	escrows map[string]escrowRecord
+	// breakers are the login breakers by account and credential hash (breaker.go), and
+	// hmacKey the key of those hashes.
+	breakersMu sync.Mutex
+	breakers   map[string]*loginBreaker
+	hmacKey    []byte
 	// escrowWrites lets one escrow write or deletion run at a time.
 	escrowWrites sync.Mutex
 }
@@ -122,6 +133,8 @@ type cachedClient struct {
 	readAt time.Time
 	// close releases what the auth method holds (Kerberos tickets), nil when nothing.
 	close func()
+	// breaker is the login breaker of the credentials, nil when the server sends none.
+	breaker *loginBreaker
 }
 
 // Server fetches the server an elevation references.
@@ -187,6 +200,7 @@ func (c *Connector) Check(ctx context.Context, server pamv1.ServerObject) (pam.C
 
 	var closeAuth func()
 	var creds *Credentials
+	var breaker *loginBreaker
 	if spec.Auth.SecretName() != "" {
 		var err error
 		if creds, err = c.loadCredentials(ctx, server); err != nil {
@@ -196,7 +210,19 @@ func (c *Connector) Check(ctx context.Context, server pamv1.ServerObject) (pam.C
 		if err := c.refreshEscrow(ctx, server, creds); err != nil {
 			return nil, creds, err
 		}
-		version += "/" + creds.version
+		// Clients are kept per credential data: a metadata-only change of the Secret keeps the
+		// client, and with it the login breaker of those credentials.
+		account, fingerprint, err := c.loginOf(ctx, server, creds)
+		if err != nil {
+			return nil, creds, err
+		}
+		if breaker, err = c.breakerFor(ctx, account, fingerprint); err != nil {
+			return nil, creds, err
+		}
+		version += "/" + fingerprint
+		if creds.escrowed {
+			version += "/escrow"
+		}
 		switch {
 		case spec.Auth.Basic != nil:
 			username, password, err := requiredKeys(creds, SecretKeyUsername, SecretKeyPassword)
@@ -246,10 +272,18 @@ func (c *Connector) Check(ctx context.Context, server pamv1.ServerObject) (pam.C
 		old.close() // its tickets belong to credentials that changed
 	}
 	limited := pam.WithLimiter(pc, state.limiter)
+	if breaker != nil {
+		limited = &breakerClient{inner: limited, breaker: breaker, backoff: cmp.Or(c.AuthFailureBackoff, DefaultAuthFailureBackoff),
+			now: c.clock().Now, refused: func() {
+				if c.OnLoginRefused != nil {
+					c.OnLoginRefused(server)
+				}
+			}}
+	}
 	if creds != nil && creds.escrowed {
 		limited = &escrowClient{Client: limited, note: creds.note}
 	}
-	state.client = &cachedClient{server: serverVersion, version: version, client: limited, close: closeAuth, readAt: readAt}
+	state.client = &cachedClient{server: serverVersion, version: version, client: limited, close: closeAuth, readAt: readAt, breaker: breaker}
 	return limited, creds, nil
 }
 

@@ -12,6 +12,10 @@ type Error struct {
 	Message string
 	// Err is the underlying cause, when there is one; it must not carry credentials either.
 	Err error
+	// Refused is true when the KDC or the server refused the credentials themselves (a wrong
+	// password or key, an unknown, locked or expired account): trying them again counts
+	// towards the account's lockout.
+	Refused bool
 }
 
 func (e *Error) Error() string { return e.Method + " authentication: " + e.Message }

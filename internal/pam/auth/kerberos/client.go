@@ -28,14 +28,6 @@ import (
 // ahead of ours by up to the allowed skew (5 minutes by default): ten minutes covers that.
 const maxRenewMargin = 10 * time.Minute
 
-// loginBackoff is how long a login the KDC refused is not tried again with the same
-// credentials. Each refused password counts towards the account's lockout in Active
-// Directory (commonly a handful of attempts within 30 minutes), and the same credentials
-// fail the same way until a person acts; then the Secret changes and the caller builds a new
-// Client, or this much time passes (an administrator may unlock the account or reset its
-// password to the one configured).
-const loginBackoff = 15 * time.Minute
-
 // errClosed is returned by requests made after Close.
 var errClosed = errors.New("kerberos: the client is closed")
 
@@ -49,10 +41,7 @@ type Client struct {
 	krb     *client.Client
 	tgt     *ticket
 	tickets map[string]*ticket // service tickets by SPN
-	// refused is the last login the KDC refused, and when.
-	refused   error
-	refusedAt time.Time
-	closed    bool
+	closed  bool
 
 	// stateMu guards what requests read without waiting for an exchange with the KDC.
 	stateMu sync.Mutex
@@ -166,10 +155,10 @@ func (c *Client) newServiceTicket(ctx context.Context, spn string, now time.Time
 // with the default salt, which is wrong when Active Directory stores the name in another
 // case, and every such attempt counts towards the account's lockout. A fresh client asks
 // the KDC for the salt first.
+//
+// A refused login is not tried again here: the caller's login breaker decides when
+// (internal/credentials), for every client of the same account.
 func (c *Client) login() error {
-	if c.refused != nil && c.s.now().Before(c.refusedAt.Add(loginBackoff)) {
-		return c.refused
-	}
 	cl := c.newKrbClient()
 	req, err := messages.NewASReqForTGT(c.s.realm, c.s.krb5, cl.Credentials.CName())
 	if err != nil {
@@ -179,14 +168,8 @@ func (c *Client) login() error {
 	rep, err := cl.ASExchange(c.s.realm, req, 0)
 	if err != nil {
 		cl.Destroy()
-		err = c.loginError(err)
-		var refused *auth.Error
-		if errors.As(err, &refused) {
-			c.refused, c.refusedAt = err, c.s.now()
-		}
-		return err
+		return c.loginError(err)
 	}
-	c.refused = nil
 	if c.krb != nil {
 		c.krb.Destroy()
 	}

@@ -6,7 +6,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/jcmturner/gokrb5/v8/iana/errorcode"
 	"github.com/jcmturner/gokrb5/v8/krberror"
@@ -72,22 +71,22 @@ func (c *Client) loginError(err error) error {
 			return authError(fmt.Sprintf("the keytab has no key of the encryption type the KDC uses for %s; export a new keytab with all of the account's key types", who), err)
 		case strings.Contains(err.Error(), krberror.DecryptingError):
 			// Without pre-authentication a wrong key shows as an answer we cannot decrypt.
-			return authError(fmt.Sprintf("the KDC's answer for %s cannot be decrypted with the %s: the %s is wrong; set the account's current one", who, secret, secret), err)
+			return refusedError(fmt.Sprintf("the KDC's answer for %s cannot be decrypted with the %s: the %s is wrong; set the account's current one", who, secret, secret), err)
 		}
 		return fmt.Errorf("kerberos: logging in as %s: %w", who, err)
 	}
 	switch code {
 	case errorcode.KDC_ERR_PREAUTH_FAILED:
 		if c.s.keytab != nil {
-			return authError(fmt.Sprintf("the KDC refused the keytab's key for %s (KDC_ERR_PREAUTH_FAILED): the account's password changed after the keytab was made; export a new keytab. Each attempt counts towards the account's lockout: this client tries again after %d minutes or with new credentials", who, int(loginBackoff/time.Minute)), err)
+			return refusedError(fmt.Sprintf("the KDC refused the keytab's key for %s (KDC_ERR_PREAUTH_FAILED): the account's password changed after the keytab was made; export a new keytab. Each attempt counts towards the account's lockout", who), err)
 		}
-		return authError(fmt.Sprintf("the KDC refused the password of %s (KDC_ERR_PREAUTH_FAILED); set the account's current password. Each attempt counts towards the account's lockout: this client tries again after %d minutes or with new credentials", who, int(loginBackoff/time.Minute)), err)
+		return refusedError(fmt.Sprintf("the KDC refused the password of %s (KDC_ERR_PREAUTH_FAILED); set the account's current password. Each attempt counts towards the account's lockout", who), err)
 	case errorcode.KDC_ERR_C_PRINCIPAL_UNKNOWN:
-		return authError(fmt.Sprintf("the KDC of realm %s does not know the user %s (KDC_ERR_C_PRINCIPAL_UNKNOWN); check the username (the account name without domain) and the realm", c.s.realm, c.s.username), err)
+		return refusedError(fmt.Sprintf("the KDC of realm %s does not know the user %s (KDC_ERR_C_PRINCIPAL_UNKNOWN); check the username (the account name without domain) and the realm", c.s.realm, c.s.username), err)
 	case errorcode.KDC_ERR_KEY_EXPIRED:
-		return authError(fmt.Sprintf("the password of %s has expired (KDC_ERR_KEY_EXPIRED); change it in Active Directory and update the %s", who, secret), err)
+		return refusedError(fmt.Sprintf("the password of %s has expired (KDC_ERR_KEY_EXPIRED); change it in Active Directory and update the %s", who, secret), err)
 	case errorcode.KDC_ERR_CLIENT_REVOKED:
-		return authError(fmt.Sprintf("the account %s is disabled or locked out (KDC_ERR_CLIENT_REVOKED); enable or unlock it", who), err)
+		return refusedError(fmt.Sprintf("the account %s is disabled or locked out (KDC_ERR_CLIENT_REVOKED); enable or unlock it", who), err)
 	case errorcode.KDC_ERR_NAME_EXP:
 		return authError(fmt.Sprintf("the account %s has expired (KDC_ERR_NAME_EXP); extend its expiry date", who), err)
 	case errorcode.KDC_ERR_POLICY:
@@ -120,4 +119,10 @@ func (c *Client) tgsError(spn string, err error) error {
 
 func authError(message string, err error) error {
 	return &auth.Error{Method: method, Message: message, Err: err}
+}
+
+// refusedError is authError for a login the KDC refused: the credentials themselves are wrong
+// or unusable, and each try counts towards the account's lockout.
+func refusedError(message string, err error) error {
+	return &auth.Error{Method: method, Message: message, Err: err, Refused: true}
 }
