@@ -1,4 +1,4 @@
-# pam-operator. Every tool is built from a pinned Go module (hack/tools/go.mod) into ./bin on
+# pam-operator. Every tool is built from a pinned Go module (under hack/tools) into ./bin on
 # first use; nothing is downloaded from anywhere but the Go module proxy.
 
 IMG ?= pam-operator:latest
@@ -19,6 +19,9 @@ KUSTOMIZE := $(LOCALBIN)/kustomize
 KUBE_APISERVER := $(LOCALBIN)/kube-apiserver
 ETCD := $(LOCALBIN)/etcd
 KUBECTL := $(LOCALBIN)/kubectl
+# promtool has a module of its own: Prometheus needs newer otel, grpc and client_golang.
+PROMTOOL := $(LOCALBIN)/promtool
+PROMTOOL_MOD := $(TOOLS_DIR)/promtool/go.mod
 CONTROL_PLANE := $(KUBE_APISERVER) $(ETCD) $(KUBECTL)
 
 # envtest finds kube-apiserver, etcd and kubectl here instead of downloading them.
@@ -155,3 +158,8 @@ $(ETCD): $(TOOLS_MOD)
 	@echo ">> Building etcd from go.etcd.io/etcd/server/v3 (a minute or two the first time)"
 	@mkdir -p $(LOCALBIN)
 	cd $(TOOLS_DIR) && $(GO) build -trimpath -o $@ go.etcd.io/etcd/server/v3
+
+$(PROMTOOL): $(PROMTOOL_MOD)
+	@echo ">> Building promtool from github.com/prometheus/prometheus (hack/tools/promtool/go.mod): about 10 minutes on 2 cores the first time, cached afterwards"
+	@mkdir -p $(LOCALBIN)
+	cd $(TOOLS_DIR)/promtool && $(GO) build -trimpath -o $@ github.com/prometheus/prometheus/cmd/promtool
