@@ -76,8 +76,15 @@ kdc: ## Install MIT Kerberos from Debian (krb5-kdc, krb5-admin-server) when miss
 	fi
 
 .PHONY: test
-test: kdc verify-generated verify-fmt vet $(CONTROL_PLANE) $(KUSTOMIZE) ## Check generated files, vet, and run every test on the local control plane.
+test: kdc verify-generated verify-fmt vet test-alerts $(CONTROL_PLANE) $(KUSTOMIZE) ## Check generated files, vet, and run every test on the local control plane.
 	$(GO) test ./... -count=1 -timeout 30m
+
+.PHONY: test-alerts
+test-alerts: $(PROMTOOL) ## Run the alert rules' unit tests (config/prometheus/rules_test.yaml) with promtool.
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(GO) run ./hack/promrules config/prometheus/rules.yaml > "$$tmp/rules.yaml" && \
+	cp config/prometheus/rules_test.yaml "$$tmp/" && \
+	$(PROMTOOL) test rules "$$tmp/rules_test.yaml"
 
 .PHONY: bench
 bench: manifests $(CONTROL_PLANE) $(KUSTOMIZE) ## Run the performance benchmarks, print the table and write it to bin/bench/ (ARGS="--bench-mass 1000 ...").
