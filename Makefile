@@ -1,4 +1,4 @@
-# pam-operator. Every tool is built from a pinned Go module (hack/tools/go.mod) into ./bin on
+# pam-operator. Every tool is built from a pinned Go module (under hack/tools) into ./bin on
 # first use; nothing is downloaded from anywhere but the Go module proxy.
 
 IMG ?= pam-operator:latest
@@ -19,6 +19,9 @@ KUSTOMIZE := $(LOCALBIN)/kustomize
 KUBE_APISERVER := $(LOCALBIN)/kube-apiserver
 ETCD := $(LOCALBIN)/etcd
 KUBECTL := $(LOCALBIN)/kubectl
+# promtool has a module of its own: Prometheus needs newer otel, grpc and client_golang.
+PROMTOOL := $(LOCALBIN)/promtool
+PROMTOOL_MOD := $(TOOLS_DIR)/promtool/go.mod
 CONTROL_PLANE := $(KUBE_APISERVER) $(ETCD) $(KUBECTL)
 
 # envtest finds kube-apiserver, etcd and kubectl here instead of downloading them.
@@ -73,8 +76,15 @@ kdc: ## Install MIT Kerberos from Debian (krb5-kdc, krb5-admin-server) when miss
 	fi
 
 .PHONY: test
-test: kdc verify-generated verify-fmt vet $(CONTROL_PLANE) $(KUSTOMIZE) ## Check generated files, vet, and run every test on the local control plane.
+test: kdc verify-generated verify-fmt vet test-alerts $(CONTROL_PLANE) $(KUSTOMIZE) ## Check generated files, vet, and run every test on the local control plane.
 	$(GO) test ./... -count=1 -timeout 30m
+
+.PHONY: test-alerts
+test-alerts: $(PROMTOOL) ## Run the alert rules' unit tests (config/prometheus/rules_test.yaml) with promtool.
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(GO) run ./hack/promrules config/prometheus/rules.yaml > "$$tmp/rules.yaml" && \
+	cp config/prometheus/rules_test.yaml "$$tmp/" && \
+	$(PROMTOOL) test rules "$$tmp/rules_test.yaml"
 
 .PHONY: bench
 bench: manifests $(CONTROL_PLANE) $(KUSTOMIZE) ## Run the performance benchmarks, print the table and write it to bin/bench/ (ARGS="--bench-mass 1000 ...").
@@ -155,3 +165,8 @@ $(ETCD): $(TOOLS_MOD)
 	@echo ">> Building etcd from go.etcd.io/etcd/server/v3 (a minute or two the first time)"
 	@mkdir -p $(LOCALBIN)
 	cd $(TOOLS_DIR) && $(GO) build -trimpath -o $@ go.etcd.io/etcd/server/v3
+
+$(PROMTOOL): $(PROMTOOL_MOD)
+	@echo ">> Building promtool from github.com/prometheus/prometheus (hack/tools/promtool/go.mod): about 10 minutes on 2 cores the first time, cached afterwards"
+	@mkdir -p $(LOCALBIN)
+	cd $(TOOLS_DIR)/promtool && $(GO) build -trimpath -o $@ github.com/prometheus/prometheus/cmd/promtool

@@ -36,6 +36,15 @@ var (
 
 func init() {
 	ctrlmetrics.Registry.MustRegister(closeAttempts, pamCallDuration, closeLag)
+	// Every result and trigger starts at 0 with the process, so that rate() counts the first
+	// increment after a start and an alert can tell "none yet" from "no series". A failure's
+	// code is known only once PAM answered; "0" (no answer: PAM unreachable, a dial refused) is
+	// the one known before.
+	closeAttempts.WithLabelValues("success", "200")
+	closeAttempts.WithLabelValues("unconfirmed", "200")
+	closeAttempts.WithLabelValues("failure", "0")
+	closeLag.WithLabelValues("deleted")
+	closeLag.WithLabelValues("expired")
 }
 
 // registerStateMetrics adds the elevation state gauge, counted from the cached elevations.

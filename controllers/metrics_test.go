@@ -13,15 +13,27 @@ import (
 // values, histograms as sample counts).
 func metricValue(t *testing.T, name string, want map[string]string) float64 {
 	t.Helper()
+	kind, samples := matchingSamples(t, name, want)
+	var sum float64
+	for _, m := range samples {
+		sum += sampleValue(kind, m)
+	}
+	return sum
+}
+
+// matchingSamples returns the type of the metric family name and its samples whose labels
+// include want.
+func matchingSamples(t *testing.T, name string, want map[string]string) (dto.MetricType, []*dto.Metric) {
+	t.Helper()
 	families, err := ctrlmetrics.Registry.Gather()
 	if err != nil {
 		t.Fatalf("gathering metrics: %v", err)
 	}
-	var sum float64
 	for _, f := range families {
 		if f.GetName() != name {
 			continue
 		}
+		var samples []*dto.Metric
 	next:
 		for _, m := range f.GetMetric() {
 			labels := map[string]string{}
@@ -33,10 +45,11 @@ func metricValue(t *testing.T, name string, want map[string]string) float64 {
 					continue next
 				}
 			}
-			sum += sampleValue(f.GetType(), m)
+			samples = append(samples, m)
 		}
+		return f.GetType(), samples
 	}
-	return sum
+	return 0, nil
 }
 
 func sampleValue(kind dto.MetricType, m *dto.Metric) float64 {
@@ -73,4 +86,24 @@ func TestMetricsRecordCloses(t *testing.T) {
 	g.Expect(metricValue(t, "pam_operator_close_lag_seconds", map[string]string{"trigger": "deleted"})).To(Equal(lagDeleted + 1))
 	g.Expect(metricValue(t, "pam_operator_pam_call_duration_seconds", map[string]string{"operation": "close", "code": "200"})).To(Equal(closeCalls + 1))
 	g.Expect(metricValue(t, "pam_operator_pam_call_duration_seconds", map[string]string{"operation": "list"})).To(BeNumerically(">", 0))
+}
+
+// TestMetricsSeriesExistBeforeAnyClose: the alert on failing closes must work from a start in
+// which no close has succeeded yet, and rate() must see the first increment of each result. The
+// series exist from the start (at 0 until something happens; other tests may have closed by now).
+func TestMetricsSeriesExistBeforeAnyClose(t *testing.T) {
+	g := NewWithT(t)
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+	}{
+		{"pam_operator_close_attempts_total", map[string]string{"result": "success", "code": "200"}},
+		{"pam_operator_close_attempts_total", map[string]string{"result": "unconfirmed", "code": "200"}},
+		{"pam_operator_close_attempts_total", map[string]string{"result": "failure", "code": "0"}},
+		{"pam_operator_close_lag_seconds", map[string]string{"trigger": "deleted"}},
+		{"pam_operator_close_lag_seconds", map[string]string{"trigger": "expired"}},
+	} {
+		_, samples := matchingSamples(t, tc.name, tc.labels)
+		g.Expect(samples).To(HaveLen(1), "%s%v", tc.name, tc.labels)
+	}
 }
