@@ -1,0 +1,123 @@
+package pam_test
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"unicode"
+	"unicode/utf8"
+
+	. "github.com/onsi/gomega"
+
+	"github.com/pam-operator/pam-operator/internal/pam"
+)
+
+// The answers of a hostile or broken server, each bounded in what the client reads and holds,
+// and in time. No test here measures time: each gives the client a per-call timeout far longer
+// than it needs, and checks that the bound, not the clock, ended the call.
+
+const hostileID = "5ec10e61-cdd1-404e-a18e-740467d87dbf"
+
+// bodyCounter counts the bytes of answers' bodies the client reads, through the Auth hook,
+// which wraps the client's transport.
+type bodyCounter struct{ n atomic.Int64 }
+
+func (c *bodyCounter) wrap(next http.RoundTripper) http.RoundTripper {
+	return roundTripper(func(req *http.Request) (*http.Response, error) {
+		resp, err := next.RoundTrip(req)
+		if resp != nil {
+			resp.Body = &countingBody{ReadCloser: resp.Body, n: &c.n}
+		}
+		return resp, err
+	})
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+// TestErrorTextIsBounded: whatever the server sends, an error's text — which goes into
+// conditions and Events — is at most 1 KiB of printable characters, and keeps the status.
+func TestErrorTextIsBounded(t *testing.T) {
+	odata := func(message string) string {
+		return `{"odata.error":{"code":"","message":{"lang":"en-US","value":"` + message + `"}}}`
+	}
+	cases := []struct {
+		reason  string
+		handler http.HandlerFunc
+		status  int
+		// want is in the text.
+		want string
+	}{
+		{"a 1 MiB OData message, cut by the error body's cap", func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = io.WriteString(w, odata(strings.Repeat("a", 1<<20)))
+		}, http.StatusInternalServerError, "HTTP 500"},
+		{"a 60 KiB OData message with control characters", func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = io.WriteString(w, odata(strings.Repeat(`\u001b[31m\u202e\r\n`, 6<<10)))
+		}, http.StatusBadRequest, "HTTP 400"},
+		{"60 KiB of schemes offered by a 401", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("WWW-Authenticate", strings.Repeat("Scheme", 10<<10))
+			w.WriteHeader(http.StatusUnauthorized)
+		}, http.StatusUnauthorized, "server offers Scheme"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			g := NewWithT(t)
+			srv := httptest.NewServer(tc.handler)
+			defer srv.Close()
+			var read bodyCounter
+			err := newClient(t, pam.Config{URL: srv.URL, Auth: read.wrap}).Close(context.Background(), hostileID)
+			g.Expect(pam.StatusCodeOf(err)).To(Equal(tc.status))
+			expectBoundedText(g, err.Error())
+			g.Expect(err.Error()).To(ContainSubstring(tc.want))
+			g.Expect(read.n.Load()).To(BeNumerically("<=", 64<<10))
+		})
+	}
+
+	t.Run("a malformed status line of 60 KiB, quoted by the transport's error", func(t *testing.T) {
+		g := NewWithT(t)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		g.Expect(err).NotTo(HaveOccurred())
+		defer ln.Close()
+		go func() {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			_, _ = http.ReadRequest(bufio.NewReader(conn))
+			// A status line without a space is quoted whole.
+			_, _ = io.WriteString(conn, "\x1b[2J"+strings.Repeat("z", 60<<10)+"\r\n\r\n")
+		}()
+		err = newClient(t, pam.Config{URL: "http://" + ln.Addr().String()}).Close(context.Background(), hostileID)
+		g.Expect(err).To(HaveOccurred())
+		expectBoundedText(g, err.Error())
+		g.Expect(err.Error()).To(ContainSubstring("malformed HTTP response"))
+	})
+}
+
+// expectBoundedText checks that text is at most 1 KiB of printable characters.
+func expectBoundedText(g Gomega, text string) {
+	g.Expect(len(text)).To(BeNumerically("<=", 1<<10))
+	g.Expect(utf8.ValidString(text)).To(BeTrue())
+	g.Expect(strings.IndexFunc(text, func(r rune) bool { return !unicode.IsPrint(r) && r != ' ' })).To(Equal(-1), "%q", text)
+}
