@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -51,6 +52,137 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
 	return n, err
+}
+
+// flood answers status with a body of up to size bytes of filler after prefix, written until
+// the client hangs up.
+func flood(status int, prefix string, size int) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, prefix)
+		chunk := []byte(strings.Repeat(" ", 64<<10))
+		for written := len(prefix); written < size; written += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// TestHugeAnswersAreCut: a 100 MiB answer is read no further than the cap of its call — 8 MiB
+// for a list or a create, 64 KiB for a close, whose 200 is all that counts — and the call
+// ends as soon as the cap is reached.
+func TestHugeAnswersAreCut(t *testing.T) {
+	const size = 100 << 20
+	cases := []struct {
+		reason string
+		call   func(pam.Client) error
+		// cap is the most the client may read; tooLarge, whether the call fails for it.
+		cap      int64
+		tooLarge bool
+	}{
+		{"a list", func(c pam.Client) error { return c.List(context.Background(), "", func(pam.Request) {}) }, 8<<20 + 1, true},
+		{"a create", func(c pam.Client) error {
+			_, err := c.Create(context.Background(), pam.CreateOptions{RoleID: hostileID, TTL: time.Hour})
+			return err
+		}, 8<<20 + 1, true},
+		{"a close", func(c pam.Client) error { return c.Close(context.Background(), hostileID) }, 64 << 10, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			g := NewWithT(t)
+			srv := httptest.NewServer(flood(http.StatusOK, `{"value":[`, size))
+			defer srv.Close()
+			var read bodyCounter
+			c := newClient(t, pam.Config{URL: srv.URL, Timeout: time.Minute, Auth: read.wrap})
+			err := tc.call(c)
+			if tc.tooLarge {
+				g.Expect(err).To(MatchError(pam.ErrAnswerTooLarge))
+				g.Expect(pam.ClassOf(err)).To(Equal(pam.ClassOther), "the cap, not the clock, ended it: %v", err)
+			} else {
+				g.Expect(err).NotTo(HaveOccurred(), "PAM answered 200")
+			}
+			g.Expect(read.n.Load()).To(BeNumerically("<=", tc.cap))
+		})
+	}
+}
+
+// TestHugeHeadersAreRefused: headers are read up to 64 KiB. 9 MiB stays under Go's default
+// limit of 10 MiB, so this fails without the client's own.
+func TestHugeHeadersAreRefused(t *testing.T) {
+	g := NewWithT(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-Filler", strings.Repeat("x", 9<<20))
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	c := newClient(t, pam.Config{URL: srv.URL, Timeout: time.Minute})
+	err := c.Close(context.Background(), hostileID)
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(err.Error()).To(ContainSubstring("headers exceeded 65536 bytes"))
+	g.Expect(err.Error()).NotTo(ContainSubstring("timed out"))
+}
+
+// TestSlowDripIsBoundedByTheTimeout: an answer that trickles in a byte at a time, in its
+// headers or its body, ends at the call's timeout.
+func TestSlowDripIsBoundedByTheTimeout(t *testing.T) {
+	// drip writes head at once, then a byte of filler every 10 ms until the client hangs up.
+	drip := func(head string) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = ln.Close() })
+		go func() {
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer conn.Close()
+					_, _ = http.ReadRequest(bufio.NewReader(conn))
+					if _, err := io.WriteString(conn, head); err != nil {
+						return
+					}
+					for {
+						time.Sleep(10 * time.Millisecond)
+						if _, err := conn.Write([]byte("x")); err != nil {
+							return
+						}
+					}
+				}()
+			}
+		}()
+		return "http://" + ln.Addr().String()
+	}
+	cases := []struct {
+		reason string
+		head   string
+		call   func(pam.Client) error
+	}{
+		{"headers", "HTTP/1.1 200 OK\r\nX-Filler: ", func(c pam.Client) error { return c.Close(context.Background(), hostileID) }},
+		{"a list's body", "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"value\":[\"", func(c pam.Client) error {
+			return c.List(context.Background(), "", func(pam.Request) {})
+		}},
+		{"a create's body", "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n\r\n{\"RequestId\":\"", func(c pam.Client) error {
+			_, err := c.Create(context.Background(), pam.CreateOptions{RoleID: hostileID, TTL: time.Hour})
+			return err
+		}},
+		{"an error's body", "HTTP/1.1 500 Internal Server Error\r\n\r\n", func(c pam.Client) error {
+			return c.Close(context.Background(), hostileID)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			g := NewWithT(t)
+			c := newClient(t, pam.Config{URL: drip(tc.head), Timeout: 300 * time.Millisecond})
+			err := tc.call(c)
+			g.Expect(err).To(HaveOccurred())
+			g.Expect(pam.ClassOf(err)).To(Equal(pam.ClassRetryable), err.Error())
+		})
+	}
 }
 
 // TestErrorTextIsBounded: whatever the server sends, an error's text — which goes into
