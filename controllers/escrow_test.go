@@ -36,8 +36,8 @@ const (
 // request it receives, as received.
 type trap struct {
 	url, caBundle string
-	mu       sync.Mutex
-	requests [][]byte
+	mu            sync.Mutex
+	requests      [][]byte
 }
 
 func newTrap(t *testing.T) *trap {

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -509,4 +510,60 @@ func TestClosingAfterTheCloseIsNotTheEnd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUnknownRequestStatusDecisions: a state PAM does not document is shown as it came and never
+// taken as ended: it is closed like an open request, and no close is confirmed by it.
+func TestUnknownRequestStatusDecisions(t *testing.T) {
+	const exploded pamapi.RequestStatus = "Exploded"
+	expired := func(el *pamv1.PamElevation) { el.Spec.ExpiresAt = &metav1.Time{Time: unitNow.Add(-time.Second)} }
+	for _, tc := range []struct {
+		reason string
+		el     *pamv1.PamElevation
+		pam    answers
+		want   outcome
+	}{
+		{
+			reason: "on deletion it is closed, and a read that still shows it does not release the object",
+			el:     unitElevation(deleting),
+			pam:    answers{gets: []pamapi.RequestStatus{exploded}},
+			want: outcome{calls: []string{"get", "close", "get"}, ready: pamv1.ReasonCloseFailed, closed: pamv1.ReasonPending,
+				requeueAfter: initialRetryDelay},
+		},
+		{
+			reason: "a close PAM refused, then a read that shows it, is a failed close, not an end",
+			el:     unitElevation(deleting),
+			pam:    answers{gets: []pamapi.RequestStatus{exploded}, close: pamErr(pam.ClassOther, http.StatusBadRequest, 0)},
+			want: outcome{calls: []string{"get", "close", "get"}, ready: pamv1.ReasonCloseFailed, stalled: pamv1.ReasonCloseFailed,
+				closed: pamv1.ReasonPending, requeueAfter: initialRetryDelay},
+		},
+		{
+			reason: "at expiry it is closed, and stays open until PAM shows an end",
+			el:     unitElevation(expired),
+			pam:    answers{gets: []pamapi.RequestStatus{exploded}},
+			want: outcome{calls: []string{"get", "close", "get"}, ready: pamv1.ReasonCloseFailed, closed: pamv1.ReasonPending,
+				requeueAfter: initialRetryDelay},
+		},
+	} {
+		t.Run(tc.reason, func(t *testing.T) { expectOutcome(t, tc.el, tc.pam, tc.want) })
+	}
+
+	t.Run("a sync shows it as it came, and says it is unknown", func(t *testing.T) {
+		pc := (&answers{gets: []pamapi.RequestStatus{exploded}}).client()
+		r, c := unitReconciler(t, unitElevation(func(el *pamv1.PamElevation) { el.Status = pamv1.PamElevationStatus{} }), pc)
+		if _, err := reconcileOnce(t, r); err != nil {
+			t.Fatal(err)
+		}
+		el := &pamv1.PamElevation{}
+		if err := c.Get(context.Background(), client.ObjectKey{Namespace: "team", Name: "el"}, el); err != nil {
+			t.Fatal(err)
+		}
+		if el.Status.RequestStatus != string(exploded) {
+			t.Errorf("status.requestStatus = %q, want %q", el.Status.RequestStatus, exploded)
+		}
+		closed := meta.FindStatusCondition(el.Status.Conditions, pamv1.ConditionClosed)
+		if closed == nil || closed.Status != metav1.ConditionFalse || !strings.Contains(closed.Message, "not documented") {
+			t.Errorf("Closed = %+v, want False, saying the state is not documented", closed)
+		}
+	})
 }

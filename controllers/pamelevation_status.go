@@ -138,6 +138,11 @@ func setConditions(el *pamv1.PamElevation, p *pass) {
 			set(pamv1.ConditionClosed, metav1.ConditionFalse, pamv1.ReasonSyncing, "The request has not been read from PAM yet")
 		case pam.RequestStatus(el.Status.RequestStatus) == pamapi.StatusActive:
 			set(pamv1.ConditionClosed, metav1.ConditionFalse, pamv1.ReasonActive, "The request is open in PAM")
+		case !pam.RequestStatus(el.Status.RequestStatus).Known():
+			// Shown as it came (the client bounds and cleans it); treated as open, so it is closed
+			// when due and never releases the object.
+			set(pamv1.ConditionClosed, metav1.ConditionFalse, pamv1.ReasonPending,
+				fmt.Sprintf("The request is %s in PAM, a state that is not documented; it counts as open", el.Status.RequestStatus))
 		default:
 			set(pamv1.ConditionClosed, metav1.ConditionFalse, pamv1.ReasonPending,
 				fmt.Sprintf("The request is %s in PAM", el.Status.RequestStatus))

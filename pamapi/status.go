@@ -3,6 +3,8 @@
 // emulator, which users import into their own tests, can share it.
 package pamapi
 
+import "slices"
+
 // RequestStatus is the state of a PAM request, as PAM spells it.
 type RequestStatus string
 
@@ -22,7 +24,14 @@ const (
 var Statuses = []RequestStatus{StatusProcessing, StatusPendingMFA, StatusPendingApproval, StatusActive,
 	StatusClosing, StatusClosed, StatusExpired, StatusRejected}
 
+// Known reports whether s is one of the documented states. Any other (a state a later MIM adds,
+// or a hostile server's text) is shown as it came and is never taken as ended.
+func (s RequestStatus) Known() bool {
+	return slices.Contains(Statuses, s)
+}
+
 // Ended reports whether nothing is left to close: the request is Closed, Expired or Rejected.
+// An unknown state is not: the operator fails closed.
 func (s RequestStatus) Ended() bool {
 	return s == StatusClosed || s == StatusExpired || s == StatusRejected
 }

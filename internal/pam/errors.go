@@ -67,7 +67,13 @@ var ErrHostNotAllowed = dialpolicy.ErrNotAllowed
 // holds too many requests, to be asked for in narrower windows.
 var ErrAnswerTooLarge = errors.New("answer too large")
 
-// Error describes the failure without volatile detail, so it can go into a condition as is.
+// maxErrorText bounds an error's text. It goes into conditions, Events and logs, and parts of
+// it come from the other side: an OData message, a transport error quoting a malformed status
+// line, the schemes a 401 offers, a KDC's error text.
+const maxErrorText = 1 << 10
+
+// Error describes the failure without volatile detail, so it can go into a condition as is. It
+// is at most 1 KiB of printable text, whatever the server sent.
 func (e *Error) Error() string {
 	msg := "PAM " + e.Op + ": "
 	switch {
@@ -86,7 +92,7 @@ func (e *Error) Error() string {
 	default:
 		msg += e.Message
 	}
-	return msg
+	return printable(msg, maxErrorText)
 }
 
 // Unwrap exposes the transport error.

@@ -30,7 +30,14 @@ const (
 	maxBodyBytes = 8 << 20
 	// maxErrorBodyBytes caps what is read of an error answer.
 	maxErrorBodyBytes = 64 << 10
-	resourcesPath     = "/api/pamresources/"
+	// maxDrainBytes caps what is read of an answer only to keep its connection: the rest of a
+	// list or create, and the whole of a close's, which PAM sends empty. Past it the connection
+	// is closed instead: one more dial costs less than reading what a hostile server sends.
+	maxDrainBytes = 64 << 10
+	// maxHeaderBytes caps an answer's headers (Go's default is 10 MiB). IIS sends a few hundred
+	// bytes; a Negotiate token is a few KiB at most.
+	maxHeaderBytes = 64 << 10
+	resourcesPath  = "/api/pamresources/"
 )
 
 // Config says where PAM is and how to talk to it.
@@ -75,7 +82,9 @@ var _ Client = (*httpClient)(nil)
 // NewClient builds a Client for cfg. The transport speaks HTTP/1.1 only, because IIS does not
 // offer Windows authentication over HTTP/2, keeps cookies, verifies TLS against CABundle (or the
 // system roots) with TLS 1.2 at least, and never follows redirects, so credentials are never
-// sent to another host. Every dial is checked against cfg.DialPolicy (see dialTransport).
+// sent to another host. Every dial is checked against cfg.DialPolicy (see dialTransport). What
+// an answer may make the client hold is bounded: headers 64 KiB, bodies as call says, and the
+// whole exchange by cfg.Timeout.
 func NewClient(cfg Config) (Client, error) {
 	base, err := ParseServerURL(cfg.URL)
 	if err != nil {
@@ -90,13 +99,14 @@ func NewClient(cfg Config) (Client, error) {
 		tlsConfig.RootCAs = pool
 	}
 	transport := &http.Transport{
-		TLSClientConfig:       tlsConfig,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ForceAttemptHTTP2:     false,
-		TLSNextProto:          map[string]func(string, *tls.Conn) http.RoundTripper{},
-		MaxIdleConnsPerHost:   16,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: 0, // the per-call context deadline bounds the whole exchange
+		TLSClientConfig:        tlsConfig,
+		TLSHandshakeTimeout:    10 * time.Second,
+		ForceAttemptHTTP2:      false,
+		TLSNextProto:           map[string]func(string, *tls.Conn) http.RoundTripper{},
+		MaxIdleConnsPerHost:    16,
+		IdleConnTimeout:        90 * time.Second,
+		ResponseHeaderTimeout:  0, // the per-call context deadline bounds the whole exchange
+		MaxResponseHeaderBytes: maxHeaderBytes,
 	}
 	dialTransport(transport, cfg.DialPolicy, cfg.Proxy)
 	var rt http.RoundTripper = transport
@@ -201,14 +211,14 @@ func ParseServerURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// Close implements Client.
+// Close implements Client. PAM answers 200 without a body: whatever comes with it is only
+// drained, never held (see call).
 func (c *httpClient) Close(ctx context.Context, requestID string) error {
 	key, err := GUIDLiteral(requestID)
 	if err != nil {
 		return &Error{Op: "close", Class: ClassOther, Message: err.Error()}
 	}
-	_, err = c.do(ctx, "close", http.MethodPost, "pamrequests("+key+")/Close", "", nil)
-	return err
+	return c.call(ctx, "close", http.MethodPost, "pamrequests("+key+")/Close", "", nil, nil)
 }
 
 // Get implements Client.
@@ -283,8 +293,9 @@ func (c *httpClient) do(ctx context.Context, op, method, resource, filter string
 	return data, err
 }
 
-// call sends one call and hands the body of a 2xx answer, at most maxBodyBytes of it, to read;
-// it returns an *Error for any other answer, or when reading the body fails.
+// call sends one call and hands the body of a 2xx answer, at most maxBodyBytes of it, to read
+// (nil: the body is only drained); it returns an *Error for any other answer, or when reading
+// the body fails. The call's timeout bounds the whole exchange, a body that trickles in too.
 func (c *httpClient) call(ctx context.Context, op, method, resource, filter string, payload []byte, read func(io.Reader) error) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
@@ -340,19 +351,21 @@ func (c *httpClient) call(ctx context.Context, op, method, resource, filter stri
 	defer resp.Body.Close()
 
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		body := &cappedBody{body: resp.Body, left: maxBodyBytes}
-		err := read(body)
-		switch {
-		case body.over:
-			return &Error{Op: op, Class: ClassOther, StatusCode: resp.StatusCode, Message: fmt.Sprintf("answer larger than %d bytes", maxBodyBytes), Err: ErrAnswerTooLarge}
-		case body.err != nil:
-			// The answer was cut short: its outcome is unknown, so treat it like a dropped call.
-			return &Error{Op: op, Class: ClassRetryable, Err: body.err}
-		case err != nil:
-			return &Error{Op: op, Class: ClassOther, StatusCode: resp.StatusCode, Message: "unexpected answer: " + err.Error()}
+		if read != nil {
+			body := &cappedBody{body: resp.Body, left: maxBodyBytes}
+			err := read(body)
+			switch {
+			case body.over:
+				return &Error{Op: op, Class: ClassOther, StatusCode: resp.StatusCode, Message: fmt.Sprintf("answer larger than %d bytes", maxBodyBytes), Err: ErrAnswerTooLarge}
+			case body.err != nil:
+				// The answer was cut short: its outcome is unknown, so treat it like a dropped call.
+				return &Error{Op: op, Class: ClassRetryable, Err: body.err}
+			case err != nil:
+				return &Error{Op: op, Class: ClassOther, StatusCode: resp.StatusCode, Message: "unexpected answer: " + err.Error()}
+			}
 		}
 		// Read to its end, the connection can carry the next call.
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBodyBytes))
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrainBytes))
 		return nil
 	}
 

@@ -8,11 +8,17 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
-// maxMessageLen bounds what an error message carries into conditions and logs.
-const maxMessageLen = 256
+const (
+	// maxMessageLen bounds what an error message carries into conditions and logs.
+	maxMessageLen = 256
+	// maxStatusLen bounds a RequestStatus: the documented ones are at most 15 bytes, and an
+	// unknown one is shown in status as it came, so a hostile one must not fill it.
+	maxStatusLen = 64
+)
 
 // parseErrorBody extracts an OData code and message from an error answer. It accepts the OData
 // v3 shape {"odata.error":{"code","message":{"value"}}}, the v4 shape {"error":{"code","message"}},
@@ -175,14 +181,15 @@ func (p *requestProps) request() (*Request, error) {
 		CreationTime:   timeProp("CreationTime", p.CreationTime),
 		RequestedTime:  timeProp("RequestedTime", p.RequestedTime),
 		ExpirationTime: timeProp("ExpirationTime", p.ExpirationTime),
-		Status:         RequestStatus(p.RequestStatus),
 	}
 	if err != nil {
 		return nil, err
 	}
-	if r.Status == "" {
-		r.Status = RequestStatus(p.RequestedStatus)
+	status := p.RequestStatus
+	if status == "" {
+		status = p.RequestedStatus
 	}
+	r.Status = RequestStatus(printable(string(status), maxStatusLen))
 	if ttl := string(p.RequestedTTL); ttl != "" {
 		secs, perr := strconv.ParseFloat(ttl, 64)
 		if perr != nil || secs < 0 || secs > 1e9 {
@@ -249,6 +256,46 @@ func jsonString(raw json.RawMessage) string {
 		return ""
 	}
 	return string(raw)
+}
+
+// printable returns text from PAM made safe to show: invalid UTF-8 and control or format
+// characters (bidi overrides among them, which can make a log line or a kubectl column lie)
+// become U+FFFD, other white space a space; and it is cut to at most n bytes, an ellipsis
+// marking the cut.
+func printable(s string, n int) string {
+	if len(s) <= n && plainASCII(s) {
+		return s
+	}
+	const ellipsis = "…"
+	out := make([]byte, 0, min(len(s), n))
+	for _, r := range s {
+		switch {
+		case unicode.IsPrint(r):
+		case unicode.IsSpace(r):
+			r = ' '
+		default:
+			r = utf8.RuneError
+		}
+		if len(out)+utf8.RuneLen(r) > n {
+			m := max(n-len(ellipsis), 0)
+			for m > 0 && m < len(out) && !utf8.RuneStart(out[m]) {
+				m--
+			}
+			return string(out[:min(m, len(out))]) + ellipsis
+		}
+		out = utf8.AppendRune(out, r)
+	}
+	return string(out)
+}
+
+// plainASCII reports whether s is printable ASCII only, which printable leaves as it is.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 // truncate cuts s to at most n bytes on a rune boundary.

@@ -71,6 +71,39 @@ func TestDecodeRequest(t *testing.T) {
 	g.Expect(second.ExpirationTime).To(Equal(time.Date(2015, 6, 23, 13, 34, 38, 0, time.UTC)))
 }
 
+// TestUnknownRequestStatus: a state PAM does not document is kept as it came, so that status
+// shows it, but bounded and made printable, and never taken as ended.
+func TestUnknownRequestStatus(t *testing.T) {
+	for _, st := range pamapi.Statuses {
+		if !st.Known() {
+			t.Errorf("%s is documented, but not Known", st)
+		}
+	}
+	cases := []struct {
+		reason string
+		json   string // the property's value as PAM writes it
+		want   string
+	}{
+		{"a new state is kept", `"Exploded"`, "Exploded"},
+		{"control and bidi characters are replaced", `"Act\u001b[2Jive\u202e\n"`, "Act\ufffd[2Jive\ufffd "},
+		{"invalid UTF-8 is replaced", "\"Clo\xffsed\"", "Clo\ufffdsed"},
+		{"1 MiB is cut to 64 bytes", `"` + strings.Repeat("X", 1<<20) + `"`, strings.Repeat("X", maxStatusLen-len("…")) + "…"},
+		{"a cut never splits a character", `"` + strings.Repeat("é", 1<<10) + `"`, strings.Repeat("é", (maxStatusLen-len("…"))/2) + "…"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			g := NewWithT(t)
+			reqs, err := decodeAll([]byte(`{"value":[{"RequestId":"a","RequestStatus":` + tc.json + `}]}`))
+			g.Expect(err).NotTo(HaveOccurred())
+			got := reqs[0].Status
+			g.Expect(string(got)).To(Equal(tc.want))
+			g.Expect(len(got)).To(BeNumerically("<=", maxStatusLen))
+			g.Expect(got.Known()).To(BeFalse())
+			g.Expect(got.Ended()).To(BeFalse(), "an unknown state is never the end")
+		})
+	}
+}
+
 // decodeAll decodes a whole list answer.
 func decodeAll(body []byte) ([]Request, error) {
 	var reqs []Request

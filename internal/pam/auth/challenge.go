@@ -1,6 +1,20 @@
 package auth
 
-import "strings"
+import (
+	"encoding/base64"
+	"fmt"
+	"strings"
+)
+
+// DecodeToken decodes the base64 token of a challenge, after checking that it decodes to at
+// most maxLen bytes: a token is refused for its length before anything is made of it, so a
+// hostile server cannot make the client decode, allocate or parse more than a real token needs.
+func DecodeToken(token string, maxLen int) ([]byte, error) {
+	if len(token) > base64.StdEncoding.EncodedLen(maxLen) {
+		return nil, fmt.Errorf("a token of %d characters is longer than any real one (at most %d bytes decoded)", len(token), maxLen)
+	}
+	return base64.StdEncoding.DecodeString(token)
+}
 
 // Challenge is one challenge of a WWW-Authenticate header: its scheme and the rest (a token,
 // or parameters).

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -26,6 +27,30 @@ func TestParseChallenges(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := ParseChallenges(tc.values); !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("ParseChallenges(%q) = %#v, want %#v", tc.values, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDecodeToken(t *testing.T) {
+	const maxLen = 8
+	cases := []struct {
+		name, token string
+		ok          bool
+	}{
+		{"at the bound", "AAAAAAAAAAA=", true},
+		{"one block past the bound", "AAAAAAAAAAAAAAAA", false},
+		{"a megabyte", strings.Repeat("A", 1<<20), false},
+		{"not base64", "!!!!", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := DecodeToken(tc.token, maxLen)
+			if (err == nil) != tc.ok {
+				t.Fatalf("DecodeToken(%.20q) error = %v, want ok %v", tc.token, err, tc.ok)
+			}
+			if len(got) > maxLen {
+				t.Errorf("decoded %d bytes, more than %d", len(got), maxLen)
 			}
 		})
 	}

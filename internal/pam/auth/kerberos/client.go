@@ -4,8 +4,9 @@
 //
 // The client logs in once (an AS exchange with the KDC), keeps the ticket-granting ticket and
 // one service ticket per SPN in memory, and logs in again when the TGT nears its end or when
-// the KDC refuses it. It runs no goroutine of its own: tickets are renewed by the requests
-// that need them.
+// the KDC refuses it. Tickets are renewed by the requests that need them, each exchange with the
+// KDC on a goroutine of its own so that a request can give up at its deadline (see
+// serviceTicket).
 package kerberos
 
 import (
@@ -36,7 +37,10 @@ var errClosed = errors.New("kerberos: the client is closed")
 type Client struct {
 	s *settings
 
-	mu sync.Mutex // guards the fields below and serialises the exchanges with the KDC
+	// kdc is a lock that guards the fields below and serialises the exchanges with the KDC: a
+	// channel of one rather than a mutex, so that a request can stop waiting for it when its
+	// context ends.
+	kdc chan struct{}
 	// krb is the gokrb5 client of the current login; each login uses a fresh one (see login).
 	krb     *client.Client
 	tgt     *ticket
@@ -73,14 +77,15 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{s: s, tickets: map[string]*ticket{}, negotiate: map[string]*origin{}}, nil
+	return &Client{s: s, kdc: make(chan struct{}, 1), tickets: map[string]*ticket{}, negotiate: map[string]*origin{}}, nil
 }
 
 // Close forgets the tickets and keys and ends anything gokrb5 started (it starts a renewal
-// goroutine only for the TGT of a cross-realm referral). Requests made afterwards fail.
+// goroutine only for the TGT of a cross-realm referral). Requests made afterwards fail. It waits
+// for an exchange with the KDC under way, which gokrb5's own deadlines end.
 func (c *Client) Close() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.kdc <- struct{}{}
+	defer c.unlock()
 	if c.closed {
 		return
 	}
@@ -98,17 +103,49 @@ func (c *Client) Close() {
 
 // serviceTicket returns a ticket for spn: the cached one while it is fresh, unless refresh
 // asks for a new one (the server refused the cached one).
+//
+// gokrb5 takes no context: it dials each KDC with its own deadlines (5 seconds to connect and 5
+// to exchange, per KDC and per message of a login), and resolves names without any. So the
+// exchange runs on a goroutine that holds the lock until it ends, and the request gives up at
+// its own deadline, or while waiting for the lock. The goroutine is bounded: one per Client at a
+// time, however many requests give up; what it learns is kept for the next request. What stays
+// open: until gokrb5's deadlines end it, the next requests of this Client wait for it (at most
+// to their deadlines), and gokrb5 allocates whatever length a KDC's TCP answer announces.
 func (c *Client) serviceTicket(ctx context.Context, spn string, refresh bool) (*ticket, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	if err := c.lock(ctx); err != nil {
+		return nil, c.gaveUp(spn, err)
+	}
 	if c.closed {
+		c.unlock()
 		return nil, errClosed
 	}
 	now := c.s.now()
 	cached := c.tickets[spn]
 	if cached != nil && !refresh && now.Before(cached.renewAt) {
+		c.unlock()
 		return cached, nil
 	}
+	type result struct {
+		t   *ticket
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer c.unlock()
+		t, err := c.renewServiceTicket(ctx, spn, now, cached, refresh)
+		done <- result{t, err}
+	}()
+	select {
+	case r := <-done:
+		return r.t, r.err
+	case <-ctx.Done():
+		return nil, c.gaveUp(spn, ctx.Err())
+	}
+}
+
+// renewServiceTicket gets a new ticket for spn and keeps it, or falls back on cached. The
+// caller holds the lock.
+func (c *Client) renewServiceTicket(ctx context.Context, spn string, now time.Time, cached *ticket, refresh bool) (*ticket, error) {
 	t, err := c.newServiceTicket(ctx, spn, now)
 	if err != nil {
 		var refused *auth.Error
@@ -121,6 +158,28 @@ func (c *Client) serviceTicket(ctx context.Context, spn string, refresh bool) (*
 	}
 	c.tickets[spn] = t
 	return t, nil
+}
+
+// lock takes the lock, or gives up when ctx ends first.
+func (c *Client) lock(ctx context.Context) error {
+	select {
+	case c.kdc <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := ctx.Err(); err != nil {
+		c.unlock()
+		return err
+	}
+	return nil
+}
+
+func (c *Client) unlock() { <-c.kdc }
+
+// gaveUp is the error of a request whose context ended before it had a ticket. It wraps the
+// context's error, so the PAM client counts it a timeout, to retry.
+func (c *Client) gaveUp(spn string, err error) error {
+	return fmt.Errorf("kerberos: no ticket for %s from the KDCs of realm %s before the call ended: %w", spn, c.s.realm, err)
 }
 
 // newServiceTicket gets a ticket for spn from the KDC, logging in first when the TGT is due.

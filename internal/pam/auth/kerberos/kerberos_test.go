@@ -3,6 +3,7 @@ package kerberos_test
 import (
 	"crypto/elliptic"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/pam-operator/pam-operator/emulator/kerberosserver"
+	"github.com/pam-operator/pam-operator/internal/gsskrb5"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
 	"github.com/pam-operator/pam-operator/internal/pam/auth/kerberos"
 	"github.com/pam-operator/pam-operator/internal/testing/kdc"
@@ -461,6 +463,62 @@ func TestMutualAuthentication(t *testing.T) {
 	_, err = hc.Get(srv.URL)
 	ae := authErr(g, err)
 	g.Expect(ae.Message).To(ContainSubstring("did not prove it is " + spn))
+}
+
+// TestMutualAuthenticationIsRequired: a success answer to a request that carried a token must
+// prove the server holds the service key; an error answer is returned as it is without one.
+func TestMutualAuthenticationIsRequired(t *testing.T) {
+	r := newRealm(t)
+	v, err := kerberosserver.New(kerberosserver.Config{Keytab: r.serviceKeytab})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acceptCompleted, err := gsskrb5.AcceptCompletedToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		reason string
+		// answer changes the server's answer after the token was accepted; status is its code.
+		answer func(http.Header)
+		status int
+		// refused is in the error, "" when the answer reaches the caller.
+		refused string
+	}{
+		{"a 200 without WWW-Authenticate", func(h http.Header) { h.Del("WWW-Authenticate") }, http.StatusOK, "carries no AP-REP"},
+		{"a 200 whose Negotiate answer holds no AP-REP", func(h http.Header) {
+			h.Set("WWW-Authenticate", "Negotiate "+base64.StdEncoding.EncodeToString(acceptCompleted))
+		}, http.StatusOK, "carries no AP-REP"},
+		{"a 204 without WWW-Authenticate", func(h http.Header) { h.Del("WWW-Authenticate") }, http.StatusNoContent, "carries no AP-REP"},
+		{"an answer token longer than any real one", func(h http.Header) {
+			h.Set("WWW-Authenticate", "Negotiate "+strings.Repeat("oYG1", 12<<10))
+		}, http.StatusOK, "longer than any real one"},
+		{"a 500 without WWW-Authenticate is returned as it is", func(h http.Header) { h.Del("WWW-Authenticate") }, http.StatusInternalServerError, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			g := NewWithT(t)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				if _, ok := v.Authenticate(w, req); !ok {
+					return
+				}
+				tc.answer(w.Header())
+				w.WriteHeader(tc.status)
+			}))
+			t.Cleanup(srv.Close)
+			_, hc := newClient(t, r.config(), nil)
+			resp, err := hc.Get(srv.URL)
+			if tc.refused == "" {
+				g.Expect(err).NotTo(HaveOccurred())
+				resp.Body.Close()
+				g.Expect(resp.StatusCode).To(Equal(tc.status))
+				return
+			}
+			ae := authErr(g, err)
+			g.Expect(ae.Message).To(ContainSubstring("did not prove it is " + spn))
+			g.Expect(ae.Message).To(ContainSubstring(tc.refused))
+		})
+	}
 }
 
 func TestServiceKeyRotation(t *testing.T) {

@@ -15,8 +15,13 @@ import (
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
 )
 
-// drainLimit is how much of a refused answer is read so that its connection can be reused.
-const drainLimit = 64 << 10
+const (
+	// drainLimit is how much of a refused answer is read so that its connection can be reused.
+	drainLimit = 64 << 10
+	// maxAnswerTokenLen bounds the server's Negotiate answer, checked on its base64 form before
+	// decoding. A real one, an AP-REP in a SPNEGO wrapper, is a few hundred bytes.
+	maxAnswerTokenLen = 8 << 10
+)
 
 // Wrap returns the transport wrapper that authenticates requests with this Client; it is
 // meant for pam.Config.Auth.
@@ -31,9 +36,9 @@ const drainLimit = 64 << 10
 // offer Negotiate is returned untouched, so the caller can report what the server offers.
 //
 // Over https the token carries a channel binding to the server's certificate (RFC 5929
-// tls-server-end-point), as IIS Extended Protection expects. When the server's answer
-// carries an AP-REP (mutual authentication), it is verified: an answer that does not prove
-// the server holds the service key is an *auth.Error.
+// tls-server-end-point), as IIS Extended Protection expects. A success answer to a request
+// with a token must carry an AP-REP (mutual authentication) that proves the server holds the
+// service key; any answer's AP-REP is verified. One that proves nothing is an *auth.Error.
 func (c *Client) Wrap(next http.RoundTripper) http.RoundTripper {
 	return &transport{c: c, next: next}
 }
@@ -113,26 +118,40 @@ func (t *transport) attempt(req *http.Request, spn string, binding []byte, refre
 	return resp, proof{tk: tk, authTime: at}, nil
 }
 
-// finish checks the server's proof of identity, when it sent one, on an answer to a request
-// that carried a token.
+// finish checks the server's proof of identity on an answer to a request that carried a token.
+// A success answer must carry an AP-REP: the token asked for mutual authentication, and without
+// the proof a server that cannot read the ticket (not the PAM server, whatever its name and
+// certificate say) could answer 200 to a close it never made. Other answers are taken only as
+// failures, so their proof is checked when they carry one.
 func (t *transport) finish(req *http.Request, spn string, resp *http.Response, p proof) (*http.Response, error) {
 	if resp.StatusCode == http.StatusUnauthorized {
 		return resp, nil
 	}
+	success := resp.StatusCode >= 200 && resp.StatusCode < 300
 	token, ok := negotiateToken(resp.Header.Values("WWW-Authenticate"))
-	if !ok {
+	if !ok && !success {
 		return resp, nil
 	}
-	raw, err := base64.StdEncoding.DecodeString(token)
-	if err == nil {
-		_, err = gsskrb5.VerifyAPRep(raw, p.tk.key, p.authTime)
+	err := errNoAPRep
+	if ok {
+		var raw []byte
+		raw, err = auth.DecodeToken(token, maxAnswerTokenLen)
+		if err == nil {
+			var present bool
+			present, err = gsskrb5.VerifyAPRep(raw, p.tk.key, p.authTime)
+			if err == nil && !present && success {
+				err = errNoAPRep
+			}
+		}
 	}
 	if err != nil {
 		drain(resp)
-		return nil, authError(fmt.Sprintf("the server %s did not prove it is %s (%v); it may not be the PAM server, or servicePrincipalName names another service", req.URL.Host, spn, err), err)
+		return nil, authError(fmt.Sprintf("the server %s did not prove it is %s (%v); it may not be the PAM server, servicePrincipalName may name another service, or a proxy between may drop WWW-Authenticate from answers", req.URL.Host, spn, err), err)
 	}
 	return resp, nil
 }
+
+var errNoAPRep = errors.New("its answer carries no AP-REP, the mutual authentication the request asked for")
 
 // spnFor returns the service principal name for a request's URL.
 func (c *Client) spnFor(u *url.URL) string {

@@ -28,6 +28,11 @@ const defaultMaxConns = 8
 // handshake.
 const drainLimit = 64 << 10
 
+// maxChallengeLen bounds a CHALLENGE message, checked on its base64 form before decoding. A real
+// one is a few hundred bytes: a target name and a handful of names and flags in its target
+// info, each name at most 255 characters.
+const maxChallengeLen = 8 << 10
+
 // Options tune the client transport.
 type Options struct {
 	// MaxConns bounds the connections kept to one server, each authenticated once, and so
@@ -242,7 +247,7 @@ func (t *Transport) handshake(req *http.Request, src *bodySource, s *slot, origi
 		drain(resp)
 		return nil, authError(fmt.Sprintf("the server %s answered the NTLM negotiate under %s without a challenge: it does not accept NTLM; enable the NTLM provider of its Windows authentication, or use kerberos", req.URL.Host, scheme), nil)
 	}
-	challenge, err := base64.StdEncoding.DecodeString(token)
+	challenge, err := auth.DecodeToken(token, maxChallengeLen)
 	if err == nil {
 		var authenticate []byte
 		authenticate, err = ntlmssp.Authenticate(ntlmssp.ClientInput{

@@ -393,6 +393,31 @@ func TestBasicOnly(t *testing.T) {
 	g.Expect(hits.Load()).To(Equal(int32(1)))
 }
 
+// TestOversizedChallengeIsRefused: a CHALLENGE longer than any real one is refused for its
+// length, before it is decoded, and no AUTHENTICATE is sent.
+func TestOversizedChallengeIsRefused(t *testing.T) {
+	g := NewWithT(t)
+	var hits atomic.Int32
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if r.Header.Get("Authorization") == "" {
+			w.Header().Set("WWW-Authenticate", SchemeNTLM)
+		} else {
+			// 48 KiB of base64 under the PAM client's 64 KiB header cap, 36 KiB decoded: within
+			// what ntlmssp parses, far beyond any real CHALLENGE.
+			w.Header().Set("WWW-Authenticate", SchemeNTLM+" "+strings.Repeat("TlRM", 12<<10))
+		}
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	t.Cleanup(ts.Close)
+	c, _ := newClient(t, ts, jen, Options{})
+	_, err := c.Get(ts.URL)
+	var ae *auth.Error
+	g.Expect(errors.As(err, &ae)).To(BeTrue(), "want an *auth.Error, got %v", err)
+	g.Expect(ae.Message).To(ContainSubstring("longer than any real one"))
+	g.Expect(hits.Load()).To(Equal(int32(2)), "a probe and the NEGOTIATE; no AUTHENTICATE")
+}
+
 // TestReauthenticates: when the server drops an authenticated connection, the next call
 // authenticates a new one, once.
 func TestReauthenticates(t *testing.T) {
