@@ -171,6 +171,7 @@ func TestRefusedWindowsLoginIsTriedOncePerBackoff(t *testing.T) {
 		waitLoginBackoff(t, ns, `priv\jen`)
 		g.Expect(verifier.Stats().Refused).To(BeEquivalentTo(1), "20 elevations, one refused logon")
 		g.Eventually(func() int64 { return verifier.Stats().Refused }).WithTimeout(3 * authFailureBackoff).Should(BeEquivalentTo(2))
+		releaseAll(t, els)
 	})
 	t.Run("kerberos", func(t *testing.T) {
 		g := NewWithT(t)
@@ -200,5 +201,18 @@ func TestRefusedWindowsLoginIsTriedOncePerBackoff(t *testing.T) {
 		}
 		g.Expect(refused()).To(Equal(1), "20 elevations, one refused logon")
 		g.Eventually(refused).WithTimeout(3 * authFailureBackoff).Should(Equal(2))
+		releaseAll(t, els)
 	})
+}
+
+// releaseAll deletes elevations set to Orphan and waits until they are gone: left stalled, they
+// would retry for the rest of the suite.
+func releaseAll(t *testing.T, els []*pamv1.PamElevation) {
+	t.Helper()
+	for _, el := range els {
+		deleteObj(t, el)
+	}
+	for _, el := range els {
+		waitGone(t, el)
+	}
 }
