@@ -68,9 +68,7 @@ func TestGitOpsHealth(t *testing.T) {
 			kstatus: status.InProgressStatus, argo: "Progressing", flux: "inProgress"},
 		{name: "credentials refused", el: elevation(ns, "unauthorized", seedRequest(pamUser, time.Hour),
 			func(el *pamv1.PamElevation) { el.Spec.ServerRef.Name = "wrong" }),
-			reached: func(g Gomega, el *pamv1.PamElevation) {
-				expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonUnauthorized)
-			},
+			reached: refusedOrPaused,
 			kstatus: status.FailedStatus, argo: "Degraded", flux: "failed"},
 		{name: "request not found", el: elevation(ns, "not-found", randomGUID()),
 			reached: func(g Gomega, el *pamv1.PamElevation) {

@@ -100,6 +100,7 @@ func runBench(ctx context.Context, workDir string, cfg benchConfig, progress io.
 		{"expiry", "expiry precision", b.expiry},
 		{"economy", "economy", b.economy},
 		{"memory", "memory and idle sync", b.memory},
+		{"isolation", "isolation from a hung server", b.isolation},
 		{"mass", "mass revocation", b.mass},
 	}
 	for key := range cfg.steps {

@@ -49,37 +49,9 @@ func (b *bench) latency(ctx context.Context) error {
 		defer external.stop()
 	}
 	gcsBefore := b.managerGCs()
-	var toClose, toGone, baseline, apart []time.Duration
-	deletedAt := make([]time.Time, 0, n)
-	for i := range n {
-		el := &pamv1.PamElevation{ObjectMeta: metav1.ObjectMeta{Namespace: b.ns, Name: names[i]}}
-		if err := b.h.client.Delete(ctx, el); err != nil {
-			return err
-		}
-		deleted := time.Now()
-		deletedAt = append(deletedAt, deleted)
-		closedAt, err := b.h.closes.wait(ctx, ids[i], time.Minute)
-		if err != nil {
-			return err
-		}
-		gone, err := b.baseline.gone.wait(ctx, names[i], time.Minute)
-		if err != nil {
-			return err
-		}
-		seen, ok := b.baseline.deleting.get(names[i])
-		if !ok {
-			return fmt.Errorf("the baseline controller never saw %s deleted", names[i])
-		}
-		if external != nil {
-			seenApart, err := external.deleting.wait(ctx, names[i], time.Minute)
-			if err != nil {
-				return fmt.Errorf("the baseline controller in its own process: %w", err)
-			}
-			apart = append(apart, seenApart.Sub(deleted)+rawRTT[i])
-		}
-		toClose = append(toClose, closedAt.Sub(deleted))
-		toGone = append(toGone, gone.Sub(deleted))
-		baseline = append(baseline, seen.Sub(deleted)+rawRTT[i])
+	toClose, toGone, baseline, apart, deletedAt, err := b.deleteOneByOne(ctx, b.ns, names, ids, rawRTT, external)
+	if err != nil {
+		return err
 	}
 	// The slowest closes, against when the baseline saw the same deletion: whether the event
 	// came late to both or the manager was slow after it.
@@ -111,6 +83,44 @@ func (b *bench) latency(ctx context.Context) error {
 		b.report.add("delete → Close p99 / baseline in its own process p99", ratio(quantile(toClose, 0.99), quantile(apart, 0.99)), "×", "")
 	}
 	return nil
+}
+
+// deleteOneByOne deletes the elevations of namespace one at a time, each once the one before is
+// gone, and returns for each how long its Close took to reach PAM and the object to go, and the
+// baseline's time (the deletion seen plus the raw Close round trip rawRTT), also in a process of
+// its own when external is set.
+func (b *bench) deleteOneByOne(ctx context.Context, namespace string, names, ids []string, rawRTT []time.Duration, external *externalWatcher) (toClose, toGone, baseline, apart []time.Duration, deletedAt []time.Time, err error) {
+	for i := range names {
+		el := &pamv1.PamElevation{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: names[i]}}
+		if err := b.h.client.Delete(ctx, el); err != nil {
+			return nil, nil, nil, nil, nil, err
+		}
+		deleted := time.Now()
+		deletedAt = append(deletedAt, deleted)
+		closedAt, err := b.h.closes.wait(ctx, ids[i], time.Minute)
+		if err != nil {
+			return nil, nil, nil, nil, nil, err
+		}
+		gone, err := b.baseline.gone.wait(ctx, names[i], time.Minute)
+		if err != nil {
+			return nil, nil, nil, nil, nil, err
+		}
+		seen, ok := b.baseline.deleting.get(names[i])
+		if !ok {
+			return nil, nil, nil, nil, nil, fmt.Errorf("the baseline controller never saw %s deleted", names[i])
+		}
+		if external != nil {
+			seenApart, err := external.deleting.wait(ctx, names[i], time.Minute)
+			if err != nil {
+				return nil, nil, nil, nil, nil, fmt.Errorf("the baseline controller in its own process: %w", err)
+			}
+			apart = append(apart, seenApart.Sub(deleted)+rawRTT[i])
+		}
+		toClose = append(toClose, closedAt.Sub(deleted))
+		toGone = append(toGone, gone.Sub(deleted))
+		baseline = append(baseline, seen.Sub(deleted)+rawRTT[i])
+	}
+	return toClose, toGone, baseline, apart, deletedAt, nil
 }
 
 // rawCloseRoundTrips closes n requests of their own from a plain client, one at a time.

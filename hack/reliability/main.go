@@ -50,7 +50,7 @@ func main() {
 	flag.IntVar(&bc.workers, "bench-workers", 64, "The manager's --max-concurrent-reconciles (its default is 64).")
 	flag.IntVar(&bc.managerGOGC, "bench-manager-gogc", 0, "GOGC of the manager alone; 0 leaves the manager's own default (25).")
 	flag.BoolVar(&bc.baselineApart, "bench-baseline-apart", false, "Also time the latency baseline in a process of its own, as the manager is (one more process on the cores).")
-	steps := flag.String("bench-steps", "", "Comma-separated benchmarks to run (memory, latency, expiry, economy, mass); empty runs all.")
+	steps := flag.String("bench-steps", "", "Comma-separated benchmarks to run (latency, expiry, economy, memory, isolation, mass); empty runs all.")
 	baselineKubeconfig := flag.String("baseline-watcher-kubeconfig", "", "Used by --bench itself: run as the latency baseline's controller, in a process of its own, with this kubeconfig.")
 	flag.Parse()
 
