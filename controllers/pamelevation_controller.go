@@ -73,9 +73,6 @@ type PamElevationReconciler struct {
 	retries workqueue.TypedRateLimiter[reconcile.Request]
 	// releases is the queue of the release controller (release.go), once it has started.
 	releases atomic.Pointer[workqueue.TypedRateLimitingInterface[reconcile.Request]]
-	// queue is this controller's own, once it has started: a pass refused a call slot is
-	// queued again when one frees.
-	queue atomic.Pointer[workqueue.TypedRateLimitingInterface[reconcile.Request]]
 }
 
 // Least privilege, proven by the reliability test's audit of what the manager uses: objects are
@@ -89,9 +86,6 @@ type PamElevationReconciler struct {
 // Reconcile moves one PamElevation one step through its life: ensure the finalizer, sync from
 // PAM, close at expiry or on deletion, and requeue at the next moment something is due.
 func (r *PamElevationReconciler) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Result, error) {
-	// The pass's calls to PAM share one slot of their server, taken without waiting (bulkhead).
-	ctx, giveBackSlots := pam.WithHolder(ctx)
-	defer giveBackSlots()
 	el := &pamv1.PamElevation{}
 	if err := r.Get(ctx, req.NamespacedName, el); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -116,9 +110,6 @@ func (r *PamElevationReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	next := r.reconcileNormal(ctx, el, p)
 	if p.apiErr != nil {
 		return ctrl.Result{}, p.apiErr
-	}
-	if p.busy != nil {
-		return r.waitForSlot(req, p), nil
 	}
 	if err := r.patchStatus(ctx, original, el, p); err != nil {
 		return ctrl.Result{}, err
@@ -216,20 +207,6 @@ func (r *PamElevationReconciler) schedule(req reconcile.Request, p *pass, next t
 		delay = min(delay, next)
 	}
 	return ctrl.Result{RequeueAfter: delay, Priority: &priority}, nil
-}
-
-// waitForSlot queues the pass again once a call slot of its server frees: it learned nothing,
-// so nothing is written. Should the wake-up be lost (the server's limit changed meanwhile), the
-// pass comes back after the retry cap.
-func (r *PamElevationReconciler) waitForSlot(req reconcile.Request, p *pass) ctrl.Result {
-	priority := syncPriority
-	if p.closing {
-		priority = closePriority
-	}
-	if q := r.queue.Load(); q != nil {
-		p.busy.NotifyWhenFree(func() { addRequestAt(*q, req, priority) })
-	}
-	return ctrl.Result{RequeueAfter: r.MaxRetryDelay, Priority: &priority}
 }
 
 // patchStatus derives the conditions from what the pass learned and writes the status once,

@@ -63,9 +63,6 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 	if p.apiErr != nil {
 		return ctrl.Result{}, p.apiErr
 	}
-	if p.busy != nil {
-		return r.waitForSlot(req, p), nil
-	}
 	if r.endedByPAMExpiry(ctx, el, p) {
 		return r.queueRelease(req, el)
 	}
