@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -73,26 +74,34 @@ func (b *bench) isolation(ctx context.Context) error {
 	if err := b.h.client.DeleteAllOf(ctx, &pamv1.PamElevation{}, client.InNamespace(ns)); err != nil {
 		return err
 	}
-	toClose, _, baseline, _, _, err := b.deleteOneByOne(ctx, b.ns, names, ids, rawRTT, nil)
-	if err != nil {
-		return err
-	}
-	total, _, err := b.baseline.count(ctx, ns)
-	if err != nil {
-		return err
-	}
-	if total != hungCloses {
-		return fmt.Errorf("%d of the %d elevations of the hung server went while it never answered", hungCloses-total, hungCloses)
-	}
 	note := fmt.Sprintf("%d closes due on a server that never answers", hungCloses)
-	b.report.add("isolation: delete → Close at PAM, p99, "+note, ms(quantile(toClose, 0.99)), "ms", "")
-	b.report.add("isolation: baseline (event seen + raw Close), p99", ms(quantile(baseline, 0.99)), "ms", "")
-	b.report.add("isolation: delete → Close p99 / baseline p99", ratio(quantile(toClose, 0.99), quantile(baseline, 0.99)), "×", "goal: ≤ 2")
+	toClose, _, baseline, _, _, err := b.deleteOneByOne(ctx, b.ns, names, ids, rawRTT, nil)
+	switch {
+	case errors.Is(err, errNothingHappened):
+		// The hung server's passes hold the workers: the healthy closes wait for them.
+		b.report.add("isolation: a healthy server's close, "+note, 60_000, "ms", "not within a minute — goal missed: a pass waiting for a slot holds its worker")
+	case err != nil:
+		return err
+	default:
+		total, _, err := b.baseline.count(ctx, ns)
+		if err != nil {
+			return err
+		}
+		if total != hungCloses {
+			return fmt.Errorf("%d of the %d elevations of the hung server went while it never answered", hungCloses-total, hungCloses)
+		}
+		b.report.add("isolation: delete → Close at PAM, p99, "+note, ms(quantile(toClose, 0.99)), "ms", "")
+		b.report.add("isolation: baseline (event seen + raw Close), p99", ms(quantile(baseline, 0.99)), "ms", "")
+		b.report.add("isolation: delete → Close p99 / baseline p99", ratio(quantile(toClose, 0.99), quantile(baseline, 0.99)), "×", "goal: ≤ 2")
+	}
 
 	// The hung server answers again: its closes go through, and nothing is left behind.
 	hung.ClearFaults()
-	return poll(ctx, 10*time.Minute, 200*time.Millisecond, func() (bool, error) {
+	if err := poll(ctx, 10*time.Minute, 200*time.Millisecond, func() (bool, error) {
 		total, _, err := b.baseline.count(ctx, ns)
 		return total == 0, err
-	})
+	}); err != nil {
+		return err
+	}
+	return b.deleteAll(ctx) // the healthy ones a missed goal left
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -10,6 +11,9 @@ import (
 
 	"github.com/pam-operator/pam-operator/emulator"
 )
+
+// errNothingHappened is under the error of a wait that timed out.
+var errNothingHappened = errors.New("nothing happened")
 
 // timeLog records when something first happened to each key, and wakes those waiting for it:
 // the benchmarks wait on events rather than poll, which would take CPU from what they measure.
@@ -62,7 +66,7 @@ func (l *timeLog) wait(ctx context.Context, key string, timeout time.Duration) (
 		t, _ := l.get(key)
 		return t, nil
 	case <-timer.C:
-		return time.Time{}, fmt.Errorf("%s: nothing happened within %s", key, timeout)
+		return time.Time{}, fmt.Errorf("%s: %w within %s", key, errNothingHappened, timeout)
 	case <-ctx.Done():
 		return time.Time{}, ctx.Err()
 	}
