@@ -1,19 +1,25 @@
 package controllers
 
-// What the elevation controller watches, and how events are queued.
+// What the elevation controller watches, how events are queued, and its registration.
 
 import (
 	"context"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 )
@@ -108,4 +114,46 @@ func elevationLogger(base logr.Logger) func(*reconcile.Request) logr.Logger {
 		}
 		return log.WithValues("PamElevation", klog.KRef(req.Namespace, req.Name), "namespace", req.Namespace, "name", req.Name)
 	}
+}
+
+// SetupWithManager registers the reconciler and its watches: a change to a server, or to a
+// Secret a server uses, re-queues every elevation of that server, found through the elevation
+// index.
+func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.setDefaults()
+	index, err := newElevationIndex(context.Background(), mgr.GetCache())
+	if err != nil {
+		return err
+	}
+	r.index = index
+	if err := registerStateMetrics(index); err != nil {
+		return err
+	}
+	mapper := &elevationMapper{index: r.index}
+	if err := ctrl.NewControllerManagedBy(mgr).
+		Named(elevationControllerName).
+		// One handler for everything this controller takes from elevation events: each handler
+		// registered on an informer is one more goroutine its events are handed to in turn, in
+		// no set order, before the one that queues a close gets them.
+		Watches(&pamv1.PamElevation{}, r.elevationEvents()).
+		WatchesRawSource(source.Func(r.startSweep)).
+		Watches(&pamv1.PamServer{}, handler.EnqueueRequestsFromMapFunc(mapper.forServer),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&pamv1.ClusterPamServer{}, handler.EnqueueRequestsFromMapFunc(mapper.forServer),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesMetadata(namespaceMetadata(), handler.EnqueueRequestsFromMapFunc(mapper.forNamespace),
+			builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1), RateLimiter: errorBackoff(r.MaxRetryDelay),
+			LogConstructor: elevationLogger(mgr.GetLogger())}).
+		Complete(r); err != nil {
+		return err
+	}
+	return r.setupReleaser(mgr)
+}
+
+// namespaceMetadata is what is cached of namespaces: their labels, for allowedNamespaces.
+func namespaceMetadata() *metav1.PartialObjectMetadata {
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	return ns
 }

@@ -7,9 +7,11 @@ import (
 	"runtime/debug"
 	"time"
 
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/internal/credentials"
@@ -116,4 +118,10 @@ func recoverAsError(err *error) {
 	if p := recover(); p != nil {
 		*err = fmt.Errorf("panic: %v [recovered]\n%s", p, debug.Stack())
 	}
+}
+
+// errorBackoff is the retry schedule of a pass that returned an error (the API server failed):
+// controller-runtime's own goes up to 1000 s, past the cap --max-retry-delay promises.
+func errorBackoff(maxDelay time.Duration) workqueue.TypedRateLimiter[reconcile.Request] {
+	return workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](initialRetryDelay, maxDelay)
 }

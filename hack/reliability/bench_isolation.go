@@ -57,14 +57,7 @@ func (b *bench) isolation(ctx context.Context) error {
 	}
 
 	n := max(b.cfg.latencyCount/2, 1)
-	names, ids, err := b.createElevations(ctx, n, nil)
-	if err != nil {
-		return err
-	}
-	if err := b.waitSynced(ctx, n); err != nil {
-		return err
-	}
-	rawRTT, err := b.rawCloseRoundTrips(ctx, n)
+	names, ids, rawRTT, err := b.toDeleteOneByOne(ctx, n)
 	if err != nil {
 		return err
 	}

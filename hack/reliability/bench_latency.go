@@ -29,14 +29,7 @@ import (
 // object going, against a minimal controller that sees the same deletion plus a raw Close.
 func (b *bench) latency(ctx context.Context) error {
 	n := b.cfg.latencyCount
-	names, ids, err := b.createElevations(ctx, n, nil)
-	if err != nil {
-		return err
-	}
-	if err := b.waitSynced(ctx, n); err != nil {
-		return err
-	}
-	rawRTT, err := b.rawCloseRoundTrips(ctx, n)
+	names, ids, rawRTT, err := b.toDeleteOneByOne(ctx, n)
 	if err != nil {
 		return err
 	}
@@ -83,6 +76,20 @@ func (b *bench) latency(ctx context.Context) error {
 		b.report.add("delete → Close p99 / baseline in its own process p99", ratio(quantile(toClose, 0.99), quantile(apart, 0.99)), "×", "")
 	}
 	return nil
+}
+
+// toDeleteOneByOne creates n elevations, waits until each has been read from PAM, and times n
+// raw Close round trips of the emulator, the baseline's part for each deletion deleteOneByOne
+// times.
+func (b *bench) toDeleteOneByOne(ctx context.Context, n int) (names, ids []string, rawRTT []time.Duration, err error) {
+	if names, ids, err = b.createElevations(ctx, n, nil); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := b.waitSynced(ctx, n); err != nil {
+		return nil, nil, nil, err
+	}
+	rawRTT, err = b.rawCloseRoundTrips(ctx, n)
+	return names, ids, rawRTT, err
 }
 
 // deleteOneByOne deletes the elevations of namespace one at a time, each once the one before is

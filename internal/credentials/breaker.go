@@ -132,7 +132,8 @@ func (b *loginBreaker) leave(try bool, err error, now time.Time, backoff time.Du
 	defer b.mu.Unlock()
 	switch {
 	case refusedLogin(err):
-		b.state, b.refusedAt, b.until, b.refusal = refused, now, now.Add(backoff), truncate(err.Error(), 512)
+		// err is a *pam.Error, whose text is already cut to a size status and Events take.
+		b.state, b.refusedAt, b.until, b.refusal = refused, now, now.Add(backoff), err.Error()
 	case answered(err) && b.state != refused:
 		b.state = proven
 	case answered(err) && try:
@@ -334,11 +335,4 @@ func (c *Connector) LoginBackoff(server pamv1.ServerObject) *pamv1.LoginBackoff 
 		return nil
 	}
 	return b.record(c.clock().Now())
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

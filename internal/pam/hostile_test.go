@@ -146,8 +146,10 @@ func TestSlowDripIsBoundedByTheTimeout(t *testing.T) {
 					if _, err := io.WriteString(conn, head); err != nil {
 						return
 					}
-					for {
-						time.Sleep(10 * time.Millisecond)
+					// The pace is the hostile behaviour under test, not synchronisation.
+					drip := time.NewTicker(10 * time.Millisecond)
+					defer drip.Stop()
+					for range drip.C {
 						if _, err := conn.Write([]byte("x")); err != nil {
 							return
 						}
