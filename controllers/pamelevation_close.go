@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -32,6 +33,9 @@ func (r *PamElevationReconciler) closeVia(ctx context.Context, el *pamv1.PamElev
 	r.noteEscrow(el, ahead, "Close")
 	if r.closeRequest(ctx, el, ahead, p, reason) {
 		return true // a read alongside, if one was started, refreshes the client for the next call
+	}
+	if p.refusedSlot {
+		return false
 	}
 	latest, err := current()
 	switch {
@@ -78,9 +82,16 @@ func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.Pam
 	}
 	log := ctrl.LoggerFrom(ctx).WithValues("requestID", el.Spec.RequestID, "reason", reason)
 	log.Info("Closing PAM request")
+	sentBefore := r.reads.closeSentAt(el.UID)
 	r.reads.closeSent(el.UID, r.Clock.Now())
 	start := r.Clock.Now()
 	err := pc.Close(ctx, normalizedID(el))
+	if errors.Is(err, pam.ErrServerBusy) {
+		// Not sent: the last read still tells whether the request is open.
+		r.reads.restoreCloseSent(el.UID, sentBefore)
+		p.fail(err)
+		return false
+	}
 	// Again once answered: a list asked for while the close was on its way may still show the
 	// request open, and must not count as newer than it.
 	r.reads.closeSent(el.UID, r.Clock.Now())

@@ -67,6 +67,8 @@ type PamElevationReconciler struct {
 	retries workqueue.TypedRateLimiter[reconcile.Request]
 	// releases is the queue of the release controller (release.go), once it has started.
 	releases atomic.Pointer[workqueue.TypedRateLimitingInterface[reconcile.Request]]
+	// slotWaits queues again the passes refused a call slot of their server.
+	slotWaits slotWaits
 }
 
 // Least privilege, proven by the reliability test's audit of what the manager uses: objects are
@@ -80,13 +82,18 @@ type PamElevationReconciler struct {
 // Reconcile moves one PamElevation one step through its life: ensure the finalizer, sync from
 // PAM, close at expiry or on deletion, and requeue at the next moment something is due.
 func (r *PamElevationReconciler) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Result, error) {
+	// The pass's calls to PAM share one call slot of their server, taken without waiting.
+	ctx, slots := pam.WithPass(ctx, req)
+	priority := syncPriority
+	defer func() { r.slotWaits.passEnded(req, slots, priority) }()
 	el := &pamv1.PamElevation{}
 	if err := r.Get(ctx, req.NamespacedName, el); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 
 	if !el.DeletionTimestamp.IsZero() {
-		return r.reconcileDelete(ctx, req, el)
+		priority = closePriority
+		return r.reconcileDelete(ctx, req, el, slots)
 	}
 
 	// The finalizer is stored before any call to PAM, so no close can be lost to a deletion
@@ -102,8 +109,15 @@ func (r *PamElevationReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	original := el.DeepCopy()
 	p := &pass{now: r.Clock.Now()}
 	next := r.reconcileNormal(ctx, el, p)
+	slots.End() // the server's slot is not held over the writes to the API server
+	if p.closing {
+		priority = closePriority
+	}
 	if p.apiErr != nil {
 		return ctrl.Result{}, p.apiErr
+	}
+	if p.refusedSlot {
+		return r.waitForSlot(p), nil
 	}
 	if err := r.patchStatus(ctx, original, el, p); err != nil {
 		return ctrl.Result{}, err
@@ -201,6 +215,17 @@ func (r *PamElevationReconciler) schedule(req reconcile.Request, p *pass, next t
 		delay = min(delay, next)
 	}
 	return ctrl.Result{RequeueAfter: delay, Priority: &priority}, nil
+}
+
+// waitForSlot ends a pass refused a call slot: it learned nothing, so nothing is written, and
+// it is queued again when a slot frees (slotWaits). The retry cap only bounds a wake-up lost
+// all the same.
+func (r *PamElevationReconciler) waitForSlot(p *pass) ctrl.Result {
+	priority := syncPriority
+	if p.closing {
+		priority = closePriority
+	}
+	return ctrl.Result{RequeueAfter: r.MaxRetryDelay, Priority: &priority}
 }
 
 // patchStatus derives the conditions from what the pass learned and writes the status once,

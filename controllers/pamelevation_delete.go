@@ -12,10 +12,11 @@ import (
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/internal/credentials"
+	"github.com/pam-operator/pam-operator/internal/pam"
 )
 
 // reconcileDelete closes the request of an object being deleted and only then releases it.
-func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconcile.Request, el *pamv1.PamElevation) (ctrl.Result, error) {
+func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconcile.Request, el *pamv1.PamElevation, slots *pam.Pass) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(el, pamv1.ElevationFinalizer) {
 		return ctrl.Result{}, nil
 	}
@@ -60,8 +61,12 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 	} else if r.closeVia(ctx, el, server, p, pamv1.ReasonDeleted) {
 		return r.queueRelease(req, el)
 	}
+	slots.End()
 	if p.apiErr != nil {
 		return ctrl.Result{}, p.apiErr
+	}
+	if p.refusedSlot {
+		return r.waitForSlot(p), nil
 	}
 	if r.endedByPAMExpiry(ctx, el, p) {
 		return r.queueRelease(req, el)

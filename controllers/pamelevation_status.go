@@ -30,6 +30,9 @@ type pass struct {
 	closing bool
 	// closed is set when the pass found the request no longer open in PAM.
 	closed *closure
+	// refusedSlot is set when every call slot of the server was taken: the pass stopped there,
+	// learned nothing, and is queued again when one frees.
+	refusedSlot bool
 }
 
 // closure is why and how the request is no longer open in PAM: the Closed condition's reason
@@ -64,6 +67,10 @@ type problem struct {
 // fail records a failed step. Errors are classified once, by the PAM client or the connector;
 // this only maps classes to reasons.
 func (p *pass) fail(err error) {
+	if errors.Is(err, pam.ErrServerBusy) {
+		p.refusedSlot = true
+		return
+	}
 	if ce, ok := credentials.AsError(err); ok {
 		p.problem = &problem{reason: ce.Reason, message: ce.Message, stalled: true}
 		return
@@ -104,7 +111,7 @@ func (p *pass) failConnect(err error) {
 // failClose records a failed close: the same classes, with a reason that says a close is due.
 func (p *pass) failClose(err error) {
 	p.fail(err)
-	if p.problem.reason == pamv1.ReasonPAMError {
+	if p.problem != nil && p.problem.reason == pamv1.ReasonPAMError {
 		p.problem.reason = pamv1.ReasonCloseFailed
 	}
 }

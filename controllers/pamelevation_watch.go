@@ -55,7 +55,11 @@ func addFirst(q workqueue.TypedRateLimitingInterface[reconcile.Request], obj cli
 
 // addAt queues a pass of obj at the priority, on a queue that has priorities.
 func addAt(q workqueue.TypedRateLimitingInterface[reconcile.Request], obj client.Object, priority int) {
-	req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)}
+	addRequestAt(q, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)}, priority)
+}
+
+// addRequestAt queues req at the priority, on a queue that has priorities.
+func addRequestAt(q workqueue.TypedRateLimitingInterface[reconcile.Request], req reconcile.Request, priority int) {
 	if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
 		pq.AddWithOpts(priorityqueue.AddOpts{Priority: &priority}, req)
 		return

@@ -104,6 +104,18 @@ func (s *readRecords) sentClose(uid types.UID) bool {
 	return s.m[uid].closeSent != 0
 }
 
+// closeSentAt is when a close was last sent, in Unix nanoseconds, 0 for never.
+func (s *readRecords) closeSentAt(uid types.UID) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[uid].closeSent
+}
+
+// restoreCloseSent undoes closeSent for a close that was not sent after all.
+func (s *readRecords) restoreCloseSent(uid types.UID, at int64) {
+	s.update(uid, func(rec *readRecord) { rec.closeSent = at })
+}
+
 // closeSent records that a close is going out at t: whatever its outcome, the request may be
 // closed now, and only a newer read can tell.
 func (s *readRecords) closeSent(uid types.UID, t time.Time) {

@@ -26,6 +26,7 @@ import (
 // Each server is swept on its own: one that answers slowly, or not at all, holds up no other; a
 // server whose sweep of the last interval is still under way is left to it.
 func (r *PamElevationReconciler) startSweep(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+	r.slotWaits.queue.Store(&q)
 	var mu sync.Mutex
 	sweeping := map[string]bool{}
 	go func() {

@@ -72,7 +72,7 @@ func (b *bench) isolation(ctx context.Context) error {
 	switch {
 	case errors.Is(err, errNothingHappened):
 		// The hung server's passes hold the workers: the healthy closes wait for them.
-		b.report.add("isolation: a healthy server's close, "+note, 60_000, "ms", "not within a minute — goal missed: a pass waiting for a slot holds its worker")
+		b.report.add("isolation: a healthy server's close, "+note, 60_000, "ms", "not within a minute — goal missed")
 	case err != nil:
 		return err
 	default:

@@ -310,7 +310,8 @@ func (c *Connector) stateLocked(server pamv1.ServerObject) *serverState {
 	key := pamv1.KeyOf(server)
 	state := c.servers[key]
 	if state == nil {
-		state = &serverState{batcher: &pam.Batcher{}, limiter: pam.NewLimiter(c.limitOf(server))}
+		limiter := pam.NewLimiter(c.limitOf(server))
+		state = &serverState{batcher: pam.NewBatcher(limiter), limiter: limiter}
 		if c.servers == nil {
 			c.servers = map[string]*serverState{}
 		}

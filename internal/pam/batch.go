@@ -47,10 +47,18 @@ func keyOf(id string) (key requestKey, ok bool) {
 // has no `or`, so the requests cannot be named one by one in a single call: the batch lists the
 // account's requests created within a window instead, and fans the result out.
 type Batcher struct {
+	// slots is the server's limiter: a pass that waits for a list another asked for holds a
+	// call slot as if it made the call.
+	slots  *Limiter
 	mu     sync.Mutex
 	batch  *Batch
 	split  listSplit
 	flight singleflight.Group
+}
+
+// NewBatcher returns the Batcher of the server whose calls l paces.
+func NewBatcher(l *Limiter) *Batcher {
+	return &Batcher{slots: l}
 }
 
 // Batch is one list of a server's requests.
@@ -157,6 +165,11 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 // Fetch lists the server's requests created since since, through the client connect returns,
 // and keeps the list as the newest batch. Concurrent fetches share one list.
 func (b *Batcher) Fetch(ctx context.Context, connect func(context.Context) (Client, error), since time.Time, now func() time.Time) (*Batch, error) {
+	if b.slots != nil {
+		if err := b.slots.Hold(ctx, "list"); err != nil {
+			return nil, err
+		}
+	}
 	v, err, _ := b.flight.Do("", func() (any, error) {
 		pc, err := connect(ctx)
 		if err != nil {

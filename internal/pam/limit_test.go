@@ -1,0 +1,154 @@
+package pam_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/pam-operator/pam-operator/internal/pam"
+	"github.com/pam-operator/pam-operator/internal/pam/pamtest"
+)
+
+// blockingClient is a fake PAM whose closes hold their call until released, and report when
+// they have started.
+func blockingClient() (c *pamtest.Client, started chan string, release chan struct{}) {
+	started, release = make(chan string, 8), make(chan struct{})
+	return &pamtest.Client{
+		CloseFunc: func(_ context.Context, id string) error {
+			started <- id
+			<-release
+			return nil
+		},
+		GetFunc: func(_ context.Context, id string) (*pam.Request, error) { return &pam.Request{ID: id}, nil },
+	}, started, release
+}
+
+// TestPassIsRefusedNotHeldWhenEverySlotIsTaken: a pass (a context from WithPass) whose server has
+// every call slot taken is refused at once with ErrServerBusy instead of holding its worker,
+// and is told when a slot frees; the calls of one pass share its slot, so a pass that has begun
+// finishes; a call outside a pass (the sweep) waits for a slot instead.
+func TestPassIsRefusedNotHeldWhenEverySlotIsTaken(t *testing.T) {
+	fake, started, release := blockingClient()
+	c := pam.WithLimiter(fake, pam.NewLimiter(pam.Limit{QPS: 1000, Burst: 1000, MaxConcurrentCalls: 2}))
+
+	passes := make(chan error, 2)
+	for _, id := range []string{"a", "b"} {
+		go func() {
+			ctx, pass := pam.WithPass(context.Background(), id)
+			defer pass.End()
+			err := c.Close(ctx, id)
+			if err == nil {
+				// The confirming read of the same pass uses the slot it holds.
+				_, err = c.Get(ctx, id)
+			}
+			passes <- err
+		}()
+		<-started
+	}
+
+	ctx, pass := pam.WithPass(context.Background(), "c")
+	defer pass.End()
+	err := c.Close(ctx, "c")
+	var busy *pam.BusyError
+	if !errors.As(err, &busy) || !errors.Is(err, pam.ErrServerBusy) {
+		t.Fatalf("a third pass got %v, want ErrServerBusy", err)
+	}
+	woken := make(chan struct{})
+	busy.NotifyWhenFree(func() { close(woken) })
+
+	sweep := make(chan error, 1)
+	go func() { sweep <- c.List(context.Background(), "", func(pam.Request) {}) }()
+
+	select {
+	case <-woken:
+		t.Fatal("told a slot freed while none had")
+	case err := <-sweep:
+		t.Fatalf("a call outside a pass did not wait for a slot: %v", err)
+	default:
+	}
+	close(release) // both passes finish, with their confirming reads
+	for range 2 {
+		if err := <-passes; err != nil {
+			t.Fatalf("a pass that had its slot failed: %v", err)
+		}
+	}
+	<-woken
+	select {
+	case err := <-sweep:
+		if err == nil || errors.Is(err, pam.ErrServerBusy) {
+			// ListFunc is unset: the fake answers an error of its own, which shows the call ran.
+			t.Fatalf("the sweep's call: %v, want it to reach the server", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sweep's call never got a slot")
+	}
+}
+
+// refusedPass makes a pass of key call c while every slot is taken, and returns its refusal.
+func refusedPass(t *testing.T, c pam.Client, key string) *pam.BusyError {
+	t.Helper()
+	ctx, pass := pam.WithPass(context.Background(), key)
+	_, err := c.Get(ctx, key)
+	pass.End()
+	var busy *pam.BusyError
+	if !errors.As(err, &busy) || pass.Busy() != busy {
+		t.Fatalf("pass %s got %v, want ErrServerBusy", key, err)
+	}
+	return busy
+}
+
+// TestSlotOfferedToAPassThatNeedsNoneGoesToTheNext: the passes waiting for a slot are told in
+// turn, one per free slot; one that ends without taking the slot it was offered (it found
+// nothing to call PAM for) hands it to the next, so no wake-up is lost and none is wasted.
+func TestSlotOfferedToAPassThatNeedsNoneGoesToTheNext(t *testing.T) {
+	fake, started, release := blockingClient()
+	c := pam.WithLimiter(fake, pam.NewLimiter(pam.Limit{QPS: 1000, Burst: 1000, MaxConcurrentCalls: 1}))
+	holderDone := make(chan error, 1)
+	go func() {
+		ctx, pass := pam.WithPass(context.Background(), "holder")
+		defer pass.End()
+		holderDone <- c.Close(ctx, "holder")
+	}()
+	<-started
+
+	woken := make(chan string, 3)
+	var refused []*pam.BusyError
+	for _, key := range []string{"first", "second", "third"} {
+		busy := refusedPass(t, c, key)
+		busy.NotifyWhenFree(func() { woken <- key })
+		refused = append(refused, busy)
+	}
+	close(release)
+	if err := <-holderDone; err != nil {
+		t.Fatal(err)
+	}
+	if got := <-woken; got != "first" {
+		t.Fatalf("told %s first, want the oldest waiting pass", got)
+	}
+	select {
+	case got := <-woken:
+		t.Fatalf("told %s too, of the one slot already offered", got)
+	default:
+	}
+	// The first pass finds nothing to call PAM for: its slot goes to the second.
+	refused[0].PassEnded()
+	if got := <-woken; got != "second" {
+		t.Fatalf("told %s, want the second", got)
+	}
+	// The second takes it; the third is told when it gives it back.
+	ctx, pass := pam.WithPass(context.Background(), "second")
+	if _, err := c.Get(ctx, "second"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-woken:
+		t.Fatalf("told %s while the slot was taken", got)
+	default:
+	}
+	pass.End()
+	refused[1].PassEnded()
+	if got := <-woken; got != "third" {
+		t.Fatalf("told %s, want the third", got)
+	}
+}
