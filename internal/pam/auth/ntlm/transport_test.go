@@ -266,6 +266,10 @@ func TestWrongPassword(t *testing.T) {
 		g.Expect(ts.hits.Load()).To(Equal(hits), "call %d", i)
 	}
 	g.Expect(ts.stats().Authenticated).To(BeZero())
+	// Each handshake on a connection of its own: the server (as Apache) takes no new one on
+	// a connection whose AUTHENTICATE it refused.
+	g.Expect(ts.stats().Connections).To(Equal(int64(2)))
+	g.Expect(ts.stats().Refused).To(Equal(int64(2)), "one refusal per call, each a wrong password")
 	g.Expect(ts.lastRejection()).To(ContainSubstring(`NTLMv2 response of PRIV\jen does not verify: wrong password`))
 	g.Expect(ts.lastRejection()).NotTo(ContainSubstring(wrong))
 }
