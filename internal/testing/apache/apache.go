@@ -38,6 +38,10 @@ const (
 	// PathNegotiateOnly offers only "WWW-Authenticate: Negotiate", as IIS with the Negotiate
 	// provider alone does: NTLM clients must carry NTLM inside Negotiate.
 	PathNegotiateOnly = "/negotiate-only"
+	// PathDropsProof is PathNegotiateAndNTLM behind a careless proxy that drops
+	// WWW-Authenticate from success answers, and with it Kerberos's AP-REP: a client that
+	// asked for mutual authentication must not trust such an answer.
+	PathDropsProof = "/drops-proof"
 )
 
 // DefaultUserHeader is the request header in which Apache passes the authenticated user (its
@@ -159,6 +163,7 @@ func Start(t testing.TB, opts Options) *Server {
 			Paths: []pathData{
 				{Path: PathNegotiateAndNTLM},
 				{Path: PathNegotiateOnly, NegotiateOnly: true},
+				{Path: PathDropsProof, DropsProof: true},
 			},
 		})
 		if err != nil {
@@ -214,12 +219,29 @@ func (s *Server) Requests() []Request {
 	return reqs
 }
 
-// Refusals counts the tokens Apache refused: each failed gss_accept_sec_context that
-// mod_auth_gssapi logs, as a wrong NTLM password or a ticket it cannot decrypt. A handshake leg
-// that continues is not one.
-func (s *Server) Refusals() int {
+// Refusals returns when Apache refused a token, oldest first: each failed
+// gss_accept_sec_context that mod_auth_gssapi logs, as for a wrong NTLM password or a ticket
+// it cannot decrypt. A handshake leg that continues is not one. mod_auth_gssapi logs before it
+// answers, so a refusal a client has seen is listed.
+func (s *Server) Refusals() []time.Time {
 	s.t.Helper()
-	return strings.Count(s.ErrorLog(), "gss_accept_sec_context() failed")
+	var at []time.Time
+	for _, line := range strings.Split(s.ErrorLog(), "\n") {
+		if !strings.Contains(line, "gss_accept_sec_context() failed") {
+			continue
+		}
+		// Apache stamps each line in local time: [Thu Dec 03 12:52:52.513446 2026].
+		end := strings.IndexByte(line, ']')
+		if !strings.HasPrefix(line, "[") || end < 0 {
+			s.t.Fatalf("apache: an error log line without a time: %q", line)
+		}
+		when, err := time.ParseInLocation("Mon Jan 02 15:04:05.000000 2006", line[1:end], time.Local)
+		if err != nil {
+			s.t.Fatalf("apache: %v", err)
+		}
+		at = append(at, when)
+	}
+	return at
 }
 
 // ErrorLog returns Apache's error log, for failure messages. mod_auth_gssapi logs no tokens.
@@ -306,8 +328,8 @@ func (s *Server) start(bin string, env []string, uid, gid int) error {
 }
 
 type pathData struct {
-	Path          string
-	NegotiateOnly bool
+	Path                      string
+	NegotiateOnly, DropsProof bool
 }
 
 type configData struct {
@@ -321,9 +343,12 @@ type configData struct {
 // configTemplate is a complete httpd.conf: nothing is read from /etc/apache2.
 //
 // mod_auth_gssapi answers a 401 with "Negotiate" and, when NTLM is possible (connection-bound),
-// "NTLM". For the Negotiate-only path mod_headers removes the bare NTLM challenge, leaving the
-// Negotiate one and any token. The user header is set in the fixups phase, after
-// authentication, and replaces whatever the client sent.
+// "NTLM". httpd moves a 401's headers where mod_headers cannot reach them, so the Negotiate-only
+// path serves its 401 through an error document, whose location replaces the bare pair with
+// "Negotiate" alone and leaves a challenge carrying a token as it is. The
+// acceptor name restricts Kerberos to HTTP/127.0.0.1, as IIS accepts only its own SPN; it also
+// makes gss-ntlmssp take server credentials despite the credential store. The user header is
+// set in the fixups phase, after authentication, and replaces whatever the client sent.
 var configTemplate = template.Must(template.New("httpd.conf").Parse(`ServerRoot "{{.Dir}}"
 DefaultRuntimeDir "{{.Dir}}"
 PidFile "{{.Dir}}/httpd.pid"
@@ -365,6 +390,9 @@ DocumentRoot "{{.Dir}}/htdocs"
   RequestHeader set {{$.UserHeader}} expr=%{REMOTE_USER}
 {{- if .NegotiateOnly}}
   ErrorDocument 401 /unauthorized/negotiate-only.html
+{{- end}}
+{{- if .DropsProof}}
+  Header always unset WWW-Authenticate
 {{- end}}
   ProxyPass "{{$.Backend}}/"
   ProxyPassReverse "{{$.Backend}}/"

@@ -114,12 +114,24 @@ func TestApacheAuthenticates(t *testing.T) {
 		})
 	}
 
+	t.Run("a proxy that drops the proof", func(t *testing.T) {
+		// The backend answered, but without the AP-REP the client cannot tell it from an
+		// impostor's answer.
+		req, err := http.NewRequest(http.MethodGet, srv.URL+apache.PathDropsProof+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := krbClient.Do(req); err == nil || !strings.Contains(err.Error(), "did not prove") {
+			t.Errorf("the answer without an AP-REP was taken: %v", err)
+		}
+	})
+
 	t.Run("wrong ntlm password", func(t *testing.T) {
 		g := NewWithT(t)
-		before := srv.Refusals()
+		before := len(srv.Refusals())
 		resp, _ := get(t, ntlmClient("not-the-password"), srv.URL+apache.PathNegotiateAndNTLM+"/refused")
 		g.Expect(resp.StatusCode).To(Equal(http.StatusUnauthorized))
-		g.Expect(srv.Refusals()).To(Equal(before+1), srv.ErrorLog())
+		g.Expect(srv.Refusals()).To(HaveLen(before+1), srv.ErrorLog())
 		g.Expect(srv.ErrorLog()).NotTo(ContainSubstring("not-the-password"))
 	})
 }
