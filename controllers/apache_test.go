@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,6 +104,17 @@ func TestApacheAcceptsKerberosAndNTLM(t *testing.T) {
 	}
 	g := NewWithT(t)
 	g.Expect(srv.Refusals()).To(BeEmpty(), srv.ErrorLog())
+	// The debug log a person reads on a real MIM (docs/authentication.md) shows each handshake
+	// by its flags: every Kerberos answer proved the server, and NTLM went under both schemes.
+	host := strings.TrimPrefix(srv.URL, "http://")
+	krbLines := grepLines(managerLog.String(), "Kerberos handshake", host)
+	g.Expect(krbLines).NotTo(BeEmpty())
+	g.Expect(krbLines).To(HaveEach(ContainSubstring(`"mutualAuthentication": "verified"`)))
+	ntlmLines := grepLines(managerLog.String(), "NTLM handshake", host)
+	g.Expect(ntlmLines).To(ContainElements(ContainSubstring(`"scheme": "NTLM"`), ContainSubstring(`"scheme": "Negotiate"`)))
+	g.Expect(ntlmLines).To(HaveEach(And(ContainSubstring(`"status": 200`), ContainSubstring(`"avFlags": "0x2"`))))
+	// No token: base64 of "NTLMSSP" or of a SPNEGO token's start.
+	g.Expect(append(krbLines, ntlmLines...)).NotTo(ContainElement(Or(ContainSubstring("TlRMTVNT"), ContainSubstring("YII"))))
 	assertNoSecretIn(t, ns, kerberosCanary)
 	assertNoSecretIn(t, ns, ntlmCanary)
 }
@@ -169,4 +181,18 @@ func TestApacheAnswerWithoutProofIsNotTrusted(t *testing.T) {
 	server := &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}}
 	waitFor(t, server, func(g Gomega, s *pamv1.PamServer) { g.Expect(s.Status.LoginBackoff).To(BeNil()) })
 	releaseAll(t, []*pamv1.PamElevation{el})
+}
+
+func grepLines(text string, words ...string) []string {
+	var out []string
+	for _, line := range strings.Split(text, "\n") {
+		keep := true
+		for _, w := range words {
+			keep = keep && strings.Contains(line, w)
+		}
+		if keep {
+			out = append(out, line)
+		}
+	}
+	return out
 }

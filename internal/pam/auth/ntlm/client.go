@@ -247,9 +247,9 @@ func (t *Transport) handshake(req *http.Request, src *bodySource, s *slot, origi
 		drain(resp)
 		return nil, authError(fmt.Sprintf("the server %s answered the NTLM negotiate under %s without a challenge: it does not accept NTLM; enable the NTLM provider of its Windows authentication, or use kerberos", req.URL.Host, scheme), nil)
 	}
+	var authenticate []byte
 	challenge, err := auth.DecodeToken(token, maxChallengeLen)
 	if err == nil {
-		var authenticate []byte
 		authenticate, err = ntlmssp.Authenticate(ntlmssp.ClientInput{
 			Credentials: t.creds,
 			Negotiate:   negotiate,
@@ -270,6 +270,7 @@ func (t *Transport) handshake(req *http.Request, src *bodySource, s *slot, origi
 	if err != nil {
 		return nil, err
 	}
+	logHandshake(req, scheme, challenge, authenticate, resp.StatusCode)
 	if resp.StatusCode == http.StatusUnauthorized {
 		if !reused {
 			// The AUTHENTICATE went on a new connection, which never saw the challenge.
