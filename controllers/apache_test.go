@@ -102,6 +102,24 @@ func TestApacheAcceptsKerberosAndNTLM(t *testing.T) {
 				"Apache's log:\n%v", srv.Requests())
 		})
 	}
+	t.Run("another account's request", func(t *testing.T) {
+		// PRIV\jen (NTLM) cannot see, let alone close, a request jen@PAM.TEST (Kerberos)
+		// made: the emulator takes the account from Apache, not from the client.
+		id := pam.AddRequest(emulator.Request{Owner: "jen@" + realm.Realm, RoleID: randomGUID(), RequestedTTL: time.Hour}).ID
+		el := elevation(ns, "cross-account", id, func(el *pamv1.PamElevation) {
+			el.Spec.ServerRef.Name = "ntlm-raw"
+			el.Spec.DeletionPolicy = pamv1.DeletionPolicyOrphan
+		})
+		create(t, el)
+		waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
+			expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonRequestNotFound)
+		})
+		releaseAll(t, []*pamv1.PamElevation{el})
+		if req, _ := pam.Request(id); req.Status != "Active" {
+			t.Errorf("the request is %s, want Active", req.Status)
+		}
+	})
+
 	g := NewWithT(t)
 	g.Expect(srv.Refusals()).To(BeEmpty(), srv.ErrorLog())
 	// The debug log a person reads on a real MIM (docs/authentication.md) shows each handshake

@@ -29,8 +29,9 @@ import (
 	"time"
 )
 
-// The paths under which Apache serves the backend. Both accept Kerberos and NTLM through
-// mod_auth_gssapi, connection-bound as IIS authenticates NTLM; they differ in what a 401 offers.
+// The paths under which Apache serves the backend. All accept Kerberos and NTLM through
+// mod_auth_gssapi, connection-bound as IIS authenticates NTLM; they differ in what a 401 offers
+// and what reaches the client.
 const (
 	// PathNegotiateAndNTLM offers "WWW-Authenticate: Negotiate" and "NTLM", as IIS with both
 	// Windows authentication providers does: NTLM clients speak the raw NTLM scheme.
@@ -83,8 +84,8 @@ type Options struct {
 	// Backend is the URL Apache forwards authenticated requests to, e.g. the emulator's.
 	Backend string
 	// Krb5Conf is the krb5.conf of the realm (kdc.KDC.Krb5Conf) and Keytab the service keytab
-	// Apache accepts Kerberos tickets with, e.g. for HTTP/127.0.0.1. Without a keytab, only
-	// NTLM is accepted.
+	// Apache accepts Kerberos tickets with: it must hold HTTP/127.0.0.1, the only service
+	// Apache accepts, as IIS accepts only its SPN. Without a keytab, only NTLM is accepted.
 	Krb5Conf string
 	Keytab   []byte
 	// NTLMUsers are the accounts gss-ntlmssp accepts, with their passwords.
@@ -144,7 +145,6 @@ func Start(t testing.TB, opts Options) *Server {
 		"KRB5_CONFIG="+filepath.Join(dir, "krb5.conf"),
 		"KRB5RCACHEDIR="+dir,
 		"KRB5CCNAME=FILE:"+filepath.Join(dir, "ccache"),
-		"KRB5_KTNAME=FILE:"+filepath.Join(dir, "http.keytab"),
 		"NTLM_USER_FILE="+filepath.Join(dir, "ntlm-users"),
 	)
 
