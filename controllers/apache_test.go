@@ -19,8 +19,8 @@ import (
 	"github.com/pam-operator/pam-operator/internal/testing/kdc"
 )
 
-// The accounts Apache accepts and the names it passes on: MIT's principal name for Kerberos,
-// gss-ntlmssp's DOMAIN\user for NTLM.
+// apacheNTLMAccount is the NTLM account as gss-ntlmssp names it, and so as PAM sees it
+// through Apache; the Kerberos account is MIT's principal name, jen@PAM.TEST.
 const apacheNTLMAccount = `PRIV\jen`
 
 // apachePAM is the emulator behind Apache httpd, which authenticates for it as IIS does for
@@ -215,4 +215,38 @@ func grepLines(text string, words ...string) []string {
 		}
 	}
 	return out
+}
+
+// TestApacheServiceKeyRotation: the PAM service account's password changes and Apache gets the
+// new keys; the operator's cached ticket, encrypted in the old key, is refused once by Apache,
+// a new ticket is fetched, and the close goes through — the refusal of a ticket is not a
+// refused logon of the account.
+func TestApacheServiceKeyRotation(t *testing.T) {
+	g := NewWithT(t)
+	realm, pam, srv := apachePAM(t)
+	ns := newNamespace(t)
+	kerberosServer(t, ns, "pam", srv.URL+apache.PathNegotiateAndNTLM,
+		map[string][]byte{"username": []byte("jen"), "password": []byte(kerberosCanary)},
+		func(k *pamv1.KerberosAuth) { k.Realm, k.KDCs = realm.Realm, []string{realm.Addr} })
+	closeOne := func(name string) {
+		t.Helper()
+		id := pam.AddRequest(emulator.Request{Owner: "jen@" + realm.Realm, RoleID: randomGUID(), RequestedTTL: time.Hour}).ID
+		el := elevation(ns, name, id)
+		create(t, el)
+		waitActive(t, el)
+		deleteObj(t, el)
+		waitGone(t, el)
+		_, successes := pam.CloseCalls(id)
+		g.Expect(successes).To(Equal(1))
+	}
+	closeOne("before")
+	g.Expect(srv.Refusals()).To(BeEmpty(), srv.ErrorLog())
+
+	realm.RotateKey("HTTP/127.0.0.1")
+	srv.SetKeytab(realm.Keytab("HTTP/127.0.0.1"))
+	closeOne("after")
+	g.Expect(srv.Refusals()).To(HaveLen(1), "the cached ticket, once:\n%s", srv.ErrorLog())
+	server := &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}}
+	waitFor(t, server, func(g Gomega, s *pamv1.PamServer) { g.Expect(s.Status.LoginBackoff).To(BeNil()) })
+	assertNoSecretIn(t, ns, kerberosCanary)
 }

@@ -101,9 +101,10 @@ type Server struct {
 	// constants.
 	URL string
 
-	t       testing.TB
-	dir     string
-	errPath string
+	t        testing.TB
+	dir      string
+	errPath  string
+	uid, gid int
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -127,7 +128,7 @@ func Start(t testing.TB, opts Options) *Server {
 		t.Fatalf("apache: the backend %q is not an http URL", opts.Backend)
 	}
 	dir, uid, gid := workDir(t)
-	s := &Server{t: t, dir: dir, errPath: filepath.Join(dir, "error.log")}
+	s := &Server{t: t, dir: dir, errPath: filepath.Join(dir, "error.log"), uid: uid, gid: gid}
 	s.mkdir("htdocs", uid, gid)
 	s.mkdir("htdocs/unauthorized", uid, gid)
 	files := map[string][]byte{
@@ -180,6 +181,18 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	t.Fatalf("apache: %v", lastErr)
 	return nil
+}
+
+// SetKeytab replaces the service keytab, as when the service account's password changes and
+// the server is given its new keys. mod_auth_gssapi reads the keytab for each request, so the
+// next one uses it; tickets encrypted in a key it no longer holds are refused.
+func (s *Server) SetKeytab(keytab []byte) {
+	s.t.Helper()
+	// Written beside and renamed, so that no request reads half a keytab.
+	s.writeFile("http.keytab.new", keytab, s.uid, s.gid)
+	if err := os.Rename(filepath.Join(s.dir, "http.keytab.new"), filepath.Join(s.dir, "http.keytab")); err != nil {
+		s.t.Fatalf("apache: %v", err)
+	}
 }
 
 // Request is one request Apache logged.
