@@ -75,8 +75,16 @@ kdc: ## Install MIT Kerberos from Debian (krb5-kdc, krb5-admin-server) when miss
 		{ apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends krb5-kdc krb5-admin-server >/dev/null; }; \
 	fi
 
+.PHONY: apache
+apache: ## Install Apache httpd with mod_auth_gssapi and gss-ntlmssp from Debian when missing: the Windows authentication tests run against them.
+	@if [ ! -x /usr/sbin/apache2 ] || [ ! -f /usr/lib/apache2/modules/mod_auth_gssapi.so ] || [ ! -f /etc/gss/mech.d/mech.ntlmssp.conf ]; then \
+		echo ">> Installing apache2, libapache2-mod-auth-gssapi and gss-ntlmssp from Debian: Kerberos and NTLM are tested against Apache's acceptors (MIT GSS-API, gss-ntlmssp)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends apache2 libapache2-mod-auth-gssapi gss-ntlmssp >/dev/null || \
+		{ apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends apache2 libapache2-mod-auth-gssapi gss-ntlmssp >/dev/null; }; \
+	fi
+
 .PHONY: test
-test: kdc verify-generated verify-fmt vet test-alerts $(CONTROL_PLANE) $(KUSTOMIZE) ## Check generated files, vet, and run every test on the local control plane.
+test: kdc apache verify-generated verify-fmt vet test-alerts $(CONTROL_PLANE) $(KUSTOMIZE) ## Check generated files, vet, and run every test on the local control plane.
 	$(GO) test ./... -count=1 -timeout 30m
 
 .PHONY: test-alerts

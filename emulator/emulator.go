@@ -60,6 +60,13 @@ type Options struct {
 	// the caller's account, or answers the request itself (a 401 with its challenge) and
 	// returns false.
 	Authenticate func(w http.ResponseWriter, r *http.Request) (account string, ok bool)
+	// TrustedUserHeader, when set, names a request header that carries the caller's account,
+	// as a front proxy that authenticated the caller sets it (Apache httpd with
+	// mod_auth_gssapi in front of the emulator, as IIS stands in front of MIM). It replaces
+	// Users and Authenticate; a call without the header is answered 401. Anyone who reaches
+	// the emulator directly can name any account in it: serve it only where that proxy alone
+	// can reach it, and have the proxy overwrite the header whatever its client sent.
+	TrustedUserHeader string
 	// Log, when set, receives one line per call (method, path, caller, status, fault). It never
 	// carries credentials.
 	Log func(line string)

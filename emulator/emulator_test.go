@@ -389,6 +389,53 @@ func TestSetPassword(t *testing.T) {
 	g.Expect(f.send(t, ann, http.MethodGet, "/api/pamresources/pamrequests", "").status).To(Equal(http.StatusOK), "other accounts keep theirs")
 }
 
+// TestTrustedUserHeader: behind a proxy that authenticates, the caller is the account the
+// proxy names in the header, basic credentials count for nothing, and "only the creator may
+// close" holds per named account.
+func TestTrustedUserHeader(t *testing.T) {
+	f := newFixture(t, emulator.Options{TrustedUserHeader: "X-Remote-User"})
+	jens := f.seed(jen)
+	as := func(header string, basic bool, path string) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, f.srv.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if header != "" {
+			req.Header.Set("X-Remote-User", header)
+		}
+		if basic {
+			req.SetBasicAuth(jen, passwords[jen])
+		}
+		resp, err := f.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	cases := []struct {
+		reason, header string
+		basic          bool
+		want           int
+	}{
+		{"no header: 401, whatever basic credentials say", "", true, http.StatusUnauthorized},
+		{"another account cannot close jen's request", ann, false, http.StatusNotFound},
+		{"jen closes her own request", jen, false, http.StatusOK},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			if got := as(tc.header, tc.basic, closePath(jens)); got != tc.want {
+				t.Errorf("status %d, want %d", got, tc.want)
+			}
+		})
+	}
+	calls := f.emu.Calls()
+	if got := calls[len(calls)-1].User; got != jen {
+		t.Errorf("the call log names %q, want %q", got, jen)
+	}
+}
+
 func TestPostWithoutLengthGets411(t *testing.T) {
 	f := newFixture(t, emulator.Options{})
 	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(jen+":"+passwords[jen]))

@@ -115,7 +115,13 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, call *Call, rt r
 	}
 	var user string
 	var ok bool
-	if s.opts.Authenticate != nil {
+	if s.opts.TrustedUserHeader != "" {
+		// The proxy in front authenticated the caller and answered its challenges.
+		if user = r.Header.Get(s.opts.TrustedUserHeader); user == "" {
+			writeHTML(w, http.StatusUnauthorized, unauthorizedPage)
+			return
+		}
+	} else if s.opts.Authenticate != nil {
 		// The scheme answers 401 itself, with the challenge it needs.
 		if user, ok = s.opts.Authenticate(w, r); !ok {
 			return

@@ -211,6 +211,9 @@ type connKey struct{ s *Server }
 type connState struct {
 	mu sync.Mutex
 	connAuth
+	// spent is set when an AUTHENTICATE was refused: no handshake succeeds on the connection
+	// any more (see Authenticate).
+	spent bool
 }
 
 // connAuth is a connection's authentication: an account, or a handshake in progress.
@@ -257,6 +260,13 @@ func (s *Server) Authenticate(w http.ResponseWriter, r *http.Request) (string, b
 	// A new Authorization header starts over, as IIS does: the connection's identity is
 	// whatever this handshake proves.
 	st.account = ""
+	if st.spent {
+		// Apache's mod_auth_gssapi keeps a refused handshake's state with the connection and
+		// refuses the next NEGOTIATE there, without a challenge. IIS may be more lenient; a
+		// client that works with both opens a new connection, and this server makes sure.
+		s.reject(w, r, st, errors.New("a handshake on a connection whose AUTHENTICATE was refused: the client must start over on a new connection"))
+		return "", false
+	}
 	name, token, _ := strings.Cut(header, " ")
 	scheme := s.offered(name)
 	if scheme == "" {
@@ -338,6 +348,7 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request, st *connState, s
 	}
 	if err != nil {
 		s.reject(w, r, st, err)
+		st.spent = true
 		return "", false
 	}
 	// One AUTHENTICATE per CHALLENGE: a replay on this connection finds no challenge.

@@ -119,6 +119,28 @@ func TestServerConnectionState(t *testing.T) {
 	g.Expect(s.Stats()).To(Equal(Stats{Connections: 2, Challenges: 1, Authenticated: 1, Refused: 1}))
 }
 
+// TestServerRefusedConnectionIsSpent: after a refused AUTHENTICATE the connection takes no
+// new handshake, not even with the right password, as Apache's mod_auth_gssapi; a new
+// connection does.
+func TestServerRefusedConnectionIsSpent(t *testing.T) {
+	g := NewWithT(t)
+	var rejected string
+	s, c := newConnServer(t, &rejected)
+	wrong := jenCreds
+	wrong.Password = "not-the-password"
+	g.Expect(c.do(c.handshake(t, wrong)).Code).To(Equal(http.StatusUnauthorized))
+
+	w := c.do("NTLM " + base64.StdEncoding.EncodeToString(ntlmssp.Negotiate()))
+	g.Expect(w.Code).To(Equal(http.StatusUnauthorized))
+	g.Expect(w.Header().Values("WWW-Authenticate")).To(Equal([]string{"Negotiate", "NTLM"}), "no challenge")
+	g.Expect(rejected).To(ContainSubstring("new connection"))
+
+	fresh := &conn{s: s, ctx: s.ConnContext(context.Background(), nil)}
+	w = fresh.do(fresh.handshake(t, jenCreds))
+	g.Expect(w.Code).To(Equal(http.StatusOK), rejected)
+	g.Expect(s.Stats()).To(Equal(Stats{Connections: 2, Challenges: 2, Authenticated: 1, Refused: 2}))
+}
+
 func TestServerRefusesMalformedAuthorization(t *testing.T) {
 	spnego := base64.StdEncoding.EncodeToString([]byte{0x60, 0x28, 0x06, 0x06, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x02, 0xa0, 0x1e, 0, 0, 0})
 	withoutUnicode := ntlmssp.Negotiate()

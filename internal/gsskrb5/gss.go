@@ -31,8 +31,9 @@ import (
 // (spnego.NewKRB5TokenAPREQ) writes an authenticator checksum whose channel-binding field
 // is always zero and cannot be given one, and gokrb5 can neither write nor check an AP-REP.
 
-// GSS-API context flags requested in the authenticator checksum (RFC 4121 4.1.1.1).
-const requestedFlags = gssapi.ContextFlagMutual | gssapi.ContextFlagInteg | gssapi.ContextFlagConf
+// RequestedFlags are the GSS-API context flags requested in the authenticator checksum (RFC
+// 4121 4.1.1.1): mutual authentication, integrity and confidentiality, 0x32.
+const RequestedFlags = gssapi.ContextFlagMutual | gssapi.ContextFlagInteg | gssapi.ContextFlagConf
 
 // gssChecksumType is the checksum type of the RFC 4121 authenticator checksum (0x8003).
 const gssChecksumType = 0x8003
@@ -95,7 +96,7 @@ func InitToken(tkt messages.Ticket, key types.EncryptionKey, cname types.Princip
 		CName:  cname,
 		Cksum: types.Checksum{
 			CksumType: gssChecksumType,
-			Checksum:  gssChecksum(binding, requestedFlags),
+			Checksum:  gssChecksum(binding, RequestedFlags),
 		},
 		CTime: authTime.Truncate(time.Second),
 		Cusec: authTime.Nanosecond() / 1000,

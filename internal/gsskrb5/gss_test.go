@@ -12,11 +12,11 @@ import (
 func TestGSSChecksum(t *testing.T) {
 	g := NewWithT(t)
 	bnd := []byte("0123456789abcdef")
-	ck := types.Checksum{CksumType: gssChecksumType, Checksum: gssChecksum(bnd, requestedFlags)}
+	ck := types.Checksum{CksumType: gssChecksumType, Checksum: gssChecksum(bnd, RequestedFlags)}
 	got, flags, err := ChecksumBinding(ck)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(got).To(Equal(bnd))
-	g.Expect(flags).To(BeEquivalentTo(requestedFlags))
+	g.Expect(flags).To(BeEquivalentTo(RequestedFlags))
 
 	got, _, err = ChecksumBinding(types.Checksum{CksumType: gssChecksumType, Checksum: gssChecksum(nil, 0)})
 	g.Expect(err).NotTo(HaveOccurred())

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	. "github.com/onsi/gomega"
 
 	"github.com/pam-operator/pam-operator/emulator/kerberosserver"
@@ -683,4 +685,28 @@ func TestVerifierAnswersLikeIIS(t *testing.T) {
 // otherCertificate returns a self-signed certificate that no test server presents.
 func otherCertificate(t *testing.T) *x509.Certificate {
 	return testcert.SelfSigned(t, elliptic.P256(), x509.ECDSAWithSHA256)
+}
+
+// TestHandshakeIsLoggedAtV1: with a V(1) logger in the request's context, each exchange is
+// one line of the SPN, encryption type, flags, binding and whether the server proved itself;
+// never a token or the password.
+func TestHandshakeIsLoggedAtV1(t *testing.T) {
+	g := NewWithT(t)
+	r := newRealm(t)
+	srv := newServer(t, kerberosserver.Config{Keytab: r.serviceKeytab}, false)
+	_, hc := newClient(t, r.config(), nil)
+	var lines []string
+	log := funcr.New(func(prefix, args string) { lines = append(lines, args) }, funcr.Options{Verbosity: 1})
+	req, err := http.NewRequestWithContext(logr.NewContext(t.Context(), log), http.MethodGet, srv.URL, nil)
+	g.Expect(err).NotTo(HaveOccurred())
+	resp, err := hc.Do(req)
+	g.Expect(err).NotTo(HaveOccurred())
+	resp.Body.Close()
+	g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
+	g.Expect(lines).To(HaveLen(1))
+	g.Expect(lines[0]).To(And(ContainSubstring(`"msg"="Kerberos handshake"`), ContainSubstring(`"spn"="`+spn+`"`),
+		ContainSubstring(`"enctype"=18`), ContainSubstring(`"gssFlags"="0x32"`),
+		ContainSubstring(`"channelBinding"="none"`), ContainSubstring(`"mutualAuthentication"="verified"`)))
+	// Neither the password nor a SPNEGO token (0x60 0x82 in base64).
+	g.Expect(lines[0]).NotTo(Or(ContainSubstring(password), ContainSubstring("YII")))
 }

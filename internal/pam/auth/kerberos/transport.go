@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
+
 	"github.com/pam-operator/pam-operator/internal/gsskrb5"
 	"github.com/pam-operator/pam-operator/internal/pam/auth"
 )
@@ -92,6 +94,7 @@ func (t *transport) retry(req *http.Request, prev *http.Response, key, spn strin
 type proof struct {
 	tk       *ticket
 	authTime time.Time
+	binding  []byte
 }
 
 // attempt sends a copy of req with a Negotiate token for spn and the given body.
@@ -115,7 +118,7 @@ func (t *transport) attempt(req *http.Request, spn string, binding []byte, refre
 	if err != nil {
 		return nil, proof{}, err
 	}
-	return resp, proof{tk: tk, authTime: at}, nil
+	return resp, proof{tk: tk, authTime: at, binding: binding}, nil
 }
 
 // finish checks the server's proof of identity on an answer to a request that carried a token.
@@ -125,30 +128,54 @@ func (t *transport) attempt(req *http.Request, spn string, binding []byte, refre
 // failures, so their proof is checked when they carry one.
 func (t *transport) finish(req *http.Request, spn string, resp *http.Response, p proof) (*http.Response, error) {
 	if resp.StatusCode == http.StatusUnauthorized {
+		logHandshake(req, spn, p, resp.StatusCode, "refused")
 		return resp, nil
 	}
 	success := resp.StatusCode >= 200 && resp.StatusCode < 300
 	token, ok := negotiateToken(resp.Header.Values("WWW-Authenticate"))
 	if !ok && !success {
+		logHandshake(req, spn, p, resp.StatusCode, "absent")
 		return resp, nil
 	}
 	err := errNoAPRep
+	present := false
 	if ok {
 		var raw []byte
 		raw, err = auth.DecodeToken(token, maxAnswerTokenLen)
 		if err == nil {
-			var present bool
 			present, err = gsskrb5.VerifyAPRep(raw, p.tk.key, p.authTime)
 			if err == nil && !present && success {
 				err = errNoAPRep
 			}
 		}
 	}
-	if err != nil {
+	if err == nil {
+		logHandshake(req, spn, p, resp.StatusCode, map[bool]string{true: "verified", false: "absent"}[present])
+	} else {
+		logHandshake(req, spn, p, resp.StatusCode, "failed")
 		drain(resp)
 		return nil, authError(fmt.Sprintf("the server %s did not prove it is %s (%v); it may not be the PAM server, servicePrincipalName may name another service, or a proxy between may drop WWW-Authenticate from answers", req.URL.Host, spn, err), err)
 	}
 	return resp, nil
+}
+
+// logHandshake writes what a Negotiate exchange carried at V(1), with the logger of the
+// request's context: the SPN, the ticket's encryption type, the GSS-API flags requested, the
+// channel binding and whether the server proved itself (an AP-REP "verified", "absent", or
+// "failed"; "refused" for a 401). A refusal by a real server can then be compared with what a
+// Windows client sends (docs/authentication.md). Never a token, ticket or key.
+func logHandshake(req *http.Request, spn string, p proof, status int, mutual string) {
+	log := logr.FromContextOrDiscard(req.Context()).V(1)
+	if !log.Enabled() || p.tk == nil {
+		return
+	}
+	binding := "none"
+	if p.binding != nil {
+		binding = "tls-server-end-point"
+	}
+	log.Info("Kerberos handshake", "host", req.URL.Host, "spn", spn, "status", status,
+		"enctype", p.tk.key.KeyType, "gssFlags", fmt.Sprintf("%#x", gsskrb5.RequestedFlags),
+		"channelBinding", binding, "mutualAuthentication", mutual)
 }
 
 var errNoAPRep = errors.New("its answer carries no AP-REP, the mutual authentication the request asked for")

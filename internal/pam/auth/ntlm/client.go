@@ -247,9 +247,9 @@ func (t *Transport) handshake(req *http.Request, src *bodySource, s *slot, origi
 		drain(resp)
 		return nil, authError(fmt.Sprintf("the server %s answered the NTLM negotiate under %s without a challenge: it does not accept NTLM; enable the NTLM provider of its Windows authentication, or use kerberos", req.URL.Host, scheme), nil)
 	}
+	var authenticate []byte
 	challenge, err := auth.DecodeToken(token, maxChallengeLen)
 	if err == nil {
-		var authenticate []byte
 		authenticate, err = ntlmssp.Authenticate(ntlmssp.ClientInput{
 			Credentials: t.creds,
 			Negotiate:   negotiate,
@@ -270,6 +270,7 @@ func (t *Transport) handshake(req *http.Request, src *bodySource, s *slot, origi
 	if err != nil {
 		return nil, err
 	}
+	logHandshake(req, scheme, challenge, authenticate, resp.StatusCode)
 	if resp.StatusCode == http.StatusUnauthorized {
 		if !reused {
 			// The AUTHENTICATE went on a new connection, which never saw the challenge.
@@ -277,6 +278,10 @@ func (t *Transport) handshake(req *http.Request, src *bodySource, s *slot, origi
 			return nil, authError(fmt.Sprintf("%s (or a proxy) closed the connection during the NTLM handshake; NTLM needs one kept-alive connection from challenge to answer: allow keep-alive on IIS and any proxy, or use kerberos", req.URL.Host), nil)
 		}
 		// The account was refused: the caller gets the 401, and there is no second try.
+		// Nor is the connection used again: an acceptor may keep the failed handshake with
+		// it (Apache's mod_auth_gssapi with gss-ntlmssp answers the next NEGOTIATE there
+		// without a challenge), so the next handshake starts on a new connection.
+		t.renew(s)
 		return resp, nil
 	}
 	s.authed, s.authGen = !resp.Close, t.generation.Load()
@@ -360,6 +365,15 @@ func (t *Transport) giveBack(p *pool, s *slot) {
 }
 
 func (t *Transport) newSlot(p *pool) *slot {
+	s := &slot{rt: t.slotTransport()}
+	t.mu.Lock()
+	p.all = append(p.all, s)
+	t.mu.Unlock()
+	return s
+}
+
+// slotTransport is a clone of the wrapped transport that holds one connection.
+func (t *Transport) slotTransport() *http.Transport {
 	rt := t.base.Clone()
 	rt.MaxConnsPerHost = 1
 	rt.MaxIdleConnsPerHost = 1
@@ -367,11 +381,18 @@ func (t *Transport) newSlot(p *pool) *slot {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	rt.Protocols = &protocols
-	s := &slot{rt: rt}
+	return rt
+}
+
+// renew gives slot s a new transport, so that its next call dials a new connection. The old
+// connection may still be carrying an answer: CloseIdleConnections makes the old transport
+// close it once the answer is read, instead of keeping it idle.
+func (t *Transport) renew(s *slot) {
 	t.mu.Lock()
-	p.all = append(p.all, s)
+	old := s.rt
+	s.rt = t.slotTransport()
 	t.mu.Unlock()
-	return s
+	old.CloseIdleConnections()
 }
 
 func (t *Transport) scheme(origin string) string {

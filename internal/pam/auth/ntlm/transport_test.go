@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	. "github.com/onsi/gomega"
 
 	"github.com/pam-operator/pam-operator/emulator/ntlmserver"
@@ -266,6 +268,10 @@ func TestWrongPassword(t *testing.T) {
 		g.Expect(ts.hits.Load()).To(Equal(hits), "call %d", i)
 	}
 	g.Expect(ts.stats().Authenticated).To(BeZero())
+	// Each handshake on a connection of its own: the server (as Apache) takes no new one on
+	// a connection whose AUTHENTICATE it refused.
+	g.Expect(ts.stats().Connections).To(Equal(int64(2)))
+	g.Expect(ts.stats().Refused).To(Equal(int64(2)), "one refusal per call, each a wrong password")
 	g.Expect(ts.lastRejection()).To(ContainSubstring(`NTLMv2 response of PRIV\jen does not verify: wrong password`))
 	g.Expect(ts.lastRejection()).NotTo(ContainSubstring(wrong))
 }
@@ -547,4 +553,33 @@ func TestNoLeakedConnections(t *testing.T) {
 		buf := make([]byte, 1<<20)
 		return string(buf[:runtime.Stack(buf, true)])
 	}).ShouldNot(ContainSubstring("persistConn"), "no client connection goroutine survives")
+}
+
+// TestHandshakeIsLoggedAtV1: with a V(1) logger in the request's context, each handshake is one
+// line of flags, AV pair ids and the binding; never a token or the password. At V(0) nothing.
+func TestHandshakeIsLoggedAtV1(t *testing.T) {
+	for _, verbosity := range []int{0, 1} {
+		t.Run(fmt.Sprintf("verbosity %d", verbosity), func(t *testing.T) {
+			g := NewWithT(t)
+			ts := newTestServer(t, true, ntlmserver.Options{ChannelBinding: ntlmserver.ChannelBindingRequire})
+			c, _ := newClient(t, ts.Server, jen, Options{})
+			var lines []string
+			log := funcr.New(func(prefix, args string) { lines = append(lines, args) }, funcr.Options{Verbosity: verbosity})
+			req, err := http.NewRequestWithContext(logr.NewContext(context.Background(), log), http.MethodGet, ts.URL, nil)
+			g.Expect(err).NotTo(HaveOccurred())
+			resp, err := c.Do(req)
+			g.Expect(err).NotTo(HaveOccurred())
+			resp.Body.Close()
+			g.Expect(resp.StatusCode).To(Equal(http.StatusOK), ts.lastRejection())
+			if verbosity == 0 {
+				g.Expect(lines).To(BeEmpty())
+				return
+			}
+			g.Expect(lines).To(HaveLen(1))
+			g.Expect(lines[0]).To(And(ContainSubstring(`"msg"="NTLM handshake"`), ContainSubstring(`"status"=200`),
+				ContainSubstring(`"channelBinding"="tls-server-end-point"`), ContainSubstring(`"avFlags"="0x2"`)))
+			// Neither the password nor an NTLMSSP token ("NTLMSSP" in base64) nor the names.
+			g.Expect(lines[0]).NotTo(Or(ContainSubstring(jen.Password), ContainSubstring("TlRMTVNT"), ContainSubstring("jen"), ContainSubstring("PRIV")))
+		})
+	}
 }
