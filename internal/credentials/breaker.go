@@ -39,6 +39,9 @@ import (
 // DefaultAuthFailureBackoff is how long a refused account is left alone (--auth-failure-backoff).
 const DefaultAuthFailureBackoff = 15 * time.Minute
 
+// probePause is how long after a try that got no verdict the next one goes, at most.
+const probePause = time.Minute
+
 // LoginBackoffError is the error of a call not sent because the account's breaker is open.
 type LoginBackoffError struct {
 	// Account is whom the credentials log in as.
@@ -138,6 +141,11 @@ func (b *loginBreaker) leave(try bool, err error, now time.Time, backoff time.Du
 		b.state = proven
 	case answered(err) && try:
 		b.state = proven // the try after the backoff was accepted
+	case try && b.state == refused:
+		// The try after the backoff got no verdict (no answer, or a handshake that never
+		// carried the credentials): it proves nothing, and the next caller must not simply try
+		// in turn, each perhaps a bad logon AD counts. One more try after a short pause.
+		b.until = now.Add(min(backoff, probePause))
 	}
 	if try && b.trying != nil {
 		close(b.trying)
