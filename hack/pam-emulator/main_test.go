@@ -40,6 +40,8 @@ func TestParseFault(t *testing.T) {
 			want: emulator.Fault{Endpoint: emulator.EndpointApprove, Status: 500, Times: 4, Fraction: 0.25, RetryAfter: "1"}},
 		{reason: "drop on any endpoint", spec: "any:drop:1", want: emulator.Fault{Drop: true, Times: 1}},
 		{reason: "a lost answer", spec: "close-request:lose-response", want: emulator.Fault{Endpoint: emulator.EndpointCloseRequest, LoseResponse: true}},
+		{reason: "a create answered with a body cut in half", spec: "create-request:malformed-body:1",
+			want: emulator.Fault{Endpoint: emulator.EndpointCreateRequest, MalformedBody: true, Times: 1}},
 		{reason: "a delay", spec: "list-requests:delay=2s:4", want: emulator.Fault{Endpoint: emulator.EndpointListRequests, Delay: 2 * time.Second, Times: 4}},
 		{reason: "no status", spec: "close-request", inError: "want endpoint:what"},
 		{reason: "an unknown endpoint, a typo that would never fire", spec: "close-requests:503", inError: "unknown endpoint"},
