@@ -233,6 +233,20 @@ func (s *Server) Request(id string) (Request, bool) {
 	return *r, true
 }
 
+// Requests returns every request of every account, in creation order, their time-driven
+// transitions applied: what a test counts to assert that exactly one was made.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Request, 0, len(s.order))
+	for _, id := range s.order {
+		r := s.requests[id]
+		s.refreshLocked(r)
+		out = append(out, *r)
+	}
+	return out
+}
+
 // SetRequestStatus changes a request's state as PAM would on its own, e.g. ending it, for tests.
 // A request made Active without an ExpirationTime expires RequestedTTL from now, as on approval.
 func (s *Server) SetRequestStatus(id string, st pamapi.RequestStatus) bool {

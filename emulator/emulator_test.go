@@ -938,6 +938,7 @@ func TestSeeding(t *testing.T) {
 	got, ok := emu.Request(strings.ToUpper(r.ID))
 	g.Expect(ok).To(BeTrue())
 	g.Expect(got).To(Equal(r))
+	g.Expect(emu.Requests()).To(Equal([]emulator.Request{r, pending, noTTL}), "every account's, in creation order")
 	_, ok = emu.Request("00000000-0000-4000-8000-000000000000")
 	g.Expect(ok).To(BeFalse())
 
@@ -1037,6 +1038,18 @@ func TestFaults(t *testing.T) {
 		// An hour's delay that did not hold the handler: it returned and logged the call.
 		g.Eventually(f.emu.Calls, 10*time.Second).Should(ConsistOf(And(
 			HaveField("Fault", "delay 1h0m0s"), HaveField("Status", 0))))
+	})
+	t.Run("a delayed POST with a body ends when the client gives up, too", func(t *testing.T) {
+		g := NewWithT(t)
+		f := newFixture(t, emulator.Options{})
+		role := f.emu.AddRole(emulator.Role{DisplayName: "Ops"})
+		f.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointCreateRequest, Delay: time.Hour, Times: 1})
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		_, err := f.try(ctx, jen, http.MethodPost, "/api/pamresources/pamrequests", `{"RoleId":"`+role.ID+`","RequestedTTL":"60"}`)
+		g.Expect(err).To(MatchError(context.DeadlineExceeded))
+		g.Eventually(f.emu.Calls, 10*time.Second).Should(ConsistOf(And(
+			HaveField("Fault", "delay 1h0m0s"), HaveField("Status", 0), HaveField("Effective", false))))
 	})
 	t.Run("a delay and a status combine", func(t *testing.T) {
 		g := NewWithT(t)

@@ -28,6 +28,9 @@ const lengthRequiredPage = `<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01//EN""ht
 <HTML><HEAD><TITLE>Length Required</TITLE></HEAD><BODY><h2>Length Required</h2><hr><p>HTTP Error 411. The request must be chunked or have a content length.</p></BODY></HTML>
 `
 
+// maxBodyBytes bounds what is read of a request's body.
+const maxBodyBytes = 1 << 20
+
 // ServeHTTP implements http.Handler: faults first, then the API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
@@ -54,6 +57,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if faulted {
 		call.Fault = fault.String()
+		if fault.Delay > 0 {
+			// Go's server sees the client hang up only once the body has been read: read it
+			// first, as IIS does before the API runs, so that a delayed POST ends with its client.
+			body, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes))
+			if err != nil {
+				s.record(call)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
 		if !wait(r, fault.Delay) {
 			s.record(call) // the client gave up; there is no one left to answer
 			return
@@ -338,7 +351,7 @@ func createParams(r *http.Request, query url.Values) (map[string]string, error) 
 			params[strings.ToLower(k)] = v[0]
 		}
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes))
 	if err != nil {
 		return nil, fmt.Errorf("reading the body: %w", err)
 	}
