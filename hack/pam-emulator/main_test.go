@@ -81,8 +81,17 @@ func TestParseRoleAndSeed(t *testing.T) {
 			emulator.Role{DisplayName: "Admins", TTL: time.Minute, ApprovalEnabled: true, Approvers: []string{"a", "b"}}, true},
 		{"approval without accounts: the anonymous caller approves", "Admins::approval", nil,
 			emulator.Role{DisplayName: "Admins", ApprovalEnabled: true, Approvers: []string{""}}, true},
+		{"Processing for a while, a window of office hours", "Ops:60:processing=5s,window=08:00-17:30", nil,
+			emulator.Role{DisplayName: "Ops", TTL: time.Minute, Processing: 5 * time.Second, AvailabilityWindowEnabled: true,
+				AvailableFrom: time.Date(0, 1, 1, 8, 0, 0, 0, time.UTC), AvailableTo: time.Date(0, 1, 1, 17, 30, 0, 0, time.UTC)}, true},
+		{"every option", "Ops::approval,processing=1m,window=22:00-06:00", []string{"a"},
+			emulator.Role{DisplayName: "Ops", ApprovalEnabled: true, Approvers: []string{"a"}, Processing: time.Minute, AvailabilityWindowEnabled: true,
+				AvailableFrom: time.Date(0, 1, 1, 22, 0, 0, 0, time.UTC), AvailableTo: time.Date(0, 1, 1, 6, 0, 0, 0, time.UTC)}, true},
 		{"a bad TTL", "Ops:1h", nil, emulator.Role{}, false},
-		{"an unknown flag", "Ops:60:mfa", nil, emulator.Role{}, false},
+		{"MFA, which no one could answer without a control API", "Ops:60:mfa", nil, emulator.Role{}, false},
+		{"a bad window", "Ops:60:window=8-17", nil, emulator.Role{}, false},
+		{"a window without its end", "Ops:60:window=08:00", nil, emulator.Role{}, false},
+		{"a processing time that is not a duration", "Ops:60:processing=soon", nil, emulator.Role{}, false},
 		{"no name", ":60", nil, emulator.Role{}, false},
 	}
 	for _, tc := range cases {
