@@ -54,7 +54,7 @@ type Error struct {
 	Message string
 	// RetryAfter is the server's Retry-After, 0 when absent.
 	RetryAfter time.Duration
-	// Err is the underlying transport error, if any.
+	// Err is the underlying transport error, or why a 2xx answer could not be read.
 	Err error
 	// OutcomeUnknown is set on a create that may have made the request (see
 	// ErrCreateOutcomeUnknown).

@@ -302,8 +302,8 @@ func (c *httpClient) Roles(ctx context.Context) ([]Role, error) {
 	return roles, nil
 }
 
-// call sends one call and returns exchange's error, marking a create's whose outcome is
-// unknown (see ErrCreateOutcomeUnknown). Whether the request left is told by the transport's
+// call sends one call and returns exchange's error, marked when it is a create's whose outcome
+// is unknown (see ErrCreateOutcomeUnknown). Whether the request left is told by the transport's
 // trace: a call whose headers were never written cannot have been acted on.
 func (c *httpClient) call(ctx context.Context, op, method, resource, filter string, payload []byte, read func(io.Reader) error) error {
 	var sent atomic.Bool
