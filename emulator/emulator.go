@@ -7,6 +7,13 @@
 // with net/http (or httptest), point a PamServer at its URL, and assert with Calls and Request
 // what reached PAM. Other schemes than basic (NTLM, Negotiate) plug in through
 // Options.Authenticate.
+//
+// A created request passes the gates its Role sets, as in MIM: Processing (for Role.Processing,
+// or until Advance when Role.HoldProcessing), then PendingMFA (Role.MFAEnabled, until
+// CompleteMFA), then PendingApproval (Role.ApprovalEnabled, until an approver decides over
+// HTTP or with Approve or Reject), then Active until RequestedTTL after the last gate. A role
+// with an availability window refuses a create outside it with a 400. There is no control API
+// over HTTP: tests and programs that embed the emulator drive it with these methods.
 package emulator
 
 import (
@@ -15,6 +22,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +43,9 @@ type Request struct {
 	ExpirationTime time.Time
 	RequestedTTL   time.Duration
 	Status         pamapi.RequestStatus
+	// processingUntil is when a Processing request moves on by itself; zero: only Advance
+	// moves it.
+	processingUntil time.Time
 }
 
 // Role is a PAM role.
@@ -44,9 +55,22 @@ type Role struct {
 	Description     string
 	TTL             time.Duration
 	ApprovalEnabled bool
-	MFAEnabled      bool
+	// MFAEnabled puts a new request in PendingMFA until CompleteMFA.
+	MFAEnabled bool
 	// Approvers are the accounts that see and decide this role's pending requests.
 	Approvers []string
+	// AvailabilityWindowEnabled refuses a create whose start (RequestedTime, or now) falls
+	// outside the times of day from AvailableFrom to AvailableTo. As in MIM only their time of
+	// day counts, here in UTC; a window whose start is after its end spans midnight, and equal
+	// bounds allow the whole day.
+	AvailabilityWindowEnabled  bool
+	AvailableFrom, AvailableTo time.Time
+	// Processing keeps a new request in Processing this long before MFA, approval or
+	// activation, as MIM's workflows do; the move is applied when the request is next read.
+	Processing time.Duration
+	// HoldProcessing keeps a new request in Processing until Advance: what a test uses to see
+	// Processing and then its end, without waiting.
+	HoldProcessing bool
 }
 
 // Options configure a Server.
@@ -216,6 +240,20 @@ func (s *Server) Request(id string) (Request, bool) {
 	return *r, true
 }
 
+// Requests returns every request of every account, in creation order, their time-driven
+// transitions applied: what a test counts to assert that exactly one was made.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Request, 0, len(s.order))
+	for _, id := range s.order {
+		r := s.requests[id]
+		s.refreshLocked(r)
+		out = append(out, *r)
+	}
+	return out
+}
+
 // SetRequestStatus changes a request's state as PAM would on its own, e.g. ending it, for tests.
 // A request made Active without an ExpirationTime expires RequestedTTL from now, as on approval.
 func (s *Server) SetRequestStatus(id string, st pamapi.RequestStatus) bool {
@@ -226,6 +264,7 @@ func (s *Server) SetRequestStatus(id string, st pamapi.RequestStatus) bool {
 		return false
 	}
 	r.Status = st
+	r.processingUntil = time.Time{} // a request made Processing here waits for Advance
 	if st == pamapi.StatusActive && r.ExpirationTime.IsZero() && r.RequestedTTL > 0 {
 		r.ExpirationTime = s.now().Add(r.RequestedTTL)
 	}
@@ -233,11 +272,133 @@ func (s *Server) SetRequestStatus(id string, st pamapi.RequestStatus) bool {
 	return true
 }
 
-// refreshLocked applies the Active → Expired transition lazily, on every read.
+// refreshLocked applies the time-driven transitions lazily, on every read: the end of a timed
+// Processing, then Active → Expired.
 func (s *Server) refreshLocked(r *Request) {
-	if r.Status == pamapi.StatusActive && !r.ExpirationTime.IsZero() && !s.now().Before(r.ExpirationTime) {
+	now := s.now()
+	if r.Status == pamapi.StatusProcessing && !r.processingUntil.IsZero() && !now.Before(r.processingUntil) {
+		// It moved on when its time was up, not when it was read: the expiry counts from then.
+		s.gateLocked(r, r.processingUntil, false)
+	}
+	if r.Status == pamapi.StatusActive && !r.ExpirationTime.IsZero() && !now.Before(r.ExpirationTime) {
 		r.Status = pamapi.StatusExpired
 	}
+}
+
+// gateLocked moves a request past processing, at time at, to the first gate its role still
+// sets — PendingMFA unless mfaDone, then PendingApproval — or else makes it Active until
+// at + RequestedTTL. A request of an unknown role has no gates.
+func (s *Server) gateLocked(r *Request, at time.Time, mfaDone bool) {
+	r.processingUntil = time.Time{}
+	role := s.roles[r.RoleID]
+	switch {
+	case role != nil && role.MFAEnabled && !mfaDone:
+		r.Status = pamapi.StatusPendingMFA
+	case role != nil && role.ApprovalEnabled:
+		r.Status = pamapi.StatusPendingApproval
+	default:
+		r.Status = pamapi.StatusActive
+		r.ExpirationTime = at.Add(r.RequestedTTL)
+	}
+	s.syncApprovalLocked(r)
+}
+
+// pendingLocked returns a request, its expiry and processing applied, if it is in state st.
+func (s *Server) pendingLocked(id string, st pamapi.RequestStatus) (*Request, error) {
+	r, ok := s.requests[strings.ToLower(id)]
+	if !ok {
+		return nil, fmt.Errorf("emulator: no request %s", id)
+	}
+	s.refreshLocked(r)
+	if r.Status != st {
+		return nil, fmt.Errorf("emulator: request %s is %s, not %s", id, r.Status, st)
+	}
+	return r, nil
+}
+
+// Advance ends the Processing of a request now: it moves to PendingMFA, PendingApproval or
+// Active as its role says. It fails when the request is not Processing.
+func (s *Server) Advance(requestID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.pendingLocked(requestID, pamapi.StatusProcessing)
+	if err != nil {
+		return err
+	}
+	s.gateLocked(r, s.now(), false)
+	return nil
+}
+
+// CompleteMFA stands for the requestor answering the MFA challenge: a PendingMFA request moves
+// to PendingApproval when its role needs approval, else to Active until now + RequestedTTL.
+func (s *Server) CompleteMFA(requestID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.pendingLocked(requestID, pamapi.StatusPendingMFA)
+	if err != nil {
+		return err
+	}
+	s.gateLocked(r, s.now(), true)
+	return nil
+}
+
+// Approve approves a PendingApproval request as approver, one of its role's Approvers, as the
+// approve call does: it becomes Active until now + RequestedTTL.
+func (s *Server) Approve(requestID, approver string) error {
+	return s.decideRequest(requestID, approver, true)
+}
+
+// Reject rejects a PendingApproval request as approver, one of its role's Approvers, as the
+// reject call does: it becomes Rejected.
+func (s *Server) Reject(requestID, approver string) error {
+	return s.decideRequest(requestID, approver, false)
+}
+
+func (s *Server) decideRequest(requestID, approver string, approve bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.pendingLocked(requestID, pamapi.StatusPendingApproval)
+	if err != nil {
+		return err
+	}
+	if role := s.roles[r.RoleID]; role == nil || !slices.Contains(role.Approvers, approver) {
+		return fmt.Errorf("emulator: %q does not approve the role of request %s", approver, requestID)
+	}
+	s.decideLocked(r, approve)
+	return nil
+}
+
+// decideLocked applies an approver's decision on a pending request.
+func (s *Server) decideLocked(r *Request, approve bool) {
+	if approve {
+		r.Status = pamapi.StatusActive
+		r.ExpirationTime = s.now().Add(r.RequestedTTL)
+	} else {
+		r.Status = pamapi.StatusRejected
+	}
+	s.syncApprovalLocked(r)
+}
+
+// timeOfDay is how far into its day (UTC) t is.
+func timeOfDay(t time.Time) time.Duration {
+	t = t.UTC()
+	return time.Duration(t.Hour())*time.Hour + time.Duration(t.Minute())*time.Minute +
+		time.Duration(t.Second())*time.Second + time.Duration(t.Nanosecond())
+}
+
+// available reports whether the role may be requested to start at t.
+func (r *Role) available(t time.Time) bool {
+	if !r.AvailabilityWindowEnabled {
+		return true
+	}
+	at, from, to := timeOfDay(t), timeOfDay(r.AvailableFrom), timeOfDay(r.AvailableTo)
+	switch {
+	case from < to:
+		return from <= at && at < to
+	case from > to: // spans midnight
+		return at >= from || at < to
+	}
+	return true
 }
 
 // Endpoint names an operation of the API.

@@ -741,6 +741,227 @@ func TestRoles(t *testing.T) {
 		"AvailableFrom": "0001-01-01T00:00:00", "AvailableTo": "0001-01-01T00:00:00",
 		"MFAEnabled": false, "ApprovalEnabled": false, "AvailabilityWindowEnabled": false,
 	}))
+
+	windowed := f.emu.AddRole(emulator.Role{DisplayName: "Office hours", AvailabilityWindowEnabled: true,
+		AvailableFrom: time.Date(2015, 9, 25, 8, 0, 0, 0, time.UTC), AvailableTo: time.Date(2015, 9, 25, 17, 0, 0, 0, time.UTC)})
+	resp = f.send(t, bob, http.MethodGet, "/api/pamresources/pamroles?$filter="+url.QueryEscape("AvailabilityWindowEnabled eq true"), "")
+	g.Expect(decodeList(t, resp.body)).To(ConsistOf(And(
+		HaveKeyWithValue("RoleId", windowed.ID), HaveKeyWithValue("AvailabilityWindowEnabled", true),
+		HaveKeyWithValue("AvailableFrom", "2015-09-25T08:00:00Z"), HaveKeyWithValue("AvailableTo", "2015-09-25T17:00:00Z"))))
+}
+
+// create posts a request for role as jen and returns its id and status, failing on any answer
+// but 201.
+func (f *fixture) create(t *testing.T, roleID, ttlSeconds string) (id string, status string) {
+	t.Helper()
+	resp := f.send(t, jen, http.MethodPost, "/api/pamresources/pamrequests", `{"RoleId":"`+roleID+`","RequestedTTL":"`+ttlSeconds+`"}`)
+	if resp.status != http.StatusCreated {
+		t.Fatalf("create: %d %s", resp.status, resp.body)
+	}
+	created := decodeObject(t, resp.body)
+	return created["RequestId"].(string), created["RequestStatus"].(string)
+}
+
+// approvalsOf lists, over HTTP, the request ids pending user's approval.
+func (f *fixture) approvalsOf(t *testing.T, user string) []string {
+	t.Helper()
+	resp := f.send(t, user, http.MethodGet, "/api/pamresources/pamrequeststoapprove", "")
+	ids := []string{}
+	for _, item := range decodeList(t, resp.body) {
+		ids = append(ids, item["FIMRequestID"].(map[string]any)["Value"].(string))
+	}
+	return ids
+}
+
+// TestGates walks a created request through Processing, MFA and approval as its role sets
+// them, reading each state back over HTTP.
+func TestGates(t *testing.T) {
+	type step struct {
+		// do moves the request on; nil only reads it.
+		do   func(f *fixture, id string) error
+		want pamapi.RequestStatus
+		// approval: whether ann sees it pending her approval.
+		approval bool
+	}
+	advance := func(f *fixture, id string) error { return f.emu.Advance(id) }
+	mfa := func(f *fixture, id string) error { return f.emu.CompleteMFA(strings.ToUpper(id)) }
+	approve := func(f *fixture, id string) error { return f.emu.Approve(id, ann) }
+	reject := func(f *fixture, id string) error { return f.emu.Reject(id, ann) }
+	later := func(d time.Duration) func(*fixture, string) error {
+		return func(f *fixture, _ string) error { f.clock.Add(d); return nil }
+	}
+	cases := []struct {
+		reason string
+		role   emulator.Role
+		steps  []step
+		// expires is how long after creation an Active request ends; 0: not Active at the end.
+		expires time.Duration
+	}{
+		{reason: "MFA alone: PendingMFA, then Active from the answer",
+			role: emulator.Role{MFAEnabled: true},
+			steps: []step{{want: pamapi.StatusPendingMFA}, {do: later(time.Minute), want: pamapi.StatusPendingMFA},
+				{do: mfa, want: pamapi.StatusActive}},
+			expires: time.Minute + 10*time.Minute},
+		{reason: "MFA before approval",
+			role: emulator.Role{MFAEnabled: true, ApprovalEnabled: true, Approvers: []string{ann}},
+			steps: []step{{want: pamapi.StatusPendingMFA}, {do: mfa, want: pamapi.StatusPendingApproval, approval: true},
+				{do: approve, want: pamapi.StatusActive}},
+			expires: 10 * time.Minute},
+		{reason: "held in Processing until Advance, however long",
+			role: emulator.Role{HoldProcessing: true},
+			steps: []step{{want: pamapi.StatusProcessing}, {do: later(time.Hour), want: pamapi.StatusProcessing},
+				{do: advance, want: pamapi.StatusActive}},
+			expires: time.Hour + 10*time.Minute},
+		{reason: "held in Processing, then MFA and approval",
+			role: emulator.Role{HoldProcessing: true, MFAEnabled: true, ApprovalEnabled: true, Approvers: []string{ann}},
+			steps: []step{{want: pamapi.StatusProcessing}, {do: advance, want: pamapi.StatusPendingMFA},
+				{do: mfa, want: pamapi.StatusPendingApproval, approval: true}, {do: reject, want: pamapi.StatusRejected}}},
+		{reason: "timed Processing ends by itself, the expiry counted from its end, not the read",
+			role: emulator.Role{Processing: 30 * time.Second},
+			steps: []step{{want: pamapi.StatusProcessing}, {do: later(29 * time.Second), want: pamapi.StatusProcessing},
+				{do: later(16 * time.Second), want: pamapi.StatusActive}},
+			expires: 30*time.Second + 10*time.Minute},
+		{reason: "timed Processing ends early on Advance",
+			role: emulator.Role{Processing: time.Hour},
+			steps: []step{{want: pamapi.StatusProcessing}, {do: later(time.Second), want: pamapi.StatusProcessing},
+				{do: advance, want: pamapi.StatusActive}},
+			expires: time.Second + 10*time.Minute},
+		{reason: "timed Processing ends in PendingApproval, which the approver's list shows",
+			role:  emulator.Role{Processing: time.Minute, ApprovalEnabled: true, Approvers: []string{ann}},
+			steps: []step{{want: pamapi.StatusProcessing}, {do: later(time.Minute), want: pamapi.StatusPendingApproval, approval: true}}},
+		{reason: "timed Processing whose elevation has run out by the time it is read",
+			role:  emulator.Role{Processing: time.Minute},
+			steps: []step{{want: pamapi.StatusProcessing}, {do: later(time.Minute + 10*time.Minute), want: pamapi.StatusExpired}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			g := NewWithT(t)
+			f := newFixture(t, emulator.Options{})
+			tc.role.DisplayName = "Gated"
+			role := f.emu.AddRole(tc.role)
+			id, status := f.create(t, role.ID, "600")
+			g.Expect(status).To(Equal(string(tc.steps[0].want)), "the create's answer")
+			for i, st := range tc.steps {
+				if st.do != nil {
+					g.Expect(st.do(f, id)).To(Succeed(), "step %d", i)
+				}
+				items := f.list(t, jen, "RequestId eq guid'"+id+"'")
+				g.Expect(items).To(HaveLen(1))
+				g.Expect(items[0]).To(HaveKeyWithValue("RequestStatus", string(st.want)), "step %d", i)
+				if st.approval {
+					g.Expect(f.approvalsOf(t, ann)).To(Equal([]string{id}), "step %d", i)
+				} else {
+					g.Expect(f.approvalsOf(t, ann)).To(BeEmpty(), "step %d", i)
+				}
+			}
+			r, _ := f.emu.Request(id)
+			if tc.expires > 0 {
+				g.Expect(r.ExpirationTime).To(Equal(start.Add(tc.expires)))
+			} else if r.Status != pamapi.StatusExpired {
+				g.Expect(r.ExpirationTime.IsZero()).To(BeTrue(), "no expiry before it is Active")
+			}
+		})
+	}
+}
+
+func TestGateMethodsRefuse(t *testing.T) {
+	f := newFixture(t, emulator.Options{})
+	guarded := f.emu.AddRole(emulator.Role{DisplayName: "Guarded", ApprovalEnabled: true, Approvers: []string{ann}})
+	open := f.emu.AddRole(emulator.Role{DisplayName: "Open"})
+	pending, _ := f.create(t, guarded.ID, "60")
+	active, _ := f.create(t, open.ID, "60")
+	const unknown = "00000000-0000-4000-8000-000000000000"
+	cases := []struct {
+		reason  string
+		call    func() error
+		inError string
+	}{
+		{"approval by someone who is not the role's approver", func() error { return f.emu.Approve(pending, bob) }, "does not approve"},
+		{"rejection by the requester", func() error { return f.emu.Reject(pending, jen) }, "does not approve"},
+		{"approval of a request not pending approval", func() error { return f.emu.Approve(active, ann) }, "is Active, not PendingApproval"},
+		{"MFA for a request not pending MFA", func() error { return f.emu.CompleteMFA(pending) }, "not PendingMFA"},
+		{"Advance of a request not Processing", func() error { return f.emu.Advance(active) }, "not Processing"},
+		{"an unknown request", func() error { return f.emu.Approve(unknown, ann) }, "no request"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			NewWithT(t).Expect(tc.call()).To(MatchError(ContainSubstring(tc.inError)))
+		})
+	}
+	g := NewWithT(t)
+	r, _ := f.emu.Request(pending)
+	g.Expect(r.Status).To(Equal(pamapi.StatusPendingApproval), "a refused call changes nothing")
+	g.Expect(f.approvalsOf(t, ann)).To(Equal([]string{pending}))
+}
+
+func TestAvailabilityWindow(t *testing.T) {
+	// Only the time of day counts: the bounds' dates are arbitrary, as in MIM.
+	at := func(hour, minute int) time.Time { return time.Date(2001, 2, 3, hour, minute, 0, 0, time.UTC) }
+	cases := []struct {
+		reason   string
+		from, to time.Time
+		enabled  bool
+		// startAt is the requested start's time of day; zero: now, 11:34 on the fake clock.
+		startAt time.Time
+		ok      bool
+	}{
+		{"now inside office hours", at(8, 0), at(17, 0), true, time.Time{}, true},
+		{"now before the window", at(12, 0), at(17, 0), true, time.Time{}, false},
+		{"a requested start after the window", at(8, 0), at(17, 0), true, at(18, 0), false},
+		{"its first minute is inside", at(8, 0), at(17, 0), true, at(8, 0), true},
+		{"its end is outside", at(8, 0), at(17, 0), true, at(17, 0), false},
+		{"a night window spans midnight: late", at(22, 0), at(6, 0), true, at(23, 30), true},
+		{"a night window spans midnight: early", at(22, 0), at(6, 0), true, at(5, 59), true},
+		{"a night window spans midnight: midday", at(22, 0), at(6, 0), true, time.Time{}, false},
+		{"bounds without the switch do nothing", at(12, 0), at(13, 0), false, at(18, 0), true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			g := NewWithT(t)
+			f := newFixture(t, emulator.Options{})
+			role := f.emu.AddRole(emulator.Role{DisplayName: "Windowed", AvailabilityWindowEnabled: tc.enabled, AvailableFrom: tc.from, AvailableTo: tc.to})
+			body := `{"RoleId":"` + role.ID + `","RequestedTTL":"60"`
+			if !tc.startAt.IsZero() {
+				startAt := time.Date(start.Year(), start.Month(), start.Day()+1, tc.startAt.Hour(), tc.startAt.Minute(), 0, 0, time.UTC)
+				body += `,"RequestedTime":"` + startAt.Format(time.RFC3339) + `"`
+			}
+			resp := f.send(t, jen, http.MethodPost, "/api/pamresources/pamrequests", body+"}")
+			if tc.ok {
+				g.Expect(resp.status).To(Equal(http.StatusCreated), resp.body)
+				g.Expect(f.list(t, jen, "")).To(HaveLen(1))
+				return
+			}
+			g.Expect(resp.status).To(Equal(http.StatusBadRequest))
+			g.Expect(odataMessage(t, resp.body)).To(And(ContainSubstring("'Windowed' is available only from"),
+				ContainSubstring(tc.from.Format("15:04:05")+" to "+tc.to.Format("15:04:05"))))
+			g.Expect(f.list(t, jen, "")).To(BeEmpty(), "nothing was created")
+		})
+	}
+}
+
+// TestFindACreateByFilter: the list that finds a create whose answer was lost — by role,
+// creation time and the justification the operator wrote — selects exactly it.
+func TestFindACreateByFilter(t *testing.T) {
+	f := newFixture(t, emulator.Options{})
+	const otherRole = "7d3c2b1a-2222-4a2b-8c3d-4e5f6a7b8c9d"
+	const marker = "INC-4711: it's urgent [pam-operator team-a/sql-admins 0f3e]"
+	add := func(roleID, justification string, age time.Duration) string {
+		return f.emu.AddRequest(emulator.Request{Owner: jen, RoleID: roleID, Justification: justification,
+			RequestedTTL: time.Hour, CreationTime: start.Add(-age)}).ID
+	}
+	wanted := add(someRole, marker, time.Minute)
+	add(someRole, marker, time.Hour)                    // too old: an earlier elevation's
+	add(otherRole, marker, time.Minute)                 // another role
+	add(someRole, "INC-4711: it's urgent", time.Minute) // another justification, a prefix of it
+	add(someRole, strings.ToUpper(marker), time.Minute) // strings compare case-sensitively
+	quoted := "'" + strings.ReplaceAll(marker, "'", "''") + "'"
+	filter := "RoleId eq guid'" + strings.ToUpper(someRole) + "' and CreationTime ge datetime'" +
+		start.Add(-5*time.Minute).Format("2006-01-02T15:04:05.000Z") + "' and Justification eq " + quoted
+	items := f.list(t, jen, filter)
+	g := NewWithT(t)
+	g.Expect(items).To(HaveLen(1))
+	g.Expect(items[0]).To(HaveKeyWithValue("RequestId", wanted))
+	g.Expect(items[0]).To(HaveKeyWithValue("Justification", marker))
 }
 
 func TestSeeding(t *testing.T) {
@@ -764,6 +985,7 @@ func TestSeeding(t *testing.T) {
 	got, ok := emu.Request(strings.ToUpper(r.ID))
 	g.Expect(ok).To(BeTrue())
 	g.Expect(got).To(Equal(r))
+	g.Expect(emu.Requests()).To(Equal([]emulator.Request{r, pending, noTTL}), "every account's, in creation order")
 	_, ok = emu.Request("00000000-0000-4000-8000-000000000000")
 	g.Expect(ok).To(BeFalse())
 
@@ -864,6 +1086,18 @@ func TestFaults(t *testing.T) {
 		g.Eventually(f.emu.Calls, 10*time.Second).Should(ConsistOf(And(
 			HaveField("Fault", "delay 1h0m0s"), HaveField("Status", 0))))
 	})
+	t.Run("a delayed POST with a body ends when the client gives up, too", func(t *testing.T) {
+		g := NewWithT(t)
+		f := newFixture(t, emulator.Options{})
+		role := f.emu.AddRole(emulator.Role{DisplayName: "Ops"})
+		f.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointCreateRequest, Delay: time.Hour, Times: 1})
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		_, err := f.try(ctx, jen, http.MethodPost, "/api/pamresources/pamrequests", `{"RoleId":"`+role.ID+`","RequestedTTL":"60"}`)
+		g.Expect(err).To(MatchError(context.DeadlineExceeded))
+		g.Eventually(f.emu.Calls, 10*time.Second).Should(ConsistOf(And(
+			HaveField("Fault", "delay 1h0m0s"), HaveField("Status", 0), HaveField("Effective", false))))
+	})
 	t.Run("a delay and a status combine", func(t *testing.T) {
 		g := NewWithT(t)
 		f := newFixture(t, emulator.Options{})
@@ -916,6 +1150,19 @@ func TestFaults(t *testing.T) {
 		g.Expect(resp.status).To(Equal(400), "the retry finds it closed")
 		attempts, successes = f.emu.CloseCalls(id)
 		g.Expect([]int{attempts, successes}).To(Equal([]int{2, 1}))
+	})
+	t.Run("a malformed answer to a create: 201, a body cut in half, the request made", func(t *testing.T) {
+		g := NewWithT(t)
+		f := newFixture(t, emulator.Options{})
+		role := f.emu.AddRole(emulator.Role{DisplayName: "Ops"})
+		f.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointCreateRequest, MalformedBody: true, Times: 1})
+		resp := f.send(t, jen, http.MethodPost, "/api/pamresources/pamrequests?RoleId="+role.ID+"&RequestedTTL=60", "")
+		g.Expect(resp.status).To(Equal(http.StatusCreated))
+		g.Expect(resp.header.Get("Content-Type")).To(HavePrefix("application/json"))
+		g.Expect(resp.body).To(HavePrefix(`{"odata.metadata":`))
+		g.Expect(json.Valid([]byte(resp.body))).To(BeFalse())
+		g.Expect(f.list(t, jen, "")).To(HaveLen(1))
+		g.Expect(f.emu.Calls()[0]).To(And(HaveField("Fault", "malformed-body"), HaveField("Status", 201), HaveField("Effective", true)))
 	})
 	t.Run("a lost answer to a create still creates", func(t *testing.T) {
 		g := NewWithT(t)

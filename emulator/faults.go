@@ -9,7 +9,7 @@ import (
 )
 
 // Fault is a failure the emulator injects into matching calls. Its parts combine in this order:
-// Delay, then Drop, or else Status, or else LoseResponse.
+// Delay, then Drop, or else Status, or else LoseResponse, or else MalformedBody.
 type Fault struct {
 	// Endpoint limits the fault to one endpoint; "" means every endpoint.
 	Endpoint Endpoint
@@ -24,6 +24,9 @@ type Fault struct {
 	// LoseResponse handles the call for real (a close takes effect) and then drops the
 	// connection: "a 200 whose body is lost".
 	LoseResponse bool
+	// MalformedBody handles the call for real and answers its status with the first half of
+	// its body, which is then not JSON: "a 201 whose body cannot be read".
+	MalformedBody bool
 	// Times applies the fault to the next N matching calls; 0 means until ClearFaults.
 	Times int
 	// Fraction applies the fault to this share of matching calls; 0 or 1 means every call. The
@@ -46,6 +49,8 @@ func (f Fault) String() string {
 		parts = append(parts, fmt.Sprintf("status %d", f.Status))
 	case f.LoseResponse:
 		parts = append(parts, "lose-response")
+	case f.MalformedBody:
+		parts = append(parts, "malformed-body")
 	}
 	if len(parts) == 0 {
 		return "none"

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -26,6 +27,9 @@ const unauthorizedPage = `<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//E
 const lengthRequiredPage = `<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01//EN""http://www.w3.org/TR/html4/strict.dtd">
 <HTML><HEAD><TITLE>Length Required</TITLE></HEAD><BODY><h2>Length Required</h2><hr><p>HTTP Error 411. The request must be chunked or have a content length.</p></BODY></HTML>
 `
+
+// maxBodyBytes bounds what is read of a request's body.
+const maxBodyBytes = 1 << 20
 
 // ServeHTTP implements http.Handler: faults first, then the API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -53,6 +57,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if faulted {
 		call.Fault = fault.String()
+		if fault.Delay > 0 {
+			// Go's server sees the client hang up only once the body has been read: read it
+			// first, as IIS does before the API runs, so that a delayed POST ends with its client.
+			body, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes))
+			if err != nil {
+				s.record(call)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
 		if !wait(r, fault.Delay) {
 			s.record(call) // the client gave up; there is no one left to answer
 			return
@@ -71,9 +85,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.record(call)
 			return
 		case fault.LoseResponse:
-			s.handle(&discardWriter{header: http.Header{}}, r, &call, rt, known)
+			s.handle(&bufferWriter{header: http.Header{}}, r, &call, rt, known)
 			s.record(call) // Status stays 0: the client never sees it
 			dropConnection(w)
+			return
+		case fault.MalformedBody:
+			answer := &bufferWriter{header: http.Header{}, status: http.StatusOK}
+			s.handle(answer, r, &call, rt, known)
+			maps.Copy(w.Header(), answer.header)
+			w.WriteHeader(answer.status)
+			_, _ = w.Write(answer.body[:len(answer.body)/2])
+			call.Status = answer.status
+			s.record(call)
 			return
 		}
 	}
@@ -295,15 +318,27 @@ func (s *Server) createRequest(w http.ResponseWriter, r *http.Request, query url
 	req := &Request{
 		ID: newGUID(), Owner: user, CreatorID: accountID(user), RoleID: roleID,
 		Justification: params["justification"], CreationTime: now, RequestedTime: now,
-		RequestedTTL: ttl, Status: pamapi.StatusActive,
+		RequestedTTL: ttl,
 	}
 	if !requested.IsZero() {
 		req.RequestedTime = requested
 	}
-	if role.ApprovalEnabled {
-		req.Status = pamapi.StatusPendingApproval
-	} else {
-		req.ExpirationTime = now.Add(ttl)
+	if !role.available(req.RequestedTime) {
+		s.mu.Unlock()
+		writeError(w, http.StatusBadRequest, "InvalidRequest", fmt.Sprintf(
+			"The PAM role '%s' is available only from %s to %s (UTC); the request would start at %s.",
+			role.DisplayName, role.AvailableFrom.UTC().Format("15:04:05"), role.AvailableTo.UTC().Format("15:04:05"),
+			req.RequestedTime.UTC().Format("15:04:05")))
+		return false
+	}
+	switch {
+	case role.HoldProcessing:
+		req.Status = pamapi.StatusProcessing
+	case role.Processing > 0:
+		req.Status = pamapi.StatusProcessing
+		req.processingUntil = now.Add(role.Processing)
+	default:
+		s.gateLocked(req, now, false)
 	}
 	s.storeLocked(req)
 	body := requestJSON(req, baseURL(r)+"/api/pamresources/$metadata#pamrequests/@Element")
@@ -322,7 +357,7 @@ func createParams(r *http.Request, query url.Values) (map[string]string, error) 
 			params[strings.ToLower(k)] = v[0]
 		}
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes))
 	if err != nil {
 		return nil, fmt.Errorf("reading the body: %w", err)
 	}
@@ -399,6 +434,7 @@ func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request, query url
 	s.mu.Lock()
 	for _, id := range s.order {
 		req := s.requests[id]
+		s.refreshLocked(req) // a timed Processing may have ended in PendingApproval
 		approvalID, pending := s.approval[id]
 		role := s.roles[req.RoleID]
 		if !pending || role == nil || !slices.Contains(role.Approvers, user) {
@@ -426,13 +462,7 @@ func (s *Server) decide(w http.ResponseWriter, key, user string, approve bool) b
 		writeError(w, http.StatusNotFound, "ApprovalNotFound", "No pending approval with the id "+key+" was found for the caller.")
 		return false
 	}
-	if approve {
-		req.Status = pamapi.StatusActive
-		req.ExpirationTime = s.now().Add(req.RequestedTTL)
-	} else {
-		req.Status = pamapi.StatusRejected
-	}
-	s.syncApprovalLocked(req)
+	s.decideLocked(req, approve)
 	s.mu.Unlock()
 	w.WriteHeader(http.StatusOK)
 	return true
@@ -478,8 +508,8 @@ func requestJSON(r *Request, metadata string) requestBody {
 func roleProps(r *Role) map[string]any {
 	return map[string]any{
 		"RoleId": r.ID, "DisplayName": r.DisplayName, "Description": r.Description, "TTL": seconds(r.TTL),
-		"AvailableFrom": time.Time{}, "AvailableTo": time.Time{}, "MFAEnabled": r.MFAEnabled,
-		"ApprovalEnabled": r.ApprovalEnabled, "AvailabilityWindowEnabled": false,
+		"AvailableFrom": r.AvailableFrom, "AvailableTo": r.AvailableTo, "MFAEnabled": r.MFAEnabled,
+		"ApprovalEnabled": r.ApprovalEnabled, "AvailabilityWindowEnabled": r.AvailabilityWindowEnabled,
 	}
 }
 
@@ -498,8 +528,9 @@ type roleBody struct {
 func roleJSON(r *Role) roleBody {
 	return roleBody{
 		RoleID: r.ID, DisplayName: r.DisplayName, Description: r.Description,
-		TTL: strconv.FormatInt(seconds(r.TTL), 10), AvailableFrom: formatTime(time.Time{}),
-		AvailableTo: formatTime(time.Time{}), MFAEnabled: r.MFAEnabled, ApprovalEnabled: r.ApprovalEnabled,
+		TTL: strconv.FormatInt(seconds(r.TTL), 10), AvailableFrom: formatTime(r.AvailableFrom),
+		AvailableTo: formatTime(r.AvailableTo), MFAEnabled: r.MFAEnabled, ApprovalEnabled: r.ApprovalEnabled,
+		AvailabilityWindowEnabled: r.AvailabilityWindowEnabled,
 	}
 }
 
@@ -629,9 +660,24 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the connection.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// discardWriter takes the answer of a call whose response is to be lost.
-type discardWriter struct{ header http.Header }
+// bufferWriter takes the answer of a call whose response is to be lost or spoiled.
+type bufferWriter struct {
+	header      http.Header
+	status      int
+	wroteHeader bool
+	body        []byte
+}
 
-func (w *discardWriter) Header() http.Header         { return w.header }
-func (w *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
-func (w *discardWriter) WriteHeader(int)             {}
+func (w *bufferWriter) Header() http.Header { return w.header }
+
+func (w *bufferWriter) Write(b []byte) (int, error) {
+	w.wroteHeader = true
+	w.body = append(w.body, b...)
+	return len(b), nil
+}
+
+func (w *bufferWriter) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = code, true
+	}
+}

@@ -50,7 +50,7 @@ func (r *repeated) String() string     { return strings.Join(*r, ",") }
 func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
 
 const faultUsage = `A fault (repeatable): endpoint:what[:option...]. endpoint is one of %s, or any.
-what is an HTTP status, drop, lose-response or delay=<duration>. Options are retry-after=N,
+what is an HTTP status, drop, lose-response, malformed-body or delay=<duration>. Options are retry-after=N,
 times=N (0 = until stopped) and fraction=F; bare numbers after a status mean [retryAfter:]times,
 so close-request:503:2 is two 503s and close-request:503:5:2 two 503s with Retry-After: 5.`
 
@@ -71,7 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	channelBinding := fs.String("channel-binding", "allow",
 		"Extended Protection over https, as IIS tokenChecking: none, allow (check bindings that are sent) or require.")
 	fs.Var(&users, "user", "An account as name:password (repeatable). None means no authentication.")
-	fs.Var(&roles, "role", "A role as name[:ttlSeconds[:approval]] (repeatable); every --user approves an approval role.")
+	fs.Var(&roles, "role", "A role as name[:ttlSeconds[:option,...]] (repeatable). Options: approval (every --user approves),\n"+
+		"processing=<duration> (new requests stay Processing that long), window=HH:MM-HH:MM (requestable only then, UTC).")
 	fs.Var(&seeds, "seed-request", "An Active request as roleName:ttlSeconds[:owner] (repeatable); the owner defaults to the only --user.")
 	fs.Var(&faults, "fault", fmt.Sprintf(faultUsage, endpointNames()))
 	if err := fs.Parse(args); err != nil {
@@ -181,11 +182,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	return err
 }
 
-// parseRole reads name[:ttlSeconds[:approval]].
+// parseRole reads name[:ttlSeconds[:option,...]], options being approval, processing=<duration>
+// and window=HH:MM-HH:MM. MFA is not offered: without a control API no one could answer it.
 func parseRole(spec string, users []string) (emulator.Role, error) {
-	parts := strings.Split(spec, ":")
-	if parts[0] == "" || len(parts) > 3 {
-		return emulator.Role{}, fmt.Errorf("--role %q: want name[:ttlSeconds[:approval]]", spec)
+	parts := strings.SplitN(spec, ":", 3) // a window's times hold colons
+	if parts[0] == "" {
+		return emulator.Role{}, fmt.Errorf("--role %q: want name[:ttlSeconds[:option,...]]", spec)
 	}
 	role := emulator.Role{DisplayName: parts[0]}
 	if len(parts) > 1 && parts[1] != "" {
@@ -195,15 +197,35 @@ func parseRole(spec string, users []string) (emulator.Role, error) {
 		}
 		role.TTL = time.Duration(secs) * time.Second
 	}
-	if len(parts) > 2 {
-		if parts[2] != "approval" {
-			return role, fmt.Errorf("--role %q: the third part can only be approval", spec)
-		}
-		role.ApprovalEnabled = true
-		// Someone must be able to approve: every account, or the anonymous caller without accounts.
-		role.Approvers = append([]string{}, users...)
-		if len(users) == 0 {
-			role.Approvers = []string{""}
+	if len(parts) < 3 {
+		return role, nil
+	}
+	for _, opt := range strings.Split(parts[2], ",") {
+		key, value, _ := strings.Cut(opt, "=")
+		switch key {
+		case "approval":
+			role.ApprovalEnabled = true
+			// Someone must be able to approve: every account, or the anonymous caller without accounts.
+			role.Approvers = append([]string{}, users...)
+			if len(users) == 0 {
+				role.Approvers = []string{""}
+			}
+		case "processing":
+			d, err := time.ParseDuration(value)
+			if err != nil || d <= 0 {
+				return role, fmt.Errorf("--role %q: processing wants a positive duration", spec)
+			}
+			role.Processing = d
+		case "window":
+			from, to, ok := strings.Cut(value, "-")
+			start, err1 := time.Parse("15:04", from)
+			end, err2 := time.Parse("15:04", to)
+			if !ok || err1 != nil || err2 != nil {
+				return role, fmt.Errorf("--role %q: window wants HH:MM-HH:MM (UTC)", spec)
+			}
+			role.AvailabilityWindowEnabled, role.AvailableFrom, role.AvailableTo = true, start, end
+		default:
+			return role, fmt.Errorf("--role %q: unknown option %q; want approval, processing=<duration> or window=HH:MM-HH:MM", spec, opt)
 		}
 	}
 	return role, nil
@@ -254,6 +276,8 @@ func parseFault(spec string) (emulator.Fault, error) {
 		f.Drop = true
 	case what == "lose-response":
 		f.LoseResponse = true
+	case what == "malformed-body":
+		f.MalformedBody = true
 	case strings.HasPrefix(what, "delay="):
 		d, err := time.ParseDuration(strings.TrimPrefix(what, "delay="))
 		if err != nil || d <= 0 {
@@ -263,7 +287,7 @@ func parseFault(spec string) (emulator.Fault, error) {
 	default:
 		status, err := strconv.Atoi(what)
 		if err != nil || status < 100 || status > 599 {
-			return bad("%q is not an HTTP status, drop, lose-response or delay=<duration>", what)
+			return bad("%q is not an HTTP status, drop, lose-response, malformed-body or delay=<duration>", what)
 		}
 		f.Status = status
 	}

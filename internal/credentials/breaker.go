@@ -207,6 +207,11 @@ func (c *breakerClient) Create(ctx context.Context, opts pam.CreateOptions) (req
 	return req, err
 }
 
+func (c *breakerClient) Roles(ctx context.Context) (roles []pam.Role, err error) {
+	err = c.call(ctx, func() error { roles, err = c.inner.Roles(ctx); return err })
+	return roles, err
+}
+
 // loginOf returns whom creds log in as under the server's auth method, and the keyed hash of
 // the data the method sends: together, the breaker's key.
 func (c *Connector) loginOf(ctx context.Context, server pamv1.ServerObject, creds *Credentials) (account, fingerprint string, err error) {

@@ -40,6 +40,26 @@ type CreateOptions struct {
 	RequestedTime time.Time
 }
 
+// Role is a PAM role the calling account may request, as the roles call returns it.
+type Role struct {
+	// ID is the role's GUID, lower case.
+	ID string
+	// DisplayName is the role's name as PAM sent it, unaltered, so that a name can be matched
+	// exactly; a caller that shows it bounds it first.
+	DisplayName string
+	// Description is PAM's text made printable and cut to 1 KiB.
+	Description string
+	// TTL is the role's default lifetime of an elevation; 0 when PAM sent none.
+	TTL                       time.Duration
+	MFAEnabled                bool
+	ApprovalEnabled           bool
+	AvailabilityWindowEnabled bool
+	// AvailableFrom and AvailableTo bound the times of day at which the role may be requested,
+	// when AvailabilityWindowEnabled. MIM compares only their time of day, on its own clock:
+	// they keep the zone PAM wrote them in. Zero when absent or unset, which reads as midnight.
+	AvailableFrom, AvailableTo time.Time
+}
+
 // Client talks to one MIM PAM REST API as one account.
 //
 // Contract: Close may be sent again after an unknown outcome (a timeout, a dropped connection)
@@ -47,6 +67,10 @@ type CreateOptions struct {
 // every outcome with Get before concluding anything. Get returns an error of class NotFound
 // when PAM does not list the request for this account; that proves nothing about the request
 // itself (it may belong to another account).
+//
+// Create is not idempotent: sent twice, it makes two requests. When its outcome is unknown
+// (errors.Is(err, ErrCreateOutcomeUnknown)) the request may exist; the caller finds it with
+// List (FilterCreatedByRoleSince, FilterJustification) before it creates again.
 type Client interface {
 	// Close ends the request; nil means PAM answered 200.
 	Close(ctx context.Context, requestID string) error
@@ -55,8 +79,10 @@ type Client interface {
 	// List reads the calling account's requests matching an OData filter ("" for all), handing
 	// each to each as it is read. An error may come after some were handed over.
 	List(ctx context.Context, filter string, each func(Request)) error
-	// Create requests an elevation into a PAM role.
+	// Create requests an elevation into a PAM role. PAM answers 201 or 200 with the request.
 	Create(ctx context.Context, opts CreateOptions) (*Request, error)
+	// Roles lists the roles the calling account may request.
+	Roles(ctx context.Context) ([]Role, error)
 }
 
 var guidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
@@ -97,6 +123,27 @@ func FilterCreatedSince(t time.Time) string {
 // windows that share their bounds hold each request once.
 func FilterCreatedBetween(from, to time.Time) string {
 	return FilterCreatedSince(from) + " and CreationTime lt " + datetimeLiteral(to)
+}
+
+// FilterCreatedByRoleSince selects the requests for a role created at or after since: where a
+// create whose outcome is unknown would be. since is on PAM's clock: allow for skew.
+func FilterCreatedByRoleSince(roleID string, since time.Time) (string, error) {
+	lit, err := GUIDLiteral(roleID)
+	if err != nil {
+		return "", err
+	}
+	return "RoleId eq " + lit + " and " + FilterCreatedSince(since), nil
+}
+
+// FilterJustification selects the requests whose justification is exactly j. Join it to
+// another filter with " and ".
+func FilterJustification(j string) string {
+	return "Justification eq " + StringLiteral(j)
+}
+
+// StringLiteral renders s as an OData string literal: in single quotes, a quote doubled.
+func StringLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
 
 func datetimeLiteral(t time.Time) string {

@@ -54,8 +54,11 @@ type Error struct {
 	Message string
 	// RetryAfter is the server's Retry-After, 0 when absent.
 	RetryAfter time.Duration
-	// Err is the underlying transport error, if any.
+	// Err is the underlying transport error, or why a 2xx answer could not be read.
 	Err error
+	// OutcomeUnknown is set on a create that may have made the request (see
+	// ErrCreateOutcomeUnknown).
+	OutcomeUnknown bool
 }
 
 // ErrHostNotAllowed is under every call refused because the dial policy does not allow where
@@ -66,6 +69,15 @@ var ErrHostNotAllowed = dialpolicy.ErrNotAllowed
 // ErrAnswerTooLarge is the error under an answer larger than the client reads: a list that
 // holds too many requests, to be asked for in narrower windows.
 var ErrAnswerTooLarge = errors.New("answer too large")
+
+// ErrCreateOutcomeUnknown is under a create's error when PAM may have made the request: the
+// call was sent and then timed out, lost its connection or its answer, was answered 408 or
+// 5xx, or was answered 2xx with a body that cannot be read (malformed, empty, too large). The
+// class still says whether to retry later; but before creating again the caller lists the
+// account's requests to find the one this call may have made. A create refused before it was
+// sent (a dial refused or failed, a busy server, a bad role id) or answered with any other
+// status made nothing.
+var ErrCreateOutcomeUnknown = errors.New("the request may have been made: find it by listing before creating again")
 
 // maxErrorText bounds an error's text. It goes into conditions, Events and logs, and parts of
 // it come from the other side: an OData message, a transport error quoting a malformed status
@@ -92,11 +104,21 @@ func (e *Error) Error() string {
 	default:
 		msg += e.Message
 	}
+	if e.OutcomeUnknown {
+		// Kept whole however long the rest is: it is what the reader must act on.
+		const unknown = " (the request may have been made)"
+		return printable(msg, maxErrorText-len(unknown)) + unknown
+	}
 	return printable(msg, maxErrorText)
 }
 
 // Unwrap exposes the transport error.
 func (e *Error) Unwrap() error { return e.Err }
+
+// Is reports ErrCreateOutcomeUnknown for a create whose outcome is unknown, whatever Err is.
+func (e *Error) Is(target error) bool {
+	return target == ErrCreateOutcomeUnknown && e.OutcomeUnknown
+}
 
 // ClassOf returns the class of err; errors not from this package are Other, except context
 // deadlines, which are Retryable.

@@ -3,6 +3,7 @@ package pam_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -88,6 +89,7 @@ func TestHugeAnswersAreCut(t *testing.T) {
 			return err
 		}, 8<<20 + 1, true},
 		{"a close", func(c pam.Client) error { return c.Close(context.Background(), hostileID) }, 64 << 10, false},
+		{"the roles", func(c pam.Client) error { _, err := c.Roles(context.Background()); return err }, 8<<20 + 1, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.reason, func(t *testing.T) {
@@ -100,12 +102,41 @@ func TestHugeAnswersAreCut(t *testing.T) {
 			if tc.tooLarge {
 				g.Expect(err).To(MatchError(pam.ErrAnswerTooLarge))
 				g.Expect(pam.ClassOf(err)).To(Equal(pam.ClassOther), "the cap, not the clock, ended it: %v", err)
+				// A create answered 2xx was made, whatever its body: the caller must look for it.
+				g.Expect(errors.Is(err, pam.ErrCreateOutcomeUnknown)).To(Equal(tc.reason == "a create"))
 			} else {
 				g.Expect(err).NotTo(HaveOccurred(), "PAM answered 200")
 			}
 			g.Expect(read.n.Load()).To(BeNumerically("<=", tc.cap))
 		})
 	}
+}
+
+// TestEndlessRolesAreRefused: an answer of small, valid roles without end is refused after
+// 4096 of them, which an account that is a candidate for a few dozen never reaches, and the
+// client stops reading there: the roles are held whole, the answer's 8 MiB cap alone would let
+// a hostile server make it hold 160,000.
+func TestEndlessRolesAreRefused(t *testing.T) {
+	g := NewWithT(t)
+	role := `{"RoleId":"` + hostileID + `","DisplayName":"r","TTL":"60"},`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"value":[`)
+		chunk := strings.Repeat(role, 64)
+		for {
+			if _, err := io.WriteString(w, chunk); err != nil {
+				return
+			}
+		}
+	}))
+	defer srv.Close()
+	var read bodyCounter
+	roles, err := newClient(t, pam.Config{URL: srv.URL, Timeout: time.Minute, Auth: read.wrap}).Roles(context.Background())
+	g.Expect(err).To(MatchError(pam.ErrAnswerTooLarge))
+	g.Expect(err.Error()).To(ContainSubstring("more than 4096 roles"))
+	g.Expect(pam.ClassOf(err)).To(Equal(pam.ClassOther))
+	g.Expect(roles).To(BeNil())
+	g.Expect(read.n.Load()).To(BeNumerically("<", 4097*len(role)+64<<10+64<<10), "read up to the 4097th role, a buffer and the drain")
 }
 
 // TestHugeHeadersAreRefused: headers are read up to 64 KiB. 9 MiB stays under Go's default

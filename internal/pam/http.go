@@ -12,10 +12,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pam-operator/pam-operator/internal/dialpolicy"
@@ -271,32 +273,67 @@ func (c *httpClient) Create(ctx context.Context, opts CreateOptions) (*Request, 
 	if err != nil {
 		return nil, err
 	}
-	body, err := c.do(ctx, "create", http.MethodPost, "pamrequests", "", payload)
+	var created *Request
+	err = c.call(ctx, "create", http.MethodPost, "pamrequests", "", payload, func(body io.Reader) error {
+		data, err := io.ReadAll(body)
+		if err != nil {
+			return err
+		}
+		created, err = decodeRequest(data)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	r, err := decodeRequest(body)
-	if err != nil {
-		return nil, &Error{Op: "create", Class: ClassOther, Message: "unexpected answer: " + err.Error()}
-	}
-	return r, nil
+	return created, nil
 }
 
-// do sends one call and returns the body of a 2xx answer, or an *Error.
-func (c *httpClient) do(ctx context.Context, op, method, resource, filter string, payload []byte) ([]byte, error) {
-	var data []byte
-	err := c.call(ctx, op, method, resource, filter, payload, func(body io.Reader) error {
+// Roles implements Client. The answer is held whole: it is bounded to maxRoles roles.
+func (c *httpClient) Roles(ctx context.Context) ([]Role, error) {
+	var roles []Role
+	err := c.call(ctx, "roles", http.MethodGet, "pamroles", "", nil, func(body io.Reader) error {
 		var err error
-		data, err = io.ReadAll(body)
+		roles, err = decodeRoles(body)
 		return err
 	})
-	return data, err
+	if err != nil {
+		return nil, err
+	}
+	return roles, nil
 }
 
-// call sends one call and hands the body of a 2xx answer, at most maxBodyBytes of it, to read
+// call sends one call and returns exchange's error, marked when it is a create's whose outcome
+// is unknown (see ErrCreateOutcomeUnknown). Whether the request left is told by the transport's
+// trace: a call whose headers were never written cannot have been acted on.
+func (c *httpClient) call(ctx context.Context, op, method, resource, filter string, payload []byte, read func(io.Reader) error) error {
+	var sent atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { sent.Store(true) }})
+	err := c.exchange(ctx, op, method, resource, filter, payload, read)
+	var e *Error
+	if op == "create" && sent.Load() && errors.As(err, &e) && mayHaveActed(e) {
+		e.OutcomeUnknown = true
+	}
+	return err
+}
+
+// mayHaveActed reports whether a call that was sent may have been acted on despite e: no
+// answer or an unreadable one (a refused login excepted: IIS answers it before the API runs),
+// a 2xx whose body could not be read, or 408 and 5xx, which may come after the work was done.
+// 429 and the other statuses are definite refusals.
+func mayHaveActed(e *Error) bool {
+	switch code := e.StatusCode; {
+	case code == 0:
+		return e.Class != ClassAuth
+	case code >= 200 && code < 300, code == http.StatusRequestTimeout, code >= 500:
+		return true
+	}
+	return false
+}
+
+// exchange sends one call and hands the body of a 2xx answer, at most maxBodyBytes of it, to read
 // (nil: the body is only drained); it returns an *Error for any other answer, or when reading
 // the body fails. The call's timeout bounds the whole exchange, a body that trickles in too.
-func (c *httpClient) call(ctx context.Context, op, method, resource, filter string, payload []byte, read func(io.Reader) error) error {
+func (c *httpClient) exchange(ctx context.Context, op, method, resource, filter string, payload []byte, read func(io.Reader) error) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
@@ -361,7 +398,7 @@ func (c *httpClient) call(ctx context.Context, op, method, resource, filter stri
 				// The answer was cut short: its outcome is unknown, so treat it like a dropped call.
 				return &Error{Op: op, Class: ClassRetryable, Err: body.err}
 			case err != nil:
-				return &Error{Op: op, Class: ClassOther, StatusCode: resp.StatusCode, Message: "unexpected answer: " + err.Error()}
+				return &Error{Op: op, Class: ClassOther, StatusCode: resp.StatusCode, Message: "unexpected answer: " + err.Error(), Err: err}
 			}
 		}
 		// Read to its end, the connection can carry the next call.

@@ -295,3 +295,12 @@ func (c *limitedClient) Create(ctx context.Context, opts CreateOptions) (*Reques
 	defer release()
 	return c.inner.Create(ctx, opts)
 }
+
+func (c *limitedClient) Roles(ctx context.Context) ([]Role, error) {
+	release, err := c.limiter.acquire(ctx, "list")
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return c.inner.Roles(ctx)
+}

@@ -152,3 +152,38 @@ func TestSlotOfferedToAPassThatNeedsNoneGoesToTheNext(t *testing.T) {
 		t.Fatalf("told %s, want the third", got)
 	}
 }
+
+// TestRolesTakeTheServersSlot: reading the roles counts against the server like a list: a pass
+// refused a slot does not read them, and a pass that holds its slot reads them with it.
+func TestRolesTakeTheServersSlot(t *testing.T) {
+	fake, started, release := blockingClient()
+	fake.RolesFunc = func(context.Context) ([]pam.Role, error) { return []pam.Role{{ID: "r"}}, nil }
+	c := pam.WithLimiter(fake, pam.NewLimiter(pam.Limit{QPS: 1000, Burst: 1000, MaxConcurrentCalls: 1}))
+
+	holder := make(chan error, 1)
+	go func() {
+		ctx, pass := pam.WithPass(context.Background(), "holder")
+		defer pass.End()
+		err := c.Close(ctx, "a")
+		if err == nil {
+			_, err = c.Roles(ctx) // the slot the pass holds
+		}
+		holder <- err
+	}()
+	<-started
+
+	ctx, pass := pam.WithPass(context.Background(), "other")
+	_, err := c.Roles(ctx)
+	pass.End()
+	var pe *pam.Error
+	if !errors.Is(err, pam.ErrServerBusy) || !errors.As(err, &pe) || pe.Op != "list" {
+		t.Fatalf("roles of a pass without a slot: got %v, want ErrServerBusy on op list", err)
+	}
+	close(release)
+	if err := <-holder; err != nil {
+		t.Fatalf("the pass holding the slot: %v", err)
+	}
+	if got := fake.Count("roles"); got != 1 {
+		t.Fatalf("roles reached PAM %d times, want 1: the refused pass's must not", got)
+	}
+}

@@ -61,9 +61,54 @@ func parseErrorBody(body []byte) (code, message string) {
 
 // decodeRequests reads a list answer {"value":[…]} as it arrives, handing each request to each
 // in turn. It decodes only the properties it keeps: a list of the account's requests may hold
-// thousands, and neither the answer nor the list of them is held whole. A "value" property is
-// found whatever its case, as encoding/json would; null holds no requests.
+// thousands, and neither the answer nor the list of them is held whole.
 func decodeRequests(r io.Reader, each func(Request)) error {
+	return decodeValues(r, func(dec *json.Decoder) error {
+		var props requestProps
+		if err := dec.Decode(&props); err != nil {
+			return err
+		}
+		req, err := props.request()
+		if err != nil {
+			return err
+		}
+		each(*req)
+		return nil
+	})
+}
+
+// maxRoles bounds the roles a list answer may hold: an account is a candidate for a few dozen,
+// and the list is held whole.
+const maxRoles = 4096
+
+// maxDescriptionLen bounds a role's description, which is only ever shown.
+const maxDescriptionLen = 1 << 10
+
+// decodeRoles reads a roles answer {"value":[…]}; more than maxRoles is ErrAnswerTooLarge.
+func decodeRoles(r io.Reader) ([]Role, error) {
+	var roles []Role
+	err := decodeValues(r, func(dec *json.Decoder) error {
+		if len(roles) == maxRoles {
+			return fmt.Errorf("more than %d roles: %w", maxRoles, ErrAnswerTooLarge)
+		}
+		var props roleProps
+		if err := dec.Decode(&props); err != nil {
+			return err
+		}
+		role, err := props.role()
+		if err != nil {
+			return err
+		}
+		roles = append(roles, role)
+		return nil
+	})
+	return roles, err
+}
+
+// decodeValues reads a list answer {"value":[…]} as it arrives, calling item to decode each
+// element in turn. A "value" property is found whatever its case, as encoding/json would; null
+// holds nothing.
+func decodeValues(r io.Reader, item func(*json.Decoder) error) error {
 	dec := json.NewDecoder(r)
 	if err := expectDelim(dec, '{'); err != nil {
 		return fmt.Errorf("invalid JSON: %w", err)
@@ -96,15 +141,9 @@ func decodeRequests(r io.Reader, each func(Request)) error {
 			return fmt.Errorf("value is not an array")
 		}
 		for i := 0; dec.More(); i++ {
-			var props requestProps
-			if err := dec.Decode(&props); err != nil {
+			if err := item(dec); err != nil {
 				return fmt.Errorf("value[%d]: %w", i, err)
 			}
-			req, err := props.request()
-			if err != nil {
-				return fmt.Errorf("value[%d]: %w", i, err)
-			}
-			each(*req)
 		}
 		if err := expectDelim(dec, ']'); err != nil {
 			return fmt.Errorf("invalid JSON: %w", err)
@@ -191,16 +230,85 @@ func (p *requestProps) request() (*Request, error) {
 	}
 	r.Status = RequestStatus(printable(string(status), maxStatusLen))
 	if ttl := string(p.RequestedTTL); ttl != "" {
-		secs, perr := strconv.ParseFloat(ttl, 64)
-		if perr != nil || secs < 0 || secs > 1e9 {
-			return nil, fmt.Errorf("RequestedTTL %q is not a number of seconds", truncate(ttl, 32))
+		if r.RequestedTTL, err = parseSeconds(ttl); err != nil {
+			return nil, fmt.Errorf("RequestedTTL: %w", err)
 		}
-		r.RequestedTTL = time.Duration(secs * float64(time.Second))
 	}
 	if r.ID == "" {
 		return nil, fmt.Errorf("request has no RequestId")
 	}
 	return r, nil
+}
+
+// roleProps are the properties of a role PAM answers with, matched case-insensitively as
+// requestProps are (the tables spell it RoleID, the examples RoleId).
+type roleProps struct {
+	RoleID, DisplayName, Description, TTL                  scalar
+	MFAEnabled, ApprovalEnabled, AvailabilityWindowEnabled scalar
+	AvailableFrom, AvailableTo                             scalar
+}
+
+func (p *roleProps) role() (Role, error) {
+	id, err := NormalizeID(string(p.RoleID))
+	if err != nil {
+		return Role{}, fmt.Errorf("RoleId: %w", err)
+	}
+	r := Role{ID: id, DisplayName: string(p.DisplayName), Description: printable(string(p.Description), maxDescriptionLen)}
+	if ttl := string(p.TTL); ttl != "" {
+		if r.TTL, err = parseSeconds(ttl); err != nil {
+			return Role{}, fmt.Errorf("TTL: %w", err)
+		}
+	}
+	flags := []struct {
+		name string
+		raw  scalar
+		to   *bool
+	}{
+		{"MFAEnabled", p.MFAEnabled, &r.MFAEnabled},
+		{"ApprovalEnabled", p.ApprovalEnabled, &r.ApprovalEnabled},
+		{"AvailabilityWindowEnabled", p.AvailabilityWindowEnabled, &r.AvailabilityWindowEnabled},
+	}
+	for _, f := range flags {
+		if f.raw == "" {
+			continue
+		}
+		if *f.to, err = strconv.ParseBool(string(f.raw)); err != nil {
+			return Role{}, fmt.Errorf("%s %q is not a boolean", f.name, truncate(string(f.raw), 32))
+		}
+	}
+	if r.AvailableFrom, err = parseTimeOfDay(string(p.AvailableFrom)); err != nil {
+		return Role{}, fmt.Errorf("AvailableFrom: %w", err)
+	}
+	if r.AvailableTo, err = parseTimeOfDay(string(p.AvailableTo)); err != nil {
+		return Role{}, fmt.Errorf("AvailableTo: %w", err)
+	}
+	return r, nil
+}
+
+// parseSeconds reads a lifetime PAM writes as seconds, a string or a number.
+func parseSeconds(s string) (time.Duration, error) {
+	secs, err := strconv.ParseFloat(s, 64)
+	if err != nil || secs < 0 || secs > 1e9 {
+		return 0, fmt.Errorf("%q is not a number of seconds", truncate(s, 32))
+	}
+	return time.Duration(secs * float64(time.Second)), nil
+}
+
+// parseTimeOfDay reads a window bound in the forms ParseTime does, keeping the zone it was
+// written in and the clock of a date-less value ("0001-01-01T08:00:00"): only the time of day
+// counts.
+func parseTimeOfDay(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	t, err := time.Parse("2006-01-02T15:04:05.999999999", s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("unrecognised time %q", truncate(s, 40))
+	}
+	return t, nil
 }
 
 // ParseTime reads the timestamp forms PAM answers with: RFC 3339 with any number of fractional

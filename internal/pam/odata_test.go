@@ -230,3 +230,58 @@ func BenchmarkDecodeRequests(b *testing.B) {
 		}
 	}
 }
+
+// TestDecodeRoles: a role as the documentation describes it (TTL a string of seconds) and as a
+// tolerant reader meets it (a number, booleans as strings, the tables' spelling RoleID), and
+// window bounds whose time of day must survive: an offset kept, a date-less clock kept.
+func TestDecodeRoles(t *testing.T) {
+	g := NewWithT(t)
+	body := `{"odata.metadata":"…#pamroles","value":[
+	  {"RoleId":"5EC10E61-CDD1-404E-A18E-740467D87DBF","DisplayName":"SQL File Access","Description":"db\u001b[2J",
+	   "TTL":"3600","AvailableFrom":"2015-09-25T08:00:00-07:00","AvailableTo":"0001-01-01T17:30:00",
+	   "MFAEnabled":true,"ApprovalEnabled":"True","AvailabilityWindowEnabled":true},
+	  {"RoleID":"2f5a1c3e-1111-4a2b-8c3d-4e5f6a7b8c9d","DisplayName":" Ops ","TTL":7200,
+	   "AvailableFrom":"0001-01-01T00:00:00","MFAEnabled":null}
+	]}`
+	roles, err := decodeRoles(strings.NewReader(body))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(roles).To(HaveLen(2))
+
+	first := roles[0]
+	g.Expect(first.ID).To(Equal("5ec10e61-cdd1-404e-a18e-740467d87dbf"))
+	g.Expect(first.DisplayName).To(Equal("SQL File Access"))
+	g.Expect(first.Description).To(Equal("db\ufffd[2J"), "shown only: made printable")
+	g.Expect(first.TTL).To(Equal(time.Hour))
+	g.Expect([]bool{first.MFAEnabled, first.ApprovalEnabled, first.AvailabilityWindowEnabled}).To(Equal([]bool{true, true, true}))
+	g.Expect(first.AvailableFrom.Format("15:04 -07:00")).To(Equal("08:00 -07:00"), "the time of day on PAM's clock")
+	g.Expect(first.AvailableTo.Format("15:04")).To(Equal("17:30"), "a date-less bound keeps its clock")
+
+	second := roles[1]
+	g.Expect(second.ID).To(Equal("2f5a1c3e-1111-4a2b-8c3d-4e5f6a7b8c9d"))
+	g.Expect(second.DisplayName).To(Equal(" Ops "), "a name is matched exactly: kept as sent")
+	g.Expect(second.TTL).To(Equal(2 * time.Hour))
+	g.Expect(second.MFAEnabled || second.ApprovalEnabled || second.AvailabilityWindowEnabled).To(BeFalse())
+	g.Expect(second.AvailableFrom.IsZero()).To(BeTrue(), "PAM's unset time")
+	g.Expect(second.AvailableTo.IsZero()).To(BeTrue(), "absent")
+}
+
+func TestDecodeRolesRefuses(t *testing.T) {
+	cases := []struct {
+		reason, role, inError string
+	}{
+		{"no id", `{"DisplayName":"x"}`, "RoleId"},
+		{"an id that is not a GUID", `{"RoleId":"admins"}`, "not a GUID"},
+		{"a TTL that is not seconds", `{"RoleId":"` + testRoleID + `","TTL":"1h"}`, "TTL"},
+		{"a negative TTL", `{"RoleId":"` + testRoleID + `","TTL":-5}`, "TTL"},
+		{"a flag that is not a boolean", `{"RoleId":"` + testRoleID + `","MFAEnabled":"maybe"}`, "MFAEnabled"},
+		{"a bound that is not a time", `{"RoleId":"` + testRoleID + `","AvailableTo":"5pm"}`, "AvailableTo"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.reason, func(t *testing.T) {
+			_, err := decodeRoles(strings.NewReader(`{"value":[` + tc.role + `]}`))
+			NewWithT(t).Expect(err).To(MatchError(And(ContainSubstring("value[0]"), ContainSubstring(tc.inError))))
+		})
+	}
+}
+
+const testRoleID = "2f5a1c3e-1111-4a2b-8c3d-4e5f6a7b8c9d"

@@ -17,6 +17,7 @@ type Client struct {
 	GetFunc    func(ctx context.Context, requestID string) (*pam.Request, error)
 	ListFunc   func(ctx context.Context, filter string, each func(pam.Request)) error
 	CreateFunc func(ctx context.Context, opts pam.CreateOptions) (*pam.Request, error)
+	RolesFunc  func(ctx context.Context) ([]pam.Role, error)
 
 	mu    sync.Mutex
 	calls []string
@@ -24,7 +25,8 @@ type Client struct {
 
 var _ pam.Client = (*Client)(nil)
 
-// Calls returns the operations called so far, in order: "close", "get", "list", "create".
+// Calls returns the operations called so far, in order: "close", "get", "list", "create",
+// "roles".
 func (c *Client) Calls() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -86,4 +88,13 @@ func (c *Client) Create(ctx context.Context, opts pam.CreateOptions) (*pam.Reque
 		return nil, unexpected("create")
 	}
 	return c.CreateFunc(ctx, opts)
+}
+
+// Roles implements pam.Client.
+func (c *Client) Roles(ctx context.Context) ([]pam.Role, error) {
+	c.record("roles")
+	if c.RolesFunc == nil {
+		return nil, unexpected("roles")
+	}
+	return c.RolesFunc(ctx)
 }
