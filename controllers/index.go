@@ -61,7 +61,7 @@ func newElevationIndex(ctx context.Context, c cache.Cache) (*elevationIndex, err
 // elevationIndexers are the indexes newElevationIndex adds to the informer.
 func elevationIndexers() toolscache.Indexers {
 	return toolscache.Indexers{
-		requestIndexName: elevationIndexFunc(func(el *pamv1.PamElevation) string { return requestBucket(normalizedID(el)) }),
+		requestIndexName: elevationIndexFunc(func(el *pamv1.PamElevation) string { return requestBucket(requestIDOf(el)) }),
 		serverIndexName:  elevationIndexFunc((*pamv1.PamElevation).ServerKey),
 		inUseIndexName: elevationIndexFunc(func(el *pamv1.PamElevation) string {
 			if needsServer(el) {
@@ -123,7 +123,7 @@ func (x *elevationIndex) stateCounts() map[string]int {
 // takes only GUIDs).
 func (x *elevationIndex) byRequest(id string, fn func(*pamv1.PamElevation)) error {
 	return x.each(requestIndexName, requestBucket(id), func(el *pamv1.PamElevation) {
-		if normalizedID(el) == id {
+		if requestIDOf(el) == id {
 			fn(el)
 		}
 	})

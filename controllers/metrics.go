@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"errors"
 	"strconv"
 	"time"
 
@@ -27,6 +28,17 @@ var (
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	}, []string{"operation", "code"})
 
+	createAttempts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pam_operator_create_attempts_total",
+		Help: "Create calls sent to PAM, by result (success, failure, unknown: the answer was lost and the request is looked for) and HTTP status (0 when no answer arrived).",
+	}, []string{"result", "code"})
+
+	createToActive = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "pam_operator_create_to_active_seconds",
+		Help:    "Seconds from the operator's create of a request to the first read that shows it Active: approval, MFA and PAM's processing.",
+		Buckets: []float64{.1, .5, 1, 5, 15, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600},
+	})
+
 	closeLag = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "pam_operator_close_lag_seconds",
 		Help:    "Seconds from a deletion or an expiry to the successful close of the request, by trigger (deleted, expired).",
@@ -35,7 +47,7 @@ var (
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(closeAttempts, pamCallDuration, closeLag)
+	ctrlmetrics.Registry.MustRegister(closeAttempts, pamCallDuration, closeLag, createAttempts, createToActive)
 	// Every result and trigger starts at 0 with the process, so that rate() counts the first
 	// increment after a start and an alert can tell "none yet" from "no series". A failure's
 	// code is known only once PAM answered; "0" (no answer: PAM unreachable, a dial refused) is
@@ -45,6 +57,28 @@ func init() {
 	closeAttempts.WithLabelValues("failure", "0")
 	closeLag.WithLabelValues("deleted")
 	closeLag.WithLabelValues("expired")
+	createAttempts.WithLabelValues("success", "201")
+	createAttempts.WithLabelValues("failure", "0")
+	createAttempts.WithLabelValues("unknown", "0")
+}
+
+// observeCreate records a create call's outcome.
+func observeCreate(err error) {
+	switch {
+	case err == nil:
+		createAttempts.WithLabelValues("success", "201").Inc()
+	case errors.Is(err, pam.ErrCreateOutcomeUnknown):
+		createAttempts.WithLabelValues("unknown", strconv.Itoa(pam.StatusCodeOf(err))).Inc()
+	default:
+		createAttempts.WithLabelValues("failure", strconv.Itoa(pam.StatusCodeOf(err))).Inc()
+	}
+}
+
+// observeActivation records how long a created request took to become Active.
+func observeActivation(el *pamv1.PamElevation, now time.Time) {
+	if el.Spec.Request != nil && el.Status.RequestCreateTime != nil {
+		createToActive.Observe(max(now.Sub(el.Status.RequestCreateTime.Time), 0).Seconds())
+	}
 }
 
 // registerStateMetrics adds the elevation state gauge, counted from the cached elevations.
@@ -76,7 +110,9 @@ func observeCloseSuccess(el *pamv1.PamElevation, reason string, now time.Time) {
 	closeAttempts.WithLabelValues("success", "200").Inc()
 	var since time.Time
 	trigger := "deleted"
-	if reason == pamv1.ReasonExpired {
+	if reason == pamv1.ReasonCloseRequested {
+		return // when spec.closed was set is not recorded: there is no lag to tell
+	} else if reason == pamv1.ReasonExpired {
 		trigger = "expired"
 		if expiry, ok := el.Expiry(); ok {
 			since = expiry.Time
@@ -128,6 +164,8 @@ func stateOf(el *pamv1.PamElevation) string {
 		return "closed"
 	case meta.IsStatusConditionTrue(el.Status.Conditions, pamv1.ConditionStalled):
 		return "stalled"
+	case waitsForGrant(el):
+		return "pending" // Reconciling while an approver or the account acts: nothing is retried
 	case meta.IsStatusConditionTrue(el.Status.Conditions, pamv1.ConditionReconciling):
 		return "retrying"
 	case el.Status.RequestStatus == string(pamapi.StatusActive):

@@ -47,7 +47,7 @@ func (r *PamElevationReconciler) closeVia(ctx context.Context, el *pamv1.PamElev
 	case latest == ahead:
 		return false
 	}
-	ctrl.LoggerFrom(ctx).Info("Credentials changed during the close; closing with the new ones", "requestID", el.Spec.RequestID)
+	ctrl.LoggerFrom(ctx).Info("Credentials changed during the close; closing with the new ones", "requestID", requestIDOf(el))
 	p.problem, p.synced, p.syncedLive = nil, nil, false
 	r.noteEscrow(el, latest, "Close")
 	return r.closeRequest(ctx, el, latest, p, reason)
@@ -80,12 +80,12 @@ func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.Pam
 		p.problem = &problem{reason: pamv1.ReasonClosing, message: "PAM is closing the request; waiting for it to report Closed"}
 		return false
 	}
-	log := ctrl.LoggerFrom(ctx).WithValues("requestID", el.Spec.RequestID, "reason", reason)
+	log := ctrl.LoggerFrom(ctx).WithValues("requestID", requestIDOf(el), "reason", reason)
 	log.Info("Closing PAM request")
 	sentBefore := r.reads.closeSentAt(el.UID)
 	r.reads.closeSent(el.UID, r.Clock.Now())
 	start := r.Clock.Now()
-	err := pc.Close(ctx, normalizedID(el))
+	err := pc.Close(ctx, requestIDOf(el))
 	if errors.Is(err, pam.ErrServerBusy) {
 		// Not sent: the last read still tells whether the request is open.
 		r.reads.restoreCloseSent(el.UID, sentBefore)
@@ -96,13 +96,15 @@ func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.Pam
 	// request open, and must not count as newer than it.
 	r.reads.closeSent(el.UID, r.Clock.Now())
 	if err == nil {
+		audit(ctx, el, "close", requestedRole(el), "", "accepted (HTTP 200)")
 		return r.confirmClose(ctx, el, pc, p, reason, r.Clock.Since(start))
 	}
+	audit(ctx, el, "close", requestedRole(el), "", "failed: "+err.Error())
 
 	observeCloseFailure(err)
 	log.Info("Closing PAM request failed", "error", err.Error(), "class", pam.ClassOf(err).String())
 	r.Recorder.Eventf(el, nil, corev1.EventTypeWarning, pamv1.ReasonCloseFailed, "Close",
-		"Closing PAM request %s failed: %s", el.Spec.RequestID, err.Error())
+		"Closing PAM request %s failed: %s", requestIDOf(el), err.Error())
 
 	// What PAM answers to closing an already closed or unknown request is not documented: a
 	// definite answer other than 401/403 is confirmed by reading the request again.
@@ -124,8 +126,8 @@ func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.Pam
 // removal workflow can stall there with the membership in place — so the object waits for
 // Closed, with no second close; a request still open means the answer was not true.
 func (r *PamElevationReconciler) confirmClose(ctx context.Context, el *pamv1.PamElevation, pc pam.Client, p *pass, reason string, took time.Duration) bool {
-	log := ctrl.LoggerFrom(ctx).WithValues("requestID", el.Spec.RequestID, "reason", reason)
-	after, err := pc.Get(ctx, normalizedID(el))
+	log := ctrl.LoggerFrom(ctx).WithValues("requestID", requestIDOf(el), "reason", reason)
+	after, err := pc.Get(ctx, requestIDOf(el))
 	if err != nil {
 		// The close was accepted; the next pass reads the request before anything else.
 		observeCloseUnconfirmed()
@@ -139,7 +141,7 @@ func (r *PamElevationReconciler) confirmClose(ctx context.Context, el *pamv1.Pam
 		observeCloseUnconfirmed()
 		log.Info("Close not confirmed", "requestStatus", after.Status)
 		r.Recorder.Eventf(el, nil, corev1.EventTypeWarning, pamv1.ReasonCloseFailed, "Close",
-			"Closing PAM request %s not confirmed: %s", el.Spec.RequestID, msg)
+			"Closing PAM request %s not confirmed: %s", requestIDOf(el), msg)
 		p.problem = &problem{reason: pamv1.ReasonCloseFailed, message: msg}
 		return false
 	}
@@ -147,13 +149,13 @@ func (r *PamElevationReconciler) confirmClose(ctx context.Context, el *pamv1.Pam
 	if after.Status == pamapi.StatusClosing {
 		log.Info("PAM accepted the close and lists the request Closing", "duration", took.Round(time.Millisecond))
 		r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonClosing, "Close",
-			"PAM accepted the close of request %s (HTTP 200, %s) and lists it Closing; waiting for Closed", el.Spec.RequestID, closeCause(reason))
+			"PAM accepted the close of request %s (HTTP 200, %s) and lists it Closing; waiting for Closed", requestIDOf(el), closeCause(reason))
 		p.problem = &problem{reason: pamv1.ReasonClosing, message: "PAM accepted the close and is closing the request; waiting for it to report Closed"}
 		return false
 	}
 	log.Info("Closed PAM request", "requestStatus", after.Status, "duration", took.Round(time.Millisecond))
 	r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ConditionClosed, "Close",
-		"Closed PAM request %s (HTTP 200, %s; PAM now lists it %s)", el.Spec.RequestID, closeCause(reason), after.Status)
+		"Closed PAM request %s (HTTP 200, %s; PAM now lists it %s)", requestIDOf(el), closeCause(reason), after.Status)
 	p.markClosed(reason, closedMessage(reason, after.Status))
 	return true
 }
@@ -182,16 +184,19 @@ func (r *PamElevationReconciler) endedByPAMExpiry(ctx context.Context, el *pamv1
 	}
 	msg := fmt.Sprintf("MIM ended the elevation at its ExpirationTime %s; PAM could not be reached to confirm (%s)",
 		t.UTC().Format(time.RFC3339), p.problem.reason)
-	ctrl.LoggerFrom(ctx).Info("PAM request passed its own expiry", "requestID", el.Spec.RequestID, "expirationTime", t.UTC(), "problem", p.problem.reason)
-	r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonEndedInPAM, "Sync", "PAM request %s: %s", el.Spec.RequestID, msg)
+	ctrl.LoggerFrom(ctx).Info("PAM request passed its own expiry", "requestID", requestIDOf(el), "expirationTime", t.UTC(), "problem", p.problem.reason)
+	r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonEndedInPAM, "Sync", "PAM request %s: %s", requestIDOf(el), msg)
 	p.markClosed(pamv1.ReasonEndedInPAM, msg)
 	p.problem = nil
 	return true
 }
 
 func closeCause(reason string) string {
-	if reason == pamv1.ReasonExpired {
+	switch reason {
+	case pamv1.ReasonExpired:
 		return "expiry reached"
+	case pamv1.ReasonCloseRequested:
+		return "spec.closed set"
 	}
 	return "object deleted"
 }

@@ -15,7 +15,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
@@ -137,6 +136,9 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 	if isClosed(el) {
 		return 0 // the request has ended in PAM: nothing is left to do, ever
 	}
+	if el.Status.RequestID == "" && el.Spec.RequestID != "" {
+		el.Status.RequestID = requestIDOf(el)
+	}
 
 	owner, err := r.trackedElsewhere(ctx, el)
 	if err != nil {
@@ -150,7 +152,13 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 	}
 
 	expired := hasExpiry && !p.now.Before(expiry.Time)
-	server, err := r.server(ctx, el, expired)
+	closeNow := expired || el.Spec.Closed
+	if closeNow && awaitsCreate(el) && el.Status.RequestCreateTime == nil {
+		// Never asked for: nothing was made, and nothing will be.
+		p.markClosed(closeReason(el), "No request was made in PAM")
+		return 0
+	}
+	server, err := r.server(ctx, el, closeNow)
 	if err != nil {
 		p.failConnect(err)
 		if r.endedByPAMExpiry(ctx, el, p) || !hasExpiry || !tracksRequest(el) {
@@ -159,73 +167,44 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 		// Refused or broken until a person acts, it still owes the close at expiry.
 		return max(expiry.Sub(p.now), time.Millisecond)
 	}
+	if awaitsCreate(el) && !r.ensureCreated(ctx, el, server, p, closeNow) {
+		r.endedByPAMExpiry(ctx, el, p)
+		return r.retryCreateAt(el, p, expiry, hasExpiry)
+	}
 	// A pass that closes reads the request live, before the close or after it, so a sync that
 	// is due as well is left to it. A pass that finds a list of the server's requests newer
 	// than its last read takes it, as it costs no call: the sweep queues the elevations a new
 	// list changes.
-	if !expired && (!p.now.Before(r.nextSync(el)) || r.Connector.Batcher(server).Fresher(r.syncedUpTo(el), pam.BatchSince(p.now))) {
+	if !closeNow && (!p.now.Before(r.nextSync(el)) || r.Connector.Batcher(server).Fresher(r.syncedUpTo(el), pam.BatchSince(p.now))) {
 		if !r.syncBatched(ctx, el, server, p) || p.requestClosed(el) {
 			r.endedByPAMExpiry(ctx, el, p)
 			return 0
 		}
 	}
 
-	if expired {
+	if closeNow {
 		p.closing = true
-		if !r.closeVia(ctx, el, server, p, pamv1.ReasonExpired) {
+		if !r.closeVia(ctx, el, server, p, closeReason(el)) {
 			r.endedByPAMExpiry(ctx, el, p)
 		}
 		return 0
 	}
 
 	// The periodic sync is the sweep's (syncsweep.go): an idle elevation waits for it outside
-	// the queue, which holds it only until its expiry.
+	// the queue, which holds it only until its expiry. One whose request waits for a grant is
+	// read sooner, on its own schedule.
+	if pendingReason(el) != "" {
+		next := r.nextSync(el).Sub(p.now)
+		if hasExpiry && !expiry.Time.After(r.nextSync(el)) {
+			p.closing, next = true, expiry.Sub(p.now)
+		}
+		return max(next, time.Millisecond)
+	}
 	if !hasExpiry {
 		return 0
 	}
 	p.closing = true
 	return max(expiry.Sub(p.now), time.Millisecond)
-}
-
-// Queue priorities: a pass that closes goes before everything else waiting; the periodic syncs
-// go last.
-const (
-	closePriority = 100
-	syncPriority  = handler.LowPriority
-)
-
-// schedule turns the outcome of a pass into a requeue: the backoff after a problem, honouring
-// the server's Retry-After and the cap, else the next timer; a close comes before syncs.
-func (r *PamElevationReconciler) schedule(req reconcile.Request, p *pass, next time.Duration) (ctrl.Result, error) {
-	priority := syncPriority
-	if p.closing {
-		priority = closePriority
-	}
-	if p.problem == nil {
-		r.retries.Forget(req)
-		if next > 0 {
-			// next counts from the start of the pass; the queue counts from now. An expiry is
-			// due at its instant, not a pass's duration later.
-			next = max(next-r.Clock.Since(p.now), time.Millisecond)
-		}
-		return ctrl.Result{RequeueAfter: next, Priority: &priority}, nil
-	}
-	delay := min(max(r.retries.When(req), p.problem.retryAfter), r.MaxRetryDelay)
-	if next > 0 {
-		delay = min(delay, next)
-	}
-	return ctrl.Result{RequeueAfter: delay, Priority: &priority}, nil
-}
-
-// waitForSlot ends a pass refused a call slot: it learned nothing, so nothing is written, and
-// it is queued again when a slot frees (slotWaits). The retry cap only bounds a wake-up lost
-// all the same.
-func (r *PamElevationReconciler) waitForSlot(p *pass) ctrl.Result {
-	priority := syncPriority
-	if p.closing {
-		priority = closePriority
-	}
-	return ctrl.Result{RequeueAfter: r.MaxRetryDelay, Priority: &priority}
 }
 
 // patchStatus derives the conditions from what the pass learned and writes the status once,
@@ -270,8 +249,25 @@ func (r *PamElevationReconciler) server(ctx context.Context, el *pamv1.PamElevat
 	return server, nil
 }
 
-// normalizedID is the elevation's request id in the lower case PAM's examples use.
-func normalizedID(el *pamv1.PamElevation) string {
+// closeReason is why the operator closes el's request now: its deletion, spec.closed, or its
+// expiry.
+func closeReason(el *pamv1.PamElevation) string {
+	switch {
+	case !el.DeletionTimestamp.IsZero():
+		return pamv1.ReasonDeleted
+	case el.Spec.Closed:
+		return pamv1.ReasonCloseRequested
+	}
+	return pamv1.ReasonExpired
+}
+
+// requestIDOf is the request the elevation tracks, in the lower case PAM's examples use: the one
+// recorded in its status, else the one its spec names; "" for one whose create has not been
+// answered yet.
+func requestIDOf(el *pamv1.PamElevation) string {
+	if el.Status.RequestID != "" {
+		return el.Status.RequestID
+	}
 	id, err := pam.NormalizeID(el.Spec.RequestID)
 	if err != nil {
 		return el.Spec.RequestID // admission validates the form; pam rejects it again if not

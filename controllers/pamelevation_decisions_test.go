@@ -225,7 +225,7 @@ func TestDeletionDecisions(t *testing.T) {
 			reason: "while PAM shows the request Closing, no second close is sent and the object waits",
 			el:     unitElevation(deleting),
 			pam:    answers{gets: []pamapi.RequestStatus{pamapi.StatusClosing}},
-			want: outcome{calls: []string{"get"}, ready: pamv1.ReasonClosing, closed: pamv1.ReasonPending,
+			want: outcome{calls: []string{"get"}, ready: pamv1.ReasonClosing, closed: pamv1.ReasonClosing,
 				requeueAfter: initialRetryDelay},
 		},
 		{
@@ -317,10 +317,49 @@ func TestSyncAndExpiryDecisions(t *testing.T) {
 			want:   outcome{calls: []string{"get"}, ready: pamv1.ReasonActive, closed: pamv1.ReasonActive},
 		},
 		{
-			reason: "a request pending approval is reported Pending",
+			reason: "a request pending approval is not Ready, reason PendingApproval",
 			el:     unitElevation(neverRead),
 			pam:    answers{gets: []pamapi.RequestStatus{pamapi.StatusPendingApproval}},
-			want:   outcome{calls: []string{"get"}, ready: pamv1.ReasonPending, closed: pamv1.ReasonPending},
+			want: outcome{calls: []string{"get"}, ready: pamv1.ReasonPendingApproval, closed: pamv1.ReasonPendingApproval,
+				requeueAfter: 10 * time.Second}, // read sooner than the periodic sync: someone may be waiting
+		},
+		{
+			reason: "a request waiting for MFA is not Ready, reason PendingMFA",
+			el:     unitElevation(neverRead),
+			pam:    answers{gets: []pamapi.RequestStatus{pamapi.StatusPendingMFA}},
+			want: outcome{calls: []string{"get"}, ready: pamv1.ReasonPendingMFA, closed: pamv1.ReasonPendingMFA,
+				requeueAfter: 10 * time.Second}, // read sooner than the periodic sync: someone may be waiting
+		},
+		{
+			reason: "a request PAM is processing is not Ready, reason Processing",
+			el:     unitElevation(neverRead),
+			pam:    answers{gets: []pamapi.RequestStatus{pamapi.StatusProcessing}},
+			want: outcome{calls: []string{"get"}, ready: pamv1.ReasonProcessing, closed: pamv1.ReasonProcessing,
+				requeueAfter: 10 * time.Second}, // read sooner than the periodic sync: someone may be waiting
+		},
+		{
+			reason: "a rejected request is Closed and Stalled, reason Rejected, with no close sent",
+			el:     unitElevation(neverRead),
+			pam:    answers{gets: []pamapi.RequestStatus{pamapi.StatusRejected}},
+			want: outcome{calls: []string{"get"}, ready: pamv1.ReasonRejected, stalled: pamv1.ReasonRejected,
+				closed: pamv1.ReasonRejected, closedTrue: true},
+		},
+		{
+			reason: "spec.closed closes the request at once and keeps the object, reason CloseRequested",
+			el:     unitElevation(func(el *pamv1.PamElevation) { el.Spec.Closed = true }),
+			pam:    answers{gets: []pamapi.RequestStatus{pamapi.StatusActive, pamapi.StatusClosed}},
+			want: outcome{calls: []string{"get", "close", "get"}, ready: pamv1.ReasonCloseRequested,
+				closed: pamv1.ReasonCloseRequested, closedTrue: true},
+		},
+		{
+			reason: "spec.closed on a request pending approval withdraws it",
+			el: unitElevation(func(el *pamv1.PamElevation) {
+				el.Spec.Closed = true
+				el.Status.RequestStatus = string(pamapi.StatusPendingApproval)
+			}),
+			pam: answers{gets: []pamapi.RequestStatus{pamapi.StatusPendingApproval, pamapi.StatusClosed}},
+			want: outcome{calls: []string{"get", "close", "get"}, ready: pamv1.ReasonCloseRequested,
+				closed: pamv1.ReasonCloseRequested, closedTrue: true},
 		},
 		{
 			reason: "a request PAM ended by itself is Closed, reason EndedInPAM, with no close sent",
@@ -477,8 +516,8 @@ func TestClosingAfterTheCloseIsNotTheEnd(t *testing.T) {
 			reason: "deleted",
 			el:     unitElevation(deleting),
 			want: []outcome{
-				{calls: []string{"get", "close", "get"}, ready: pamv1.ReasonClosing, closed: pamv1.ReasonPending, requeueAfter: initialRetryDelay},
-				{calls: []string{"get"}, ready: pamv1.ReasonClosing, closed: pamv1.ReasonPending, requeueAfter: 2 * initialRetryDelay},
+				{calls: []string{"get", "close", "get"}, ready: pamv1.ReasonClosing, closed: pamv1.ReasonClosing, requeueAfter: initialRetryDelay},
+				{calls: []string{"get"}, ready: pamv1.ReasonClosing, closed: pamv1.ReasonClosing, requeueAfter: 2 * initialRetryDelay},
 				{calls: []string{"get"}, released: true},
 			},
 		},
@@ -486,8 +525,8 @@ func TestClosingAfterTheCloseIsNotTheEnd(t *testing.T) {
 			reason: "expired",
 			el:     unitElevation(func(el *pamv1.PamElevation) { el.Spec.ExpiresAt = &metav1.Time{Time: unitNow.Add(-time.Second)} }),
 			want: []outcome{
-				{calls: []string{"get", "close", "get"}, ready: pamv1.ReasonClosing, closed: pamv1.ReasonPending, requeueAfter: initialRetryDelay},
-				{calls: []string{"get"}, ready: pamv1.ReasonClosing, closed: pamv1.ReasonPending, requeueAfter: 2 * initialRetryDelay},
+				{calls: []string{"get", "close", "get"}, ready: pamv1.ReasonClosing, closed: pamv1.ReasonClosing, requeueAfter: initialRetryDelay},
+				{calls: []string{"get"}, ready: pamv1.ReasonClosing, closed: pamv1.ReasonClosing, requeueAfter: 2 * initialRetryDelay},
 				{calls: []string{"get"}, ready: pamv1.ReasonExpired, closed: pamv1.ReasonExpired, closedTrue: true},
 			},
 		},

@@ -4,6 +4,7 @@ package controllers
 
 import (
 	"context"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -24,12 +25,16 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 
 	switch {
 	case el.Spec.DeletionPolicy == pamv1.DeletionPolicyOrphan:
-		log.Info("Releasing PamElevation without closing its PAM request", "requestID", el.Spec.RequestID, "deletionPolicy", el.Spec.DeletionPolicy)
+		log.Info("Releasing PamElevation without closing its PAM request", "requestID", requestIDOf(el), "deletionPolicy", el.Spec.DeletionPolicy)
 		r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonOrphaned, "Release",
-			"Released without closing PAM request %s (deletionPolicy Orphan)", el.Spec.RequestID)
+			"Released without closing PAM request %s (deletionPolicy Orphan)", requestIDOf(el))
 		return ctrl.Result{}, r.removeFinalizer(ctx, req, el, unchangedSince)
 	case r.requestEnded(el):
 		return r.releaseEnded(ctx, req, el)
+	case awaitsCreate(el) && el.Status.RequestCreateTime == nil:
+		log.Info("Releasing PamElevation that never asked PAM for its request", "role", roleAsked(el))
+		r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonDeleted, "Release", "Released: no request was made in PAM")
+		return ctrl.Result{}, r.removeFinalizer(ctx, req, el, unchangedSince)
 	}
 
 	// A duplicate never owned the request: deleting it must not revoke access the original tracks.
@@ -38,9 +43,9 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 		return ctrl.Result{}, err
 	}
 	if owner != "" {
-		log.Info("Releasing duplicate PamElevation without closing the request", "requestID", el.Spec.RequestID, "trackedBy", owner)
+		log.Info("Releasing duplicate PamElevation without closing the request", "requestID", requestIDOf(el), "trackedBy", owner)
 		r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonDuplicateRequest, "Release",
-			"Released without closing PAM request %s: PamElevation %s tracks it", el.Spec.RequestID, owner)
+			"Released without closing PAM request %s: PamElevation %s tracks it", requestIDOf(el), owner)
 		return ctrl.Result{}, r.removeFinalizer(ctx, req, el, unchangedSince)
 	}
 
@@ -51,14 +56,25 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 		// Refused from the start, it never read the request, so there is nothing it could
 		// close. One that tracks its request and is refused by the administrator's switches
 		// keeps its finalizer: fail closed.
-		log.Info("Releasing PamElevation its server never allowed", "requestID", el.Spec.RequestID, "reason", ce.Reason)
+		log.Info("Releasing PamElevation its server never allowed", "requestID", requestIDOf(el), "reason", ce.Reason)
 		r.Recorder.Eventf(el, nil, corev1.EventTypeWarning, ce.Reason, "Release",
-			"Released without closing PAM request %s: %s", el.Spec.RequestID, ce.Message)
+			"Released without closing PAM request %s: %s", requestIDOf(el), ce.Message)
 		return ctrl.Result{}, r.removeFinalizer(ctx, req, el, unchangedSince)
 	}
-	if err != nil {
+	next := time.Duration(0)
+	switch {
+	case err != nil:
 		p.failConnect(err)
-	} else if r.closeVia(ctx, el, server, p, pamv1.ReasonDeleted) {
+	case awaitsCreate(el):
+		// A create was asked for and its answer lost: release only once a list shows no
+		// request was made; one found is recorded, and closed by the next pass.
+		if r.noRequestMade(ctx, el, server, p) {
+			log.Info("Releasing PamElevation whose create PAM never carried out", "role", roleAsked(el))
+			r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonDeleted, "Release", "Released: no request was made in PAM")
+			return ctrl.Result{}, r.removeFinalizer(ctx, req, el, unchangedSince)
+		}
+		next = time.Millisecond
+	case r.closeVia(ctx, el, server, p, pamv1.ReasonDeleted):
 		return r.queueRelease(req, el)
 	}
 	slots.End()
@@ -74,5 +90,5 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 	if err := r.patchStatus(ctx, original, el, p); err != nil {
 		return ctrl.Result{}, err
 	}
-	return r.schedule(req, p, 0)
+	return r.schedule(req, p, next)
 }

@@ -19,7 +19,10 @@ import (
 // have not, the older, then the first by name. An owner that has synced is never displaced by a
 // newcomer, whatever the timestamps' one-second resolution says.
 func (r *PamElevationReconciler) trackedElsewhere(ctx context.Context, el *pamv1.PamElevation) (string, error) {
-	id := normalizedID(el)
+	id := requestIDOf(el)
+	if id == "" {
+		return "", nil // nothing requested yet
+	}
 	var owner string
 	err := r.index.byRequest(id, func(other *pamv1.PamElevation) {
 		if owner != "" || other.UID == el.UID || other.Name == el.Name || !canOwnFor(other, el) {

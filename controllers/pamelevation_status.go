@@ -138,6 +138,10 @@ func setConditions(el *pamv1.PamElevation, p *pass) {
 			set(pamv1.ConditionClosed, metav1.ConditionFalse, pamv1.ReasonSyncing, "The request has not been read from PAM yet")
 		case pam.RequestStatus(el.Status.RequestStatus) == pamapi.StatusActive:
 			set(pamv1.ConditionClosed, metav1.ConditionFalse, pamv1.ReasonActive, "The request is open in PAM")
+		case pendingReason(el) != "":
+			set(pamv1.ConditionClosed, metav1.ConditionFalse, pendingReason(el), fmt.Sprintf("The request is %s in PAM", el.Status.RequestStatus))
+		case pam.RequestStatus(el.Status.RequestStatus) == pamapi.StatusClosing:
+			set(pamv1.ConditionClosed, metav1.ConditionFalse, pamv1.ReasonClosing, "PAM is closing the request")
 		case !pam.RequestStatus(el.Status.RequestStatus).Known():
 			// Shown as it came (the client bounds and cleans it); treated as open, so it is closed
 			// when due and never releases the object.
@@ -159,12 +163,24 @@ func setConditions(el *pamv1.PamElevation, p *pass) {
 			set(pamv1.ConditionReconciling, metav1.ConditionTrue, p.problem.reason, p.problem.message)
 			meta.RemoveStatusCondition(&el.Status.Conditions, pamv1.ConditionStalled)
 		}
+	case isClosed && closed.Reason == pamv1.ReasonRejected:
+		// Never granted, and never will be: a settled result a person must look at.
+		set(pamv1.ConditionReady, metav1.ConditionFalse, closed.Reason, closed.Message)
+		set(pamv1.ConditionStalled, metav1.ConditionTrue, closed.Reason, closed.Message)
+		meta.RemoveStatusCondition(&el.Status.Conditions, pamv1.ConditionReconciling)
 	case isClosed:
 		set(pamv1.ConditionReady, metav1.ConditionTrue, closed.Reason, closed.Message)
 		clearProgress(el)
 	case el.Status.RequestStatus == "":
 		set(pamv1.ConditionReady, metav1.ConditionFalse, pamv1.ReasonSyncing, "Waiting for the first read of the request from PAM")
 		set(pamv1.ConditionReconciling, metav1.ConditionTrue, pamv1.ReasonSyncing, "Waiting for the first read of the request from PAM")
+		meta.RemoveStatusCondition(&el.Status.Conditions, pamv1.ConditionStalled)
+	case pendingReason(el) != "":
+		// Not granted yet: kstatus shows it in progress, and kubectl wait --for=condition=Ready
+		// waits for the approval.
+		reason := pendingReason(el)
+		set(pamv1.ConditionReady, metav1.ConditionFalse, reason, pendingMessages[reason])
+		set(pamv1.ConditionReconciling, metav1.ConditionTrue, reason, pendingMessages[reason])
 		meta.RemoveStatusCondition(&el.Status.Conditions, pamv1.ConditionStalled)
 	default:
 		c := meta.FindStatusCondition(el.Status.Conditions, pamv1.ConditionClosed)
@@ -177,6 +193,29 @@ func setConditions(el *pamv1.PamElevation, p *pass) {
 	if p.problem == nil || p.problem.stalled {
 		el.Status.ObservedGeneration = gen
 	}
+}
+
+// pendingMessages say who must act while the request is not granted yet.
+var pendingMessages = map[string]string{
+	pamv1.ReasonProcessing:      "MIM is processing the request; nobody needs to act",
+	pamv1.ReasonPendingApproval: "The request waits for an approver of its role to approve it in MIM",
+	pamv1.ReasonPendingMFA:      "The request waits for the requesting account to complete its multi-factor authentication in MIM",
+}
+
+// pendingReason is the reason of a request PAM has not granted yet, "" for any other state.
+func pendingReason(el *pamv1.PamElevation) string {
+	switch s := pam.RequestStatus(el.Status.RequestStatus); s {
+	case pamapi.StatusProcessing, pamapi.StatusPendingApproval, pamapi.StatusPendingMFA:
+		return string(s)
+	}
+	return ""
+}
+
+// waitsForGrant reports whether el's last pass settled with its request not granted yet, and
+// nothing wrong: Ready is False for that reason alone.
+func waitsForGrant(el *pamv1.PamElevation) bool {
+	ready := meta.FindStatusCondition(el.Status.Conditions, pamv1.ConditionReady)
+	return ready != nil && ready.Status == metav1.ConditionFalse && ready.Reason == pendingReason(el) && ready.Reason != ""
 }
 
 func clearProgress(el *pamv1.PamElevation) {
@@ -192,6 +231,10 @@ func closedMessage(reason string, status pam.RequestStatus) string {
 		return "Closed by the operator at expiry"
 	case pamv1.ReasonDeleted:
 		return "Closed by the operator because the object is being deleted"
+	case pamv1.ReasonCloseRequested:
+		return "Closed by the operator because spec.closed is true"
+	case pamv1.ReasonRejected:
+		return "An approver rejected the request in MIM: it was never granted"
 	}
 	return fmt.Sprintf("PAM reports the request %s", status)
 }

@@ -38,7 +38,7 @@ func (r *PamElevationReconciler) closedElsewhere(ctx context.Context, el *pamv1.
 // sync reads the request from PAM and mirrors its state. A request PAM has ended is marked
 // Closed with reason EndedInPAM. It reports whether the read succeeded.
 func (r *PamElevationReconciler) sync(ctx context.Context, el *pamv1.PamElevation, pc pam.Client, p *pass) bool {
-	req, err := pc.Get(ctx, normalizedID(el))
+	req, err := pc.Get(ctx, requestIDOf(el))
 	if err != nil {
 		p.fail(err)
 		return false
@@ -67,7 +67,7 @@ func (r *PamElevationReconciler) syncBatched(ctx context.Context, el *pamv1.PamE
 		return syncAlone()
 	}
 	notBefore, since := r.syncedUpTo(el), pam.BatchSince(p.now)
-	req, at, found, err := r.Connector.Batcher(server).Lookup(ctx, conn.get, normalizedID(el), notBefore, since, r.Clock.Now)
+	req, at, found, err := r.Connector.Batcher(server).Lookup(ctx, conn.get, requestIDOf(el), notBefore, since, r.Clock.Now)
 	if cf, ok := errors.AsType[*pam.ConnectError](err); ok {
 		p.failConnect(cf.Err)
 		return false
@@ -128,6 +128,9 @@ func (r *PamElevationReconciler) applySync(ctx context.Context, el *pamv1.PamEle
 		el.Status.LastSyncTime = &metav1.Time{Time: at}
 	}
 	expiration := expirationOf(req)
+	if req.Status == pamapi.StatusActive && el.Status.RequestStatus != string(pamapi.StatusActive) {
+		observeActivation(el, at)
+	}
 	el.Status.RequestStatus = string(req.Status)
 	el.Status.RequestExpirationTime = expiration
 	if req.Status.Ended() && !p.requestClosed(el) {
@@ -139,17 +142,18 @@ func (r *PamElevationReconciler) applySync(ctx context.Context, el *pamv1.PamEle
 		}
 		if p.closing && r.reads.sentClose(el.UID) {
 			// The close this process sent, which PAM accepted as Closing, has completed.
-			reason := pamv1.ReasonExpired
-			if !el.DeletionTimestamp.IsZero() {
-				reason = pamv1.ReasonDeleted
-			}
+			reason := closeReason(el)
 			p.markClosed(reason, closedMessage(reason, req.Status))
 			return true
 		}
-		ctrl.LoggerFrom(ctx).Info("PAM request ended in PAM", "requestID", el.Spec.RequestID, "requestStatus", req.Status)
-		r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonEndedInPAM, "Sync",
-			"PAM reports request %s %s", el.Spec.RequestID, req.Status)
-		p.markClosed(pamv1.ReasonEndedInPAM, closedMessage(pamv1.ReasonEndedInPAM, req.Status))
+		reason := pamv1.ReasonEndedInPAM
+		if req.Status == pamapi.StatusRejected {
+			reason = pamv1.ReasonRejected
+		}
+		ctrl.LoggerFrom(ctx).Info("PAM request ended in PAM", "requestID", requestIDOf(el), "requestStatus", req.Status)
+		r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, reason, "Sync",
+			"PAM reports request %s %s", requestIDOf(el), req.Status)
+		p.markClosed(reason, closedMessage(reason, req.Status))
 	}
 	return true
 }

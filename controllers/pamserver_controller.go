@@ -2,7 +2,9 @@ package controllers
 
 import (
 	"context"
+	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -23,6 +25,7 @@ import (
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/internal/credentials"
+	"github.com/pam-operator/pam-operator/internal/pam"
 )
 
 // ServerReconciler reports whether a PamServer or ClusterPamServer configuration can be used:
@@ -66,7 +69,7 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	}
 
 	// One read of the credentials serves both the validity check and the escrow.
-	_, creds, err := r.Connector.Check(ctx, server)
+	pc, creds, err := r.Connector.Check(ctx, server)
 	if _, invalid := credentials.AsError(err); err != nil && !invalid {
 		return ctrl.Result{}, err
 	}
@@ -93,8 +96,11 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	} else {
 		set(pamv1.ConditionReady, metav1.ConditionTrue, pamv1.ReasonConfigured, "The configuration is valid")
 		meta.RemoveStatusCondition(&status.Conditions, pamv1.ConditionStalled)
-		if server.ServerSpec().Auth.SecretName() != "" {
+		if server.ServerSpec().Auth.SecretName() != "" || servesCreateMode(server) {
 			result.RequeueAfter = r.RecheckInterval
+		}
+		if servesCreateMode(server) {
+			refreshRoles(ctx, pc, status)
 		}
 	}
 	status.ObservedGeneration = gen
@@ -110,6 +116,41 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		return result, nil
 	}
 	return result, client.IgnoreNotFound(r.Status().Patch(ctx, server, client.MergeFrom(original)))
+}
+
+// servesCreateMode reports whether create-mode elevations may request through the server: a
+// ClusterPamServer only with a requestPolicy.
+func servesCreateMode(server pamv1.ServerObject) bool {
+	_, cluster := server.(*pamv1.ClusterPamServer)
+	return !cluster || server.ServerSpec().RequestPolicy != nil
+}
+
+// maxStatusRoles bounds status.roles: an account that may request thousands of roles must not
+// grow the object without limit; roleCount still says how many there are.
+const maxStatusRoles = 100
+
+// refreshRoles lists the roles the server's account may request into its status. A failed list
+// leaves the last one: the elevations report what PAM answers.
+func refreshRoles(ctx context.Context, pc pam.Client, status *pamv1.PamServerStatus) {
+	roles, err := pc.Roles(ctx)
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Info("Listing the roles the account may request failed", "error", err.Error())
+		return
+	}
+	status.RoleCount = int32(min(len(roles), math.MaxInt32))
+	status.Roles = nil
+	for _, role := range roles[:min(len(roles), maxStatusRoles)] {
+		// PAM's name comes unaltered, for exact matching; the status shows a bounded copy.
+		name := strings.ToValidUTF8(role.DisplayName[:min(len(role.DisplayName), 256)], "")
+		out := pamv1.ServerRole{Name: name, ID: role.ID, Approval: role.ApprovalEnabled, MFA: role.MFAEnabled}
+		if role.TTL > 0 {
+			out.TTL = &metav1.Duration{Duration: role.TTL}
+		}
+		if role.AvailabilityWindowEnabled {
+			out.AvailabilityWindow = role.AvailableFrom.Format("15:04") + "-" + role.AvailableTo.Format("15:04")
+		}
+		status.Roles = append(status.Roles, out)
+	}
 }
 
 // SetupWithManager registers the reconciler for the kind NewObject returns.

@@ -19,7 +19,20 @@ func (r *PamElevationReconciler) nextSync(el *pamv1.PamElevation) time.Time {
 	if el.Status.LastSyncTime == nil {
 		return time.Time{}
 	}
-	return r.lastSync(el).Add(r.SyncInterval)
+	return r.lastSync(el).Add(r.syncIntervalOf(el))
+}
+
+// pendingSyncInterval is how often a request not granted yet is read: a person may be waiting
+// on kubectl wait for its approval. Reads go through the server's shared list, so a thousand
+// pending elevations still cost one call per server and interval.
+const pendingSyncInterval = 10 * time.Second
+
+// syncIntervalOf is how often el's request is read.
+func (r *PamElevationReconciler) syncIntervalOf(el *pamv1.PamElevation) time.Duration {
+	if pendingReason(el) != "" {
+		return min(r.SyncInterval, pendingSyncInterval)
+	}
+	return r.SyncInterval
 }
 
 // statusSyncRefresh is how old status.lastSyncTime may grow while syncs learn nothing new.

@@ -105,7 +105,7 @@ func (r *PamElevationReconciler) sweep(ctx context.Context, serverKey string, q 
 			ok = r.Connector.CheckNamespaceAllowed(ctx, server, el.Namespace) == nil
 			allowed[el.Namespace] = ok
 		}
-		req, found := batch.Request(normalizedID(el))
+		req, found := batch.Request(requestIDOf(el))
 		if !ok || !found || changesStatus(el, &req, batch.At) || !r.stillIdle(el) {
 			addAt(q, el, syncPriority)
 			continue
@@ -120,7 +120,7 @@ func (r *PamElevationReconciler) sweep(ctx context.Context, serverKey string, q 
 func sweepable(el *pamv1.PamElevation) bool {
 	return el.DeletionTimestamp == nil && controllerutil.ContainsFinalizer(el, pamv1.ElevationFinalizer) &&
 		!isClosed(el) && el.Status.LastSyncTime != nil &&
-		meta.IsStatusConditionTrue(el.Status.Conditions, pamv1.ConditionReady)
+		(meta.IsStatusConditionTrue(el.Status.Conditions, pamv1.ConditionReady) || waitsForGrant(el))
 }
 
 // stillIdle reports whether the cache still holds the elevation as the sweep found it, not

@@ -8,6 +8,7 @@ import (
 	. "github.com/onsi/gomega"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -40,8 +41,30 @@ func TestAdmissionRejectsInvalidObjects(t *testing.T) {
 		// wantIn are fragments the API server's message must contain: the field and the rule.
 		wantIn []string
 	}{
-		{"requestID missing", elevationHead + "spec: {serverRef: {name: pam}}",
-			[]string{"spec.requestID", "Required"}},
+		{"neither requestID nor request", elevationHead + "spec: {serverRef: {name: pam}}",
+			[]string{"set exactly one of requestID (adopt an existing request) and request (create one)"}},
+		{"both requestID and request", elevationHead + "spec: {requestID: " + guid + ", request: {role: SQL Admins, justification: INC-4711}, serverRef: {name: pam}}",
+			[]string{"set exactly one of requestID (adopt an existing request) and request (create one)"}},
+		{"request with role and roleID", elevationHead + "spec: {request: {role: SQL Admins, roleID: " + guid + ", justification: INC-4711}, serverRef: {name: pam}}",
+			[]string{"spec.request", "set exactly one of role"}},
+		{"request with neither role nor roleID", elevationHead + "spec: {request: {justification: INC-4711}, serverRef: {name: pam}}",
+			[]string{"spec.request", "set exactly one of role"}},
+		{"request without justification", elevationHead + "spec: {request: {role: SQL Admins}, serverRef: {name: pam}}",
+			[]string{"spec.request.justification", "Required"}},
+		{"request with an empty justification", elevationHead + "spec: {request: {role: SQL Admins, justification: ''}, serverRef: {name: pam}}",
+			[]string{"spec.request.justification"}},
+		{"request with a blank justification", elevationHead + "spec: {request: {role: SQL Admins, justification: '   '}, serverRef: {name: pam}}",
+			[]string{"spec.request.justification", "justification must not be blank"}},
+		{"request ttl zero", elevationHead + "spec: {request: {role: SQL Admins, justification: x, ttl: 0s}, serverRef: {name: pam}}",
+			[]string{"spec.request.ttl", "ttl must be at least 1s"}},
+		{"request ttl below a second", elevationHead + "spec: {request: {role: SQL Admins, justification: x, ttl: 500ms}, serverRef: {name: pam}}",
+			[]string{"spec.request.ttl", "ttl must be at least 1s"}},
+		{"request ttl negative", elevationHead + "spec: {request: {role: SQL Admins, justification: x, ttl: -1h}, serverRef: {name: pam}}",
+			[]string{"spec.request.ttl"}},
+		{"request roleID not a GUID", elevationHead + "spec: {request: {roleID: sql-admins, justification: x}, serverRef: {name: pam}}",
+			[]string{"spec.request.roleID", "roleID must be a GUID"}},
+		{"request role empty", elevationHead + "spec: {request: {role: '', justification: x}, serverRef: {name: pam}}",
+			[]string{"spec.request.role"}},
 		{"requestID not a GUID", elevationHead + "spec: {requestID: not-a-guid, serverRef: {name: pam}}",
 			[]string{"spec.requestID", "requestID must be a GUID"}},
 		{"requestID with braces", elevationHead + "spec: {requestID: '{" + guid + "}', serverRef: {name: pam}}",
@@ -210,6 +233,8 @@ func TestAdmissionAcceptsEdgeCases(t *testing.T) {
 		{"fractional ttl", "PamElevation", "{requestID: " + guid + ", serverRef: {name: pam}, ttl: 1.5h}"},
 		{"expiresAt with an offset", "PamElevation", "{requestID: " + guid + ", serverRef: {name: pam}, expiresAt: '2030-01-01T10:00:00+02:00'}"},
 		{"expiresAt in the past (closed at once)", "PamElevation", "{requestID: " + guid + ", serverRef: {name: pam}, expiresAt: '2020-01-01T00:00:00Z', deletionPolicy: Orphan}"},
+		{"create mode by role name", "PamElevation", "{request: {role: SQL Admins, justification: 'INC-4711: rotate the keys'}, serverRef: {name: pam}}"},
+		{"create mode by role id, with ttl, startAt and closed", "PamElevation", "{request: {roleID: " + guid + ", justification: x, ttl: 2h, startAt: '2030-01-01T08:00:00Z'}, serverRef: {name: pam}, closed: true}"},
 		{"ClusterPamServer reference", "PamElevation", "{requestID: " + guid + ", serverRef: {kind: ClusterPamServer, name: mim.example}}"},
 		{"http with a port", "PamServer", "{url: 'http://127.0.0.1:8086'}"},
 		{"ntlm over http (it never sends the password)", "PamServer", "{url: 'http://pam.example.com', auth: {ntlm: {secretRef: {name: pam-ntlm}}}}"},
@@ -263,4 +288,60 @@ func TestRequestIDIsImmutable(t *testing.T) {
 	err := k8sClient.Patch(context.Background(), el, patch)
 	g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want Invalid, got %v", err)
 	g.Expect(err.Error()).To(ContainSubstring("requestID is immutable"))
+}
+
+// TestSpecTransitionsAreRefused: what identifies the request cannot change once set, and a close
+// asked for cannot be taken back.
+func TestSpecTransitionsAreRefused(t *testing.T) {
+	ns := newNamespace(t)
+	t.Cleanup(func() { deleteAllElevations(t, ns) })
+	orphan := func(el *pamv1.PamElevation) {
+		el.Spec.DeletionPolicy = pamv1.DeletionPolicyOrphan
+		el.Spec.ServerRef.Name = "no-such-server" // stalls at ServerNotFound: PAM is never called
+	}
+	createMode := func(el *pamv1.PamElevation) {
+		orphan(el)
+		el.Spec.RequestID = ""
+		el.Spec.Request = &pamv1.ElevationRequest{Role: "SQL Admins", Justification: "INC-4711"}
+	}
+	cases := []struct {
+		name   string
+		mutate func(*pamv1.PamElevation)
+		change func(*pamv1.PamElevation)
+		want   string
+	}{
+		{"the request changed", createMode, func(el *pamv1.PamElevation) { el.Spec.Request.Justification = "INC-4712" },
+			"request is immutable"},
+		{"the request removed for a requestID", createMode, func(el *pamv1.PamElevation) {
+			el.Spec.Request, el.Spec.RequestID = nil, randomGUID()
+		}, "requestID and request cannot be added or removed"},
+		{"a request added to an adopting object", orphan, func(el *pamv1.PamElevation) {
+			el.Spec.RequestID, el.Spec.Request = "", &pamv1.ElevationRequest{Role: "SQL Admins", Justification: "x"}
+		}, "requestID and request cannot be added or removed"},
+		{"closed set back to false", func(el *pamv1.PamElevation) { orphan(el); el.Spec.Closed = true },
+			func(el *pamv1.PamElevation) { el.Spec.Closed = false }, "closed cannot be undone"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			el := elevation(ns, "", randomGUID(), tc.mutate)
+			el.GenerateName = "transition-"
+			create(t, el)
+			// A JSON merge patch of the whole spec: a field set to its zero value is sent as null,
+			// which is how a user removes it.
+			patch := client.MergeFrom(el.DeepCopy())
+			tc.change(el)
+			err := k8sClient.Patch(context.Background(), el, patch)
+			g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want Invalid, got %v", err)
+			g.Expect(err.Error()).To(ContainSubstring(tc.want))
+		})
+	}
+	t.Run("closed removed after true", func(t *testing.T) {
+		g := NewWithT(t)
+		el := elevation(ns, "closed-removed", randomGUID(), func(el *pamv1.PamElevation) { orphan(el); el.Spec.Closed = true })
+		create(t, el)
+		err := k8sClient.Patch(context.Background(), el, client.RawPatch(types.JSONPatchType, []byte(`[{"op":"remove","path":"/spec/closed"}]`)))
+		g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want Invalid, got %v", err)
+		g.Expect(err.Error()).To(ContainSubstring("closed cannot be undone"))
+	})
 }

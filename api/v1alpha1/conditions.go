@@ -16,8 +16,26 @@ const (
 const (
 	// ReasonActive: the request is tracked and open in PAM.
 	ReasonActive = "Active"
-	// ReasonPending: the request exists in PAM but is not active yet (approval, MFA, processing).
+	// ReasonPending: PAM shows the request in a state it does not document; it counts as open.
 	ReasonPending = "Pending"
+	// ReasonProcessing: PAM is processing the request; it is not active yet.
+	ReasonProcessing = "Processing"
+	// ReasonPendingApproval: the request waits for an approver of its role in MIM.
+	ReasonPendingApproval = "PendingApproval"
+	// ReasonPendingMFA: the request waits for the requesting account's multi-factor check.
+	ReasonPendingMFA = "PendingMFA"
+	// ReasonRejected: an approver rejected the request; it was never granted. Terminal.
+	ReasonRejected = "Rejected"
+	// ReasonCloseRequested: the operator closed the request because spec.closed is true.
+	ReasonCloseRequested = "CloseRequested"
+	// ReasonRoleNotFound: no role the server's account may request has the name or id asked
+	// for; nothing was created.
+	ReasonRoleNotFound = "RoleNotFound"
+	// ReasonRoleAmbiguous: two or more roles have the name asked for; nothing was created.
+	ReasonRoleAmbiguous = "RoleAmbiguous"
+	// ReasonRoleNotAllowed: the server's requestPolicy does not allow the role or the ttl;
+	// nothing was created.
+	ReasonRoleNotAllowed = "RoleNotAllowed"
 	// ReasonSyncing: the first read of the request from PAM has not happened yet.
 	ReasonSyncing = "Syncing"
 	// ReasonExpired: the operator closed the request at its expiry.

@@ -44,17 +44,65 @@ type ServerReference struct {
 	Name string `json:"name"`
 }
 
-// PamElevationSpec names a MIM PAM request and when it must end.
+// ElevationRequest is the elevation create mode asks PAM for.
+// +kubebuilder:validation:XValidation:rule="has(self.role) != has(self.roleID)",message="set exactly one of role (the role's DisplayName) and roleID"
+type ElevationRequest struct {
+	// Role is the PAM role to request, by its DisplayName as GET pamroles lists it for the
+	// server's account. A name two roles share is refused (RoleAmbiguous): use roleID.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	Role string `json:"role,omitempty"`
+
+	// RoleID is the PAM role to request, by its RoleId GUID.
+	// +kubebuilder:validation:MaxLength=36
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')",message="roleID must be a GUID: 8-4-4-4-12 hexadecimal digits, without braces"
+	// +optional
+	RoleID string `json:"roleID,omitempty"`
+
+	// Justification is sent to PAM as the request's Justification, for the approvers and the
+	// audit; the operator appends the object's identity to it, which is how it finds a request
+	// whose create answer was lost.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="self.trim().size() > 0",message="justification must not be blank"
+	Justification string `json:"justification"`
+
+	// TTL is how long the elevation lasts once active, as a Go duration such as "2h"; sent as
+	// RequestedTTL in whole seconds. Unset: the role's TTL.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="ttl must be at least 1s"
+	// +optional
+	TTL *metav1.Duration `json:"ttl,omitempty"`
+
+	// StartAt is when the elevation should start (RFC 3339), sent as RequestedTime. Unset: now.
+	// PAM judges a time in the past.
+	// +optional
+	StartAt *metav1.Time `json:"startAt,omitempty"`
+}
+
+// PamElevationSpec names a MIM PAM request, or asks for one, and says when it must end.
 // +kubebuilder:validation:XValidation:rule="!(has(self.expiresAt) && has(self.ttl))",message="set at most one of expiresAt and ttl"
+// +kubebuilder:validation:XValidation:rule="has(self.requestID) != has(self.request)",message="set exactly one of requestID (adopt an existing request) and request (create one)"
+// +kubebuilder:validation:XValidation:rule="has(self.requestID) == has(oldSelf.requestID) && has(self.request) == has(oldSelf.request)",message="requestID and request cannot be added or removed: create another PamElevation"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.closed) || !oldSelf.closed || (has(self.closed) && self.closed)",message="closed cannot be undone: a closed request stays closed; create another PamElevation"
 type PamElevationSpec struct {
-	// RequestID is the GUID of the PAM request (8-4-4-4-12 hexadecimal digits, without braces),
-	// as MIM returned it when the elevation was requested. Letters may be upper or lower case;
-	// the operator compares and sends it in lower case. Immutable: to track another request,
-	// create another PamElevation.
+	// RequestID adopts an existing PAM request: its GUID (8-4-4-4-12 hexadecimal digits,
+	// without braces), as MIM returned it when the elevation was requested. Letters may be upper
+	// or lower case; the operator compares and sends it in lower case. Immutable: to track
+	// another request, create another PamElevation. Exactly one of requestID and request.
 	// +kubebuilder:validation:MaxLength=36
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')",message="requestID must be a GUID: 8-4-4-4-12 hexadecimal digits, without braces"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="requestID is immutable"
-	RequestID string `json:"requestID"`
+	// +optional
+	RequestID string `json:"requestID,omitempty"`
+
+	// Request asks PAM for an elevation (create mode): exactly one request per object, whatever
+	// fails. Immutable. Exactly one of requestID and request.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="request is immutable: create another PamElevation"
+	// +optional
+	Request *ElevationRequest `json:"request,omitempty"`
 
 	// ServerRef is the PamServer or ClusterPamServer through which the request is closed. Its
 	// credentials must be those of the account that created the request: MIM lets only the
@@ -80,10 +128,26 @@ type PamElevationSpec struct {
 	// +kubebuilder:default=Close
 	// +optional
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
+
+	// Closed, set to true, closes the request now and keeps this object as the record (reason
+	// CloseRequested). It cannot be undone.
+	// +optional
+	Closed bool `json:"closed,omitempty"`
 }
 
 // PamElevationStatus is what the operator last observed of the request and did about it.
 type PamElevationStatus struct {
+	// RequestID is the PAM request this object tracks, in lower case: spec.requestID in adopt
+	// mode, the request the operator created in create mode (written before anything else).
+	// +optional
+	RequestID string `json:"requestID,omitempty"`
+
+	// RequestCreateTime is when the operator last asked PAM to create the request, written
+	// before the call: should its answer be lost, the request is looked for among the
+	// account's requests from then on, and adopted, never asked for twice.
+	// +optional
+	RequestCreateTime *metav1.Time `json:"requestCreateTime,omitempty"`
+
 	// RequestStatus is the last RequestStatus read from PAM: Processing, PendingMFA,
 	// PendingApproval, Active, Closing, Closed, Expired or Rejected.
 	// +optional
@@ -120,11 +184,12 @@ type PamElevationStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
 }
 
-// PamElevation tracks one MIM PAM request and closes it when the object is deleted or expires.
+// PamElevation tracks one MIM PAM request, or asks PAM for one, and closes it when the object
+// is deleted, expires or is marked closed.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=pamel,categories=pam
-// +kubebuilder:printcolumn:name="Request ID",type=string,JSONPath=`.spec.requestID`
+// +kubebuilder:printcolumn:name="Request ID",type=string,JSONPath=`.status.requestID`
 // +kubebuilder:printcolumn:name="Server",type=string,JSONPath=`.spec.serverRef.name`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.requestStatus`
 // +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiresAt`

@@ -137,6 +137,33 @@ type PamServerSpec struct {
 	// once reach MIM at a pace it survives. Unset means the defaults of each field.
 	// +optional
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+
+	// RequestPolicy bounds what create-mode elevations may ask PAM for through this server. On
+	// a ClusterPamServer, unset means no create mode at all; on a PamServer, every role the
+	// account may request, for as long as the role allows.
+	// +optional
+	RequestPolicy *RequestPolicy `json:"requestPolicy,omitempty"`
+}
+
+// RequestPolicy bounds the elevations create mode may request through a server. A request
+// outside it is refused (RoleNotAllowed) before anything is sent to PAM.
+type RequestPolicy struct {
+	// AllowedRoles are the roles that may be requested, each by DisplayName or RoleId (case
+	// does not matter). Unset: every role the account may request.
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=256
+	// +listType=set
+	// +optional
+	AllowedRoles []string `json:"allowedRoles,omitempty"`
+
+	// MaxTTL is the longest ttl a request may ask for, as a Go duration such as "4h". Unset: the
+	// role's own TTL is the bound, as PAM applies it.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="maxTTL must be at least 1s"
+	// +optional
+	MaxTTL *metav1.Duration `json:"maxTTL,omitempty"`
 }
 
 // RateLimit bounds the calls made to one server, by all of its elevations together. Each Close
@@ -213,6 +240,39 @@ type PamServerStatus struct {
 	// lockout.
 	// +optional
 	LoginBackoff *LoginBackoff `json:"loginBackoff,omitempty"`
+
+	// Roles are the PAM roles the server's account may request, as GET pamroles listed them
+	// at the last check, in PAM's order, at most 100 of them (RoleCount says how many there
+	// were).
+	// +kubebuilder:validation:MaxItems=100
+	// +listType=atomic
+	// +optional
+	Roles []ServerRole `json:"roles,omitempty"`
+
+	// RoleCount is how many roles PAM listed, also those Roles has no room for.
+	// +optional
+	RoleCount int32 `json:"roleCount,omitempty"`
+}
+
+// ServerRole is a PAM role the server's account may request.
+type ServerRole struct {
+	// Name is the role's DisplayName, what spec.request.role names.
+	Name string `json:"name"`
+	// ID is the role's RoleId GUID, lower case.
+	ID string `json:"id"`
+	// TTL is the role's longest elevation, and the default of spec.request.ttl.
+	// +optional
+	TTL *metav1.Duration `json:"ttl,omitempty"`
+	// Approval is true when a request waits for an approver (PendingApproval).
+	// +optional
+	Approval bool `json:"approval,omitempty"`
+	// MFA is true when a request waits for the account's multi-factor check (PendingMFA).
+	// +optional
+	MFA bool `json:"mfa,omitempty"`
+	// AvailabilityWindow, when set, is the time of day the role may be requested in, as PAM
+	// gave it ("08:00-18:00").
+	// +optional
+	AvailabilityWindow string `json:"availabilityWindow,omitempty"`
 }
 
 // LoginBackoff is a refused login of an account, and when it is tried again.

@@ -125,7 +125,85 @@ func runDemo(env *localEnv) error {
 		return err
 	}
 
-	step("Done: closed on delete, and closed at expiry, each with exactly one call to PAM")
+	if err := createWalkthrough(ctx, env, step, run); err != nil {
+		return err
+	}
+
+	step("Done: closed on delete, at expiry and on request, each with exactly one call to PAM")
+	return nil
+}
+
+// createWalkthrough is create mode: the operator asks PAM for the elevation, which waits for
+// an approver; once approved it is Active; closed: true ends it and keeps the object as the
+// record; deleting the object then calls PAM no more.
+func createWalkthrough(ctx context.Context, env *localEnv, step func(string, ...any), run func(string, ...string) (string, error)) error {
+	const approver = `PRIV\ann`
+	env.pam.AddRole(emulator.Role{DisplayName: "SQL Admins", TTL: 2 * time.Hour, ApprovalEnabled: true, Approvers: []string{approver}})
+
+	step("Create mode: ask for the role SQL Admins for 1h in a PamElevation; MIM wants an approver")
+	if _, err := run(fmt.Sprintf(createManifest, demoNamespace), "apply", "-f", "-"); err != nil {
+		return err
+	}
+	if err := waitForReason(ctx, env, "Ready", "PendingApproval"); err != nil {
+		return err
+	}
+	if _, err := run("", "-n", demoNamespace, "get", "pamelevation", "sql-inc-4711"); err != nil {
+		return err
+	}
+	id, err := env.kubectl(ctx, "", "-n", demoNamespace, "get", "pamelevation", "sql-inc-4711", "-o", "jsonpath={.status.requestID}")
+	if err != nil {
+		return err
+	}
+	id = strings.TrimSpace(id)
+
+	step("Ann approves request %s in MIM; the elevation becomes Active and Ready", id)
+	if err := env.pam.Approve(id, approver); err != nil {
+		return err
+	}
+	if _, err := run("", "-n", demoNamespace, "wait", "--for=condition=Ready", "pamelevation/sql-inc-4711", "--timeout=60s"); err != nil {
+		return err
+	}
+	if _, err := run("", "-n", demoNamespace, "get", "pamelevation", "sql-inc-4711"); err != nil {
+		return err
+	}
+
+	step("The work is done early: set closed: true; the request is closed and the object stays as the record")
+	if _, err := run("", "-n", demoNamespace, "patch", "pamelevation", "sql-inc-4711", "--type=merge", "-p", `{"spec":{"closed":true}}`); err != nil {
+		return err
+	}
+	if err := waitForReason(ctx, env, "Closed", "CloseRequested"); err != nil {
+		return err
+	}
+	if err := expectClosedOnce(env.pam, id); err != nil {
+		return err
+	}
+	if _, err := run("", "-n", demoNamespace, "get", "pamelevation", "sql-inc-4711", "-o", "wide"); err != nil {
+		return err
+	}
+
+	step("Delete the record: PAM is not called again")
+	if _, err := run("", "-n", demoNamespace, "delete", "pamelevation", "sql-inc-4711", "--timeout=60s"); err != nil {
+		return err
+	}
+	return expectClosedOnce(env.pam, id)
+}
+
+// waitForReason polls sql-inc-4711 until its condition has the reason, for at most a minute.
+func waitForReason(ctx context.Context, env *localEnv, condType, reason string) error {
+	fmt.Printf("    waiting for %s reason %s\n", condType, reason)
+	jsonpath := fmt.Sprintf(`jsonpath={.status.conditions[?(@.type=="%s")].reason}`, condType)
+	deadline := time.Now().Add(time.Minute)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for range tick.C {
+		out, err := env.kubectl(ctx, "", "-n", demoNamespace, "get", "pamelevation", "sql-inc-4711", "-o", jsonpath)
+		if err == nil && strings.TrimSpace(out) == reason {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sql-inc-4711: %s reason is %q after a minute, want %s (%v)", condType, out, reason, err)
+		}
+	}
 	return nil
 }
 
@@ -179,6 +257,20 @@ spec:
     %s:
       secretRef:
         name: jen-pam-credentials
+`
+
+const createManifest = `apiVersion: pam.mim.dev/v1alpha1
+kind: PamElevation
+metadata:
+  namespace: %s
+  name: sql-inc-4711
+spec:
+  request:
+    role: SQL Admins
+    justification: "INC-4711: rotate the TDE keys"
+    ttl: 1h
+  serverRef:
+    name: mim
 `
 
 const elevationsManifest = `apiVersion: pam.mim.dev/v1alpha1

@@ -1,0 +1,64 @@
+package controllers
+
+// When a pass comes back: its timer, its retry, or a call slot of its server.
+
+import (
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+)
+
+// retryCreateAt is when a create-mode pass that got no request looks again: the problem's
+// schedule, or its expiry, when nothing is wrong (a request the create found).
+func (r *PamElevationReconciler) retryCreateAt(el *pamv1.PamElevation, p *pass, expiry metav1.Time, hasExpiry bool) time.Duration {
+	if p.problem != nil || p.closed != nil || !hasExpiry {
+		return 0
+	}
+	return max(expiry.Sub(p.now), time.Millisecond)
+}
+
+// Queue priorities: a pass that closes goes before everything else waiting; the periodic syncs
+// go last.
+const (
+	closePriority = 100
+	syncPriority  = handler.LowPriority
+)
+
+// schedule turns the outcome of a pass into a requeue: the backoff after a problem, honouring
+// the server's Retry-After and the cap, else the next timer; a close comes before syncs.
+func (r *PamElevationReconciler) schedule(req reconcile.Request, p *pass, next time.Duration) (ctrl.Result, error) {
+	priority := syncPriority
+	if p.closing {
+		priority = closePriority
+	}
+	if p.problem == nil {
+		r.retries.Forget(req)
+		if next > 0 {
+			// next counts from the start of the pass; the queue counts from now. An expiry is
+			// due at its instant, not a pass's duration later.
+			next = max(next-r.Clock.Since(p.now), time.Millisecond)
+		}
+		return ctrl.Result{RequeueAfter: next, Priority: &priority}, nil
+	}
+	delay := min(max(r.retries.When(req), p.problem.retryAfter), r.MaxRetryDelay)
+	if next > 0 {
+		delay = min(delay, next)
+	}
+	return ctrl.Result{RequeueAfter: delay, Priority: &priority}, nil
+}
+
+// waitForSlot ends a pass refused a call slot: it learned nothing, so nothing is written, and
+// it is queued again when a slot frees (slotWaits). The retry cap only bounds a wake-up lost
+// all the same.
+func (r *PamElevationReconciler) waitForSlot(p *pass) ctrl.Result {
+	priority := syncPriority
+	if p.closing {
+		priority = closePriority
+	}
+	return ctrl.Result{RequeueAfter: r.MaxRetryDelay, Priority: &priority}
+}
