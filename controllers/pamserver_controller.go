@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -48,6 +49,11 @@ type ServerReconciler struct {
 
 	// index tells whether elevations still need a server; set up by SetupWithManager.
 	index *elevationIndex
+
+	// rolesRead is when each server's roles were last listed: a reconcile for another cause
+	// (a finalizer added or removed) does not list them again within RecheckInterval.
+	rolesMu   sync.Mutex
+	rolesRead map[types.NamespacedName]time.Time
 }
 
 // +kubebuilder:rbac:groups=pam.mim.dev,resources=pamservers/status;clusterpamservers/status,verbs=patch
@@ -62,6 +68,9 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		server.SetName(req.Name)
 		server.SetNamespace(req.Namespace)
 		r.Connector.Forget(server)
+		r.rolesMu.Lock()
+		delete(r.rolesRead, req.NamespacedName)
+		r.rolesMu.Unlock()
 		// Normally dropped before the in-use finalizer goes; a server deleted mid-way (between
 		// the escrow's write and the finalizer's, or with the finalizer removed by hand) leaves
 		// it here. Nothing can use it: a server of the same name has another UID.
@@ -99,7 +108,7 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		if server.ServerSpec().Auth.SecretName() != "" || servesCreateMode(server) {
 			result.RequeueAfter = r.RecheckInterval
 		}
-		if servesCreateMode(server) {
+		if servesCreateMode(server) && r.rolesDue(server) {
 			refreshRoles(ctx, pc, status)
 		}
 	}
@@ -123,6 +132,22 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 func servesCreateMode(server pamv1.ServerObject) bool {
 	_, cluster := server.(*pamv1.ClusterPamServer)
 	return !cluster || server.ServerSpec().RequestPolicy != nil
+}
+
+// rolesDue reports whether the server's roles are due to be listed, and if so counts them as
+// listed now.
+func (r *ServerReconciler) rolesDue(server pamv1.ServerObject) bool {
+	r.rolesMu.Lock()
+	defer r.rolesMu.Unlock()
+	key, now := client.ObjectKeyFromObject(server), time.Now()
+	if last, ok := r.rolesRead[key]; ok && now.Sub(last) < r.RecheckInterval {
+		return false
+	}
+	if r.rolesRead == nil {
+		r.rolesRead = map[types.NamespacedName]time.Time{}
+	}
+	r.rolesRead[key] = now
+	return true
 }
 
 // maxStatusRoles bounds status.roles: an account that may request thousands of roles must not
