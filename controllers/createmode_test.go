@@ -245,6 +245,10 @@ func TestCreateModeShowsPAMsRefusalWithoutARetryStorm(t *testing.T) {
 		g.Expect(condition(el, pamv1.ConditionStalled).Message).To(ContainSubstring("exceeds the role's TTL"))
 		g.Expect(el.Status.RequestCreateTime).To(BeNil(), "a refused create made nothing")
 	})
+	// A definite refusal made nothing: no list looked for a lost request.
+	for _, c := range emu.Calls() {
+		g.Expect(c.Endpoint).NotTo(Equal(emulator.EndpointListRequests), "a refused create was looked for as if lost")
+	}
 	// The retries back off towards the cap (2 s in this suite): a few in five seconds, no storm.
 	start := createCalls(emu)
 	g.Consistently(func() int { return createCalls(emu) - start }).WithTimeout(5 * time.Second).WithPolling(250 * time.Millisecond).

@@ -211,6 +211,9 @@ func (r *PamElevationReconciler) reconcileNormal(ctx context.Context, el *pamv1.
 // only when it changed.
 func (r *PamElevationReconciler) patchStatus(ctx context.Context, original, el *pamv1.PamElevation, p *pass) error {
 	setConditions(el, p)
+	if p.written != nil {
+		original = p.written
+	}
 	if equality.Semantic.DeepEqual(original.Status, el.Status) {
 		return nil
 	}

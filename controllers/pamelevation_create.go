@@ -35,7 +35,7 @@ func createMarker(el *pamv1.PamElevation) string {
 }
 
 // createSettled reports whether a create asked for at el's RequestCreateTime has had its effect
-// in PAM, answered or not: after the server's call timeout, and the skew margin besides, a
+// in PAM, answered or not: after the server's call timeout, and a sync interval besides, a
 // request that a list does not show was not made.
 func (r *PamElevationReconciler) createSettled(el *pamv1.PamElevation, server pamv1.ServerObject, now time.Time) (bool, time.Time) {
 	timeout := 30 * time.Second // the API's default, should the object predate it
@@ -48,7 +48,7 @@ func (r *PamElevationReconciler) createSettled(el *pamv1.PamElevation, server pa
 
 // ensureCreated gives a create-mode elevation its request: the one an earlier create made, found
 // by its marker, or a new one. It reports whether el tracks a request now; when it does not, p
-// says why, or p.retryAt when to look again.
+// says why and when to look again.
 func (r *PamElevationReconciler) ensureCreated(ctx context.Context, el *pamv1.PamElevation, server pamv1.ServerObject, p *pass, closeNow bool) bool {
 	if _, cluster := server.(*pamv1.ClusterPamServer); cluster && server.ServerSpec().RequestPolicy == nil && el.Status.RequestCreateTime == nil {
 		p.problem = &problem{reason: pamv1.ReasonRoleNotAllowed, stalled: true,
@@ -94,6 +94,7 @@ func (r *PamElevationReconciler) ensureCreated(ctx context.Context, el *pamv1.Pa
 		p.apiErr = err
 		return false
 	}
+	p.written = el.DeepCopy()
 	opts := pam.CreateOptions{RoleID: role.ID, TTL: ttl, Justification: el.Spec.Request.Justification + " " + createMarker(el)}
 	if t := el.Spec.Request.StartAt; t != nil {
 		opts.RequestedTime = t.Time

@@ -33,6 +33,9 @@ type pass struct {
 	// refusedSlot is set when every call slot of the server was taken: the pass stopped there,
 	// learned nothing, and is queued again when one frees.
 	refusedSlot bool
+	// written is the object as a write within the pass left it (the create's time, recorded
+	// before the call): the status patch at the end counts its changes from there.
+	written *pamv1.PamElevation
 }
 
 // closure is why and how the request is no longer open in PAM: the Closed condition's reason
