@@ -1164,6 +1164,24 @@ func TestFaults(t *testing.T) {
 		g.Expect(f.list(t, jen, "")).To(HaveLen(1))
 		g.Expect(f.emu.Calls()[0]).To(And(HaveField("Fault", "malformed-body"), HaveField("Status", 201), HaveField("Effective", true)))
 	})
+	t.Run("a held answer: the create is made, and its client waits until it gives up", func(t *testing.T) {
+		g := NewWithT(t)
+		f := newFixture(t, emulator.Options{})
+		role := f.emu.AddRole(emulator.Role{DisplayName: "Ops"})
+		f.emu.InjectFault(emulator.Fault{Endpoint: emulator.EndpointCreateRequest, HoldAnswer: true, Times: 1})
+		ctx, giveUp := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			_, err := f.try(ctx, jen, http.MethodPost, "/api/pamresources/pamrequests?RoleId="+role.ID+"&RequestedTTL=60", "")
+			done <- err
+		}()
+		// Made while the answer is held.
+		g.Eventually(func() int { return len(f.emu.Requests()) }).Should(Equal(1))
+		g.Expect(done).NotTo(Receive(), "answered although held")
+		g.Expect(f.emu.Calls()).To(ConsistOf(And(HaveField("Fault", "hold-answer"), HaveField("Status", 0), HaveField("Effective", true))))
+		giveUp()
+		g.Eventually(done).Should(Receive(HaveOccurred()))
+	})
 	t.Run("a lost answer to a create still creates", func(t *testing.T) {
 		g := NewWithT(t)
 		f := newFixture(t, emulator.Options{})

@@ -9,7 +9,8 @@ import (
 )
 
 // Fault is a failure the emulator injects into matching calls. Its parts combine in this order:
-// Delay, then Drop, or else Status, or else LoseResponse, or else MalformedBody.
+// Delay, then Drop, or else Status, or else LoseResponse, or else MalformedBody, or else
+// HoldAnswer.
 type Fault struct {
 	// Endpoint limits the fault to one endpoint; "" means every endpoint.
 	Endpoint Endpoint
@@ -27,6 +28,9 @@ type Fault struct {
 	// MalformedBody handles the call for real and answers its status with the first half of
 	// its body, which is then not JSON: "a 201 whose body cannot be read".
 	MalformedBody bool
+	// HoldAnswer handles the call for real and then never answers, until the client gives up:
+	// the moment between PAM's work and its answer, in which a client may crash.
+	HoldAnswer bool
 	// Times applies the fault to the next N matching calls; 0 means until ClearFaults.
 	Times int
 	// Fraction applies the fault to this share of matching calls; 0 or 1 means every call. The
@@ -51,6 +55,8 @@ func (f Fault) String() string {
 		parts = append(parts, "lose-response")
 	case f.MalformedBody:
 		parts = append(parts, "malformed-body")
+	case f.HoldAnswer:
+		parts = append(parts, "hold-answer")
 	}
 	if len(parts) == 0 {
 		return "none"

@@ -98,6 +98,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			call.Status = answer.status
 			s.record(call)
 			return
+		case fault.HoldAnswer:
+			s.handle(&bufferWriter{header: http.Header{}}, r, &call, rt, known)
+			s.record(call) // Status stays 0: the client never sees it
+			<-r.Context().Done()
+			return
 		}
 	}
 

@@ -50,7 +50,7 @@ func (r *repeated) String() string     { return strings.Join(*r, ",") }
 func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
 
 const faultUsage = `A fault (repeatable): endpoint:what[:option...]. endpoint is one of %s, or any.
-what is an HTTP status, drop, lose-response, malformed-body or delay=<duration>. Options are retry-after=N,
+what is an HTTP status, drop, lose-response, malformed-body, hold-answer or delay=<duration>. Options are retry-after=N,
 times=N (0 = until stopped) and fraction=F; bare numbers after a status mean [retryAfter:]times,
 so close-request:503:2 is two 503s and close-request:503:5:2 two 503s with Retry-After: 5.`
 
@@ -276,6 +276,8 @@ func parseFault(spec string) (emulator.Fault, error) {
 		f.Drop = true
 	case what == "lose-response":
 		f.LoseResponse = true
+	case what == "hold-answer":
+		f.HoldAnswer = true
 	case what == "malformed-body":
 		f.MalformedBody = true
 	case strings.HasPrefix(what, "delay="):
@@ -287,7 +289,7 @@ func parseFault(spec string) (emulator.Fault, error) {
 	default:
 		status, err := strconv.Atoi(what)
 		if err != nil || status < 100 || status > 599 {
-			return bad("%q is not an HTTP status, drop, lose-response, malformed-body or delay=<duration>", what)
+			return bad("%q is not an HTTP status, drop, lose-response, malformed-body, hold-answer or delay=<duration>", what)
 		}
 		f.Status = status
 	}
