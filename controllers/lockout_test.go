@@ -34,6 +34,8 @@ func waitLoginBackoff(t *testing.T, ns string, account string) *pamv1.LoginBacko
 	waitFor(t, server, func(g Gomega, s *pamv1.PamServer) {
 		g.Expect(s.Status.LoginBackoff).NotTo(BeNil())
 		g.Expect(s.Status.LoginBackoff.Account).To(Equal(account))
+		expectCondition(g, s.Status.Conditions, pamv1.ConditionReady, metav1.ConditionFalse, pamv1.ReasonAuthBackoff)
+		expectCondition(g, s.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonAuthBackoff)
 	})
 	return server.Status.LoginBackoff
 }
@@ -136,7 +138,10 @@ func TestWrongPasswordIsTriedOncePerBackoff(t *testing.T) {
 	g.Expect(len(refusedLogons(own))).To(BeNumerically("<=", refusedBefore+1), "a try already on its way may still be refused")
 	for _, ns := range namespaces {
 		server := &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}}
-		waitFor(t, server, func(g Gomega, s *pamv1.PamServer) { g.Expect(s.Status.LoginBackoff).To(BeNil()) })
+		waitFor(t, server, func(g Gomega, s *pamv1.PamServer) {
+			g.Expect(s.Status.LoginBackoff).To(BeNil())
+			expectCondition(g, s.Status.Conditions, pamv1.ConditionReady, metav1.ConditionTrue, pamv1.ReasonConfigured)
+		})
 	}
 	for _, el := range els {
 		deleteObj(t, el)

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -114,6 +115,13 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	}
 	status.ObservedGeneration = gen
 	status.LoginBackoff = r.Connector.LoginBackoff(server)
+	if lb := status.LoginBackoff; lb != nil && err == nil {
+		// Usable, but its account's logins are paused: what `kubectl get` should say first.
+		msg := fmt.Sprintf("Logins as %s are paused until %s, so that Active Directory does not lock the account; set its current credentials in the Secret to try again at once. Refused: %s",
+			lb.Account, lb.RetryAt.UTC().Format(time.RFC3339), lb.Message)
+		set(pamv1.ConditionReady, metav1.ConditionFalse, pamv1.ReasonAuthBackoff, msg)
+		set(pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonAuthBackoff, msg)
+	}
 	if lb := status.LoginBackoff; lb != nil {
 		// Checked again when its logins may resume, to clear it.
 		if resume := max(time.Until(lb.RetryAt.Time), time.Second); result.RequeueAfter == 0 || resume < result.RequeueAfter {
