@@ -1,0 +1,194 @@
+package controllers_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	dto "github.com/prometheus/client_model/go"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/yaml"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+)
+
+// PromQL is tokenised here rather than parsed: Prometheus's parser lives only in promtool's own
+// module (hack/tools/promtool), whose dependencies the operator's module must not take on. What
+// is left of an expression once strings, label matchers, ranges, grouping lists and variables
+// are cut out is operators, numbers, function and aggregation names (followed by "("), keywords
+// and metric names.
+var (
+	promStrings   = regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'` + "|`[^`]*`")
+	promBraces    = regexp.MustCompile(`\{[^}]*\}|\[[^\]]*\]`)
+	promGrouping  = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`)
+	promVariables = regexp.MustCompile(`\$\{?\w+\}?`)
+	promNumbers   = regexp.MustCompile(`\b\d[\w.]*`) // 0.99, 1e3, 0x1f, durations like 5m
+	promTokens    = regexp.MustCompile(`[A-Za-z_:][A-Za-z0-9_:]*(\s*\()?`)
+	promKeywords  = []string{"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
+		"group_left", "group_right", "inf", "nan", "atan2", "start", "end"}
+)
+
+// promMetricNames returns the metric names a PromQL expression selects.
+func promMetricNames(expr string) []string {
+	for _, re := range []*regexp.Regexp{promStrings, promBraces, promGrouping, promVariables, promNumbers} {
+		expr = re.ReplaceAllString(expr, " ")
+	}
+	var names []string
+	for _, tok := range promTokens.FindAllString(expr, -1) {
+		if strings.HasSuffix(tok, "(") || slices.Contains(promKeywords, strings.ToLower(tok)) {
+			continue
+		}
+		names = append(names, tok)
+	}
+	return names
+}
+
+func TestPromMetricNames(t *testing.T) {
+	for _, tc := range []struct {
+		reason string
+		expr   string
+		want   []string
+	}{
+		{"a selector with matchers and a range", `rate(a_total{result!="success", code=~"5.."}[5m])`, []string{"a_total"}},
+		{"grouping lists hold labels, not metrics", `histogram_quantile(0.99, sum by (le, trigger) (rate(b_bucket[$__rate_interval])))`, []string{"b_bucket"}},
+		{"a grouping clause after the aggregation", `sum(rate(c_count[1h])) without (instance) / on(job) group_left(x) d`, []string{"c_count", "d"}},
+		{"binary operators, keywords and numbers", `e > 0 unless f offset 5m and bool 1e3`, []string{"e", "f"}},
+		{"a label value that looks like a metric", `g{state="stalled_total"}`, []string{"g"}},
+	} {
+		if got := promMetricNames(tc.expr); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: %q: got %q, want %q", tc.reason, tc.expr, got, tc.want)
+		}
+	}
+}
+
+// shippedQueries returns every PromQL expression of the Grafana dashboard and the alert rules,
+// each with where it comes from.
+func shippedQueries(t *testing.T) map[string]string {
+	t.Helper()
+	queries := map[string]string{}
+	data, err := os.ReadFile(filepath.Join("..", "config", "grafana", "pam-operator.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dashboard struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				RefID string `json:"refId"`
+				Expr  string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(data, &dashboard); err != nil {
+		t.Fatalf("config/grafana/pam-operator.json: %v", err)
+	}
+	for _, p := range dashboard.Panels {
+		for _, target := range p.Targets {
+			queries["dashboard panel "+p.Title+" "+target.RefID] = target.Expr
+		}
+	}
+	data, err = os.ReadFile(filepath.Join("..", "config", "prometheus", "rules.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rule struct {
+		Spec struct {
+			Groups []struct {
+				Rules []struct {
+					Alert  string `json:"alert"`
+					Record string `json:"record"`
+					Expr   string `json:"expr"`
+				} `json:"rules"`
+			} `json:"groups"`
+		} `json:"spec"`
+	}
+	if err := yaml.Unmarshal(data, &rule); err != nil {
+		t.Fatalf("config/prometheus/rules.yaml: %v", err)
+	}
+	for _, g := range rule.Spec.Groups {
+		for _, r := range g.Rules {
+			queries["rule "+r.Alert+r.Record] = r.Expr
+		}
+	}
+	return queries
+}
+
+// servedNames returns the names of the series the manager's registry serves on /metrics: a
+// histogram as its _bucket, _sum and _count series.
+func servedNames(g Gomega) map[string]bool {
+	families, err := ctrlmetrics.Registry.Gather()
+	g.Expect(err).NotTo(HaveOccurred())
+	served := map[string]bool{}
+	for _, f := range families {
+		if f.GetType() == dto.MetricType_HISTOGRAM {
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				served[f.GetName()+suffix] = true
+			}
+			continue
+		}
+		served[f.GetName()] = true
+	}
+	return served
+}
+
+// TestDashboardAndAlertsQueryServedMetrics: every metric the Grafana dashboard and the alert
+// rules query is served by the suite's running manager, once it has done what a manager does
+// (a server, an elevation synced and closed): a renamed metric or a typo leaves an empty panel
+// or an alert that never fires, which no one notices until it is needed.
+func TestDashboardAndAlertsQueryServedMetrics(t *testing.T) {
+	g := NewWithT(t)
+	queries := shippedQueries(t)
+	var panels, rules int
+	for where := range queries {
+		if strings.HasPrefix(where, "rule ") {
+			rules++
+		} else {
+			panels++
+		}
+	}
+	g.Expect(panels).To(BeNumerically(">=", 10), "the dashboard's queries were not found")
+	g.Expect(rules).To(BeNumerically(">=", 1), "the alert rules' queries were not found")
+
+	// PAM call latencies exist only once a call was made: make some, as a running manager does.
+	el, _ := trackActive(t, "dashboard")
+	deleteObj(t, el)
+	waitGone(t, el)
+
+	g.Eventually(func(g Gomega) {
+		served := servedNames(g)
+		for where, expr := range queries {
+			names := promMetricNames(expr)
+			g.Expect(names).NotTo(BeEmpty(), "%s: no metric in %q", where, expr)
+			for _, name := range names {
+				g.Expect(served).To(HaveKey(name), "%s queries %s, which the manager does not serve: %q", where, name, expr)
+			}
+		}
+	}).WithTimeout(waitTimeout).WithPolling(pollEvery).Should(Succeed())
+}
+
+// TestLoginBackoffGauge: an account whose login was refused counts in
+// pam_operator_login_backoff_accounts while its breaker is open, read from the servers' status.
+func TestLoginBackoffGauge(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	withServerAs(t, ns, "gauge-"+pamUser, "wrong-password")
+	el := elevation(ns, "refused", seedRequest(pamUser, time.Hour))
+	create(t, el)
+	waitFor(t, el, refusedOrPaused)
+	server := &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}}
+	// The gauge is read while the status records the refusal: both are checked in one poll, as
+	// the breaker closes for one probe every backoff.
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8sClient.Get(t.Context(), client.ObjectKeyFromObject(server), server)).To(Succeed())
+		g.Expect(server.Status.LoginBackoff).NotTo(BeNil())
+		g.Expect(metricValue(t, "pam_operator_login_backoff_accounts", nil)).To(BeNumerically(">=", 1))
+	}).WithTimeout(waitTimeout).WithPolling(pollEvery).Should(Succeed())
+}
