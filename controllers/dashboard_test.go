@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/emulator"
 )
 
 // PromQL is tokenised here rather than parsed: Prometheus's parser lives only in promtool's own
@@ -178,14 +179,19 @@ func TestDashboardAndAlertsQueryServedMetrics(t *testing.T) {
 // pam_operator_login_backoff_accounts while its breaker is open, read from the servers' status.
 func TestLoginBackoffGauge(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t)
-	withServerAs(t, ns, "gauge-"+pamUser, "wrong-password")
-	el := elevation(ns, "refused", seedRequest(pamUser, time.Hour))
+	// An emulator of its own: the refusals count against no other test's account.
+	ns, own := withOwnEmulator(t, func(spec *pamv1.PamServerSpec) { spec.Auth.Basic.SecretRef.Name = "wrong-credentials" })
+	create(t, basicSecret(ns, "wrong-credentials", pamUser, "wrong-password"))
+	id := own.AddRequest(emulator.Request{Owner: pamUser, RoleID: randomGUID(), RequestedTTL: time.Hour}).ID
+	// Orphan: with the breaker open no close can be sent, and the test must be able to leave.
+	el := elevation(ns, "refused", id, func(el *pamv1.PamElevation) { el.Spec.DeletionPolicy = pamv1.DeletionPolicyOrphan })
 	create(t, el)
+	t.Cleanup(func() { deleteObj(t, el); waitGone(t, el) })
 	waitFor(t, el, refusedOrPaused)
+
 	server := &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}}
-	// The gauge is read while the status records the refusal: both are checked in one poll, as
-	// the breaker closes for one probe every backoff.
+	// The gauge is read while the status records the refusal, both in one poll: the breaker
+	// lets one probe through every backoff, and the record may lapse around it.
 	g.Eventually(func(g Gomega) {
 		g.Expect(k8sClient.Get(t.Context(), client.ObjectKeyFromObject(server), server)).To(Succeed())
 		g.Expect(server.Status.LoginBackoff).NotTo(BeNil())
