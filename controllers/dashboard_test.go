@@ -198,3 +198,50 @@ func TestLoginBackoffGauge(t *testing.T) {
 		g.Expect(metricValue(t, "pam_operator_login_backoff_accounts", nil)).To(BeNumerically(">=", 1))
 	}).WithTimeout(waitTimeout).WithPolling(pollEvery).Should(Succeed())
 }
+
+// TestDashboardImportsAnywhere: the dashboard names no data source of one Grafana (every query
+// goes to the ${datasource} variable, which asks for a Prometheus at import) and uses only
+// panels Grafana ships, so that it imports into any Grafana without plugins.
+func TestDashboardImportsAnywhere(t *testing.T) {
+	g := NewWithT(t)
+	data, err := os.ReadFile(filepath.Join("..", "config", "grafana", "pam-operator.json"))
+	g.Expect(err).NotTo(HaveOccurred())
+	type datasource struct {
+		Type string `json:"type"`
+		UID  string `json:"uid"`
+	}
+	var dashboard struct {
+		SchemaVersion int `json:"schemaVersion"`
+		Templating    struct {
+			List []struct {
+				Name  string `json:"name"`
+				Type  string `json:"type"`
+				Query string `json:"query"`
+			} `json:"list"`
+		} `json:"templating"`
+		Panels []struct {
+			Title      string      `json:"title"`
+			Type       string      `json:"type"`
+			Datasource *datasource `json:"datasource"`
+			Targets    []struct {
+				Datasource *datasource `json:"datasource"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	g.Expect(json.Unmarshal(data, &dashboard)).To(Succeed())
+	g.Expect(dashboard.SchemaVersion).To(BeNumerically(">=", 36), "datasource references as objects need schema 36 or later")
+	g.Expect(dashboard.Templating.List).To(ContainElement(And(
+		HaveField("Name", "datasource"), HaveField("Type", "datasource"), HaveField("Query", "prometheus"))))
+	want := &datasource{Type: "prometheus", UID: "${datasource}"}
+	for _, p := range dashboard.Panels {
+		g.Expect(p.Type).To(BeElementOf("row", "timeseries", "stat"), "panel %s", p.Title)
+		if p.Type == "row" {
+			continue
+		}
+		g.Expect(p.Datasource).To(Equal(want), "panel %s", p.Title)
+		g.Expect(p.Targets).NotTo(BeEmpty(), "panel %s", p.Title)
+		for _, target := range p.Targets {
+			g.Expect(target.Datasource).To(Equal(want), "panel %s", p.Title)
+		}
+	}
+}
