@@ -142,6 +142,12 @@ docker-build: ## Build the image IMG.
 docker-push: ## Push the image IMG.
 	docker push $(IMG)
 
+EMULATOR_IMG ?= pam-emulator:latest
+
+.PHONY: docker-build-emulator
+docker-build-emulator: ## Build the PAM emulator's image EMULATOR_IMG (Dockerfile.emulator), for config/emulator.
+	docker build -f Dockerfile.emulator -t $(EMULATOR_IMG) .
+
 .PHONY: build-installer
 build-installer: manifests $(KUSTOMIZE) ## Write dist/install.yaml with the image IMG.
 	@mkdir -p dist

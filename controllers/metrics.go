@@ -1,12 +1,15 @@
 package controllers
 
 import (
+	"context"
 	"errors"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
@@ -172,4 +175,55 @@ func stateOf(el *pamv1.PamElevation) string {
 		return "active"
 	}
 	return "pending"
+}
+
+// registerBreakerMetrics adds the gauge of accounts whose login breaker is open.
+func registerBreakerMetrics(reader client.Reader, clk clock.PassiveClock) error {
+	err := ctrlmetrics.Registry.Register(&loginBackoffs{reader: reader, clock: clk, desc: prometheus.NewDesc(
+		"pam_operator_login_backoff_accounts",
+		"Accounts whose login breaker is open: a login was refused and no call sends those credentials until the Secret's data changes or the backoff ends.",
+		nil, nil)})
+	if _, dup := err.(prometheus.AlreadyRegisteredError); dup {
+		return nil
+	}
+	return err
+}
+
+// loginBackoffs counts, at scrape time, the open breakers the servers' status records in the
+// cache. The status, not this process's breakers, is the source: it is what survives a restart
+// and what every replica sees, so the gauge does not drop to 0 on a failover while logins stay
+// paused. Servers sharing an account and its credentials count once, as they share a breaker.
+type loginBackoffs struct {
+	reader client.Reader
+	clock  clock.PassiveClock
+	desc   *prometheus.Desc
+}
+
+// Describe implements prometheus.Collector.
+func (c *loginBackoffs) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector. A cache not synced yet reports nothing: a scrape must
+// not wait for it, nor report a 0 it does not know.
+func (c *loginBackoffs) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	var servers pamv1.PamServerList
+	var clusterServers pamv1.ClusterPamServerList
+	if c.reader.List(ctx, &servers) != nil || c.reader.List(ctx, &clusterServers) != nil {
+		return
+	}
+	now := c.clock.Now()
+	open := map[string]bool{}
+	count := func(lb *pamv1.LoginBackoff) {
+		if lb != nil && now.Before(lb.RetryAt.Time) {
+			open[lb.Account+"\x00"+lb.CredentialHash] = true
+		}
+	}
+	for i := range servers.Items {
+		count(servers.Items[i].Status.LoginBackoff)
+	}
+	for i := range clusterServers.Items {
+		count(clusterServers.Items[i].Status.LoginBackoff)
+	}
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(len(open)))
 }

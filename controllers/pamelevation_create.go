@@ -90,11 +90,16 @@ func (r *PamElevationReconciler) ensureCreated(ctx context.Context, el *pamv1.Pa
 	// the next pass looks for the request instead of asking again.
 	before := el.DeepCopy()
 	el.Status.RequestCreateTime = &metav1.Time{Time: r.Clock.Now()}
+	// The patch answers with the stored status, which lacks what this pass set before it
+	// (status.expiresAt): that is kept for the pass's own patch, or the EXPIRES column would
+	// stay empty until the next sync.
+	status := el.Status.DeepCopy()
 	if err := r.Status().Patch(ctx, el, client.MergeFrom(before)); err != nil {
 		p.apiErr = err
 		return false
 	}
-	p.written = el.DeepCopy()
+	p.written = el.DeepCopy() // as stored: the end patch counts from here
+	el.Status = *status
 	opts := pam.CreateOptions{RoleID: role.ID, TTL: ttl, Justification: el.Spec.Request.Justification + " " + createMarker(el)}
 	if t := el.Spec.Request.StartAt; t != nil {
 		opts.RequestedTime = t.Time

@@ -103,6 +103,9 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}).SetupWithManager(mgr, "clusterpamserver"); err != nil {
 		return err
 	}
+	if err := registerBreakerMetrics(mgr.GetCache(), cmp.Or[clock.PassiveClock](opts.Clock, clock.RealClock{})); err != nil {
+		return err
+	}
 	index, err := newElevationIndex(ctx, mgr.GetCache())
 	if err != nil {
 		return err
