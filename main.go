@@ -27,6 +27,10 @@ import (
 	"github.com/pam-operator/pam-operator/internal/dialpolicy"
 )
 
+// version is the release this binary was built from, stamped by `make release` and the image
+// build (-ldflags "-X main.version=v0.2.0"); "dev" for any other build.
+var version = "dev"
+
 // serviceAccountNamespaceFile holds the namespace of the pod the operator runs in.
 const serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
@@ -45,7 +49,7 @@ const watchListEnv = "KUBE_FEATURE_WatchListClient"
 // of the heap is the cache, which lives as long as the process, and little is allocated between
 // syncs: at Go's default of 100 the heap may grow to twice the cache before it is collected, and
 // the runtime keeps what the heap grew to. At 25 it grows by a quarter, for more collections
-// while the manager is busy (see Performance in the README).
+// while the manager is busy (see docs/performance.md).
 const defaultGCPercent = 25
 
 func run() error {
@@ -111,9 +115,14 @@ func run() error {
 	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", 50,
 		"Sustained requests per second to the Kubernetes API server: a mass revocation costs one write per elevation.")
 	flag.IntVar(&kubeAPIBurst, "kube-api-burst", 100, "Burst of requests to the Kubernetes API server above --kube-api-qps.")
+	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("pam-operator", version)
+		return nil
+	}
 	opts.RefuseNamespacedServers = !*namespacedServers
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
@@ -176,7 +185,7 @@ func run() error {
 		return err
 	}
 
-	log.Info("Starting manager", "clusterResourceNamespace", clusterResourceNamespace,
+	log.Info("Starting manager", "version", version, "clusterResourceNamespace", clusterResourceNamespace,
 		"pamSyncInterval", opts.SyncInterval.String(), "maxRetryDelay", opts.MaxRetryDelay.String(),
 		"leaderElect", leaderElect, "allowedPAMHosts", policy.String(), "startedAt", time.Now().UTC().Format(time.RFC3339))
 	return mgr.Start(ctx)
