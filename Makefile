@@ -155,6 +155,29 @@ build-installer: manifests $(KUSTOMIZE) ## Write dist/install.yaml with the imag
 	$(KUSTOMIZE) build config/default > dist/install.yaml
 	@echo "Wrote dist/install.yaml"
 
+##@ Release
+
+# The image a release's install.yaml names; VERSION is its tag.
+RELEASE_IMAGE ?= ghcr.io/pam-operator/pam-operator
+DIST ?= $(CURDIR)/dist
+RELEASE_ARCHES ?= amd64 arm64
+
+.PHONY: release
+release: manifests $(KUSTOMIZE) ## Write release VERSION (v0.2.0) to DIST: install.yaml, crds.yaml, the manager per arch, SHA256SUMS.
+	@echo "$(VERSION)" | grep -Eq '^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$$' || \
+		{ echo "VERSION must be a semantic version such as v0.2.0, not '$(VERSION)'"; exit 1; }
+	@rm -rf "$(DIST)" && mkdir -p "$(DIST)" "$(LOCALBIN)/release-overlay"
+	@printf 'resources:\n- ../../config/default\nimages:\n- name: pam-operator\n  newName: %s\n  newTag: %s\n' \
+		"$(RELEASE_IMAGE)" "$(VERSION)" > "$(LOCALBIN)/release-overlay/kustomization.yaml"
+	$(KUSTOMIZE) build "$(LOCALBIN)/release-overlay" > "$(DIST)/install.yaml"
+	@for crd in config/crd/bases/*.yaml; do echo "---"; cat "$$crd"; done > "$(DIST)/crds.yaml"
+	@for arch in $(RELEASE_ARCHES); do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" \
+			-o "$(DIST)/manager-linux-$$arch" . || exit 1; \
+	done
+	cd "$(DIST)" && sha256sum install.yaml crds.yaml manager-linux-* > SHA256SUMS
+	@echo "Wrote release $(VERSION) to $(DIST)"
+
 .PHONY: deploy
 deploy: build-installer $(KUBECTL) ## Install the operator with the image IMG into the cluster of $$KUBECONFIG.
 	$(KUBECTL) apply --server-side -f dist/install.yaml
