@@ -27,7 +27,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -79,14 +78,7 @@ func TestEmulatorManifestApplies(t *testing.T) {
 	g.Expect(string(applied)).To(ContainSubstring("service/pam-emulator serverside-applied"))
 
 	// Nothing here runs Pods: one from the template shows what admission makes of it.
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "pam-emulator"}, Spec: deployment.Spec.Template.Spec}
-	g.Expect(k8sClient.Create(ctx, pod)).To(Succeed())
-	c := pod.Spec.Containers[0]
-	g.Expect(c.SecurityContext.ReadOnlyRootFilesystem).To(Equal(ptr.To(true)))
-	g.Expect(c.Resources.Limits).NotTo(BeEmpty())
-	g.Expect(c.Resources.Requests).NotTo(BeEmpty())
-	g.Expect(c.LivenessProbe).NotTo(BeNil())
-	g.Expect(c.ReadinessProbe).NotTo(BeNil())
+	expectHardenedPod(g, ns.Name, "pam-emulator", deployment.Spec.Template.Spec)
 }
 
 // TestEmulatorManifestArgsServe runs the emulator program with the container's own args, as the

@@ -67,15 +67,7 @@ func TestManagerPodPassesRestrictedPodSecurity(t *testing.T) {
 	g.Expect(k8sClient.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
 		Namespace: ns.Name, Name: deployment.Spec.Template.Spec.ServiceAccountName}})).To(Succeed())
 
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "manager"}, Spec: deployment.Spec.Template.Spec}
-	g.Expect(k8sClient.Create(ctx, pod)).To(Succeed())
-
-	c := pod.Spec.Containers[0]
-	g.Expect(c.SecurityContext.ReadOnlyRootFilesystem).To(Equal(ptr.To(true)))
-	g.Expect(c.Resources.Limits).NotTo(BeEmpty())
-	g.Expect(c.Resources.Requests).NotTo(BeEmpty())
-	g.Expect(c.LivenessProbe).NotTo(BeNil())
-	g.Expect(c.ReadinessProbe).NotTo(BeNil())
+	pod := expectHardenedPod(g, ns.Name, "manager", deployment.Spec.Template.Spec)
 
 	privileged := pod.DeepCopy()
 	privileged.Name = "privileged"
@@ -97,4 +89,19 @@ func TestEgressPolicySampleIsValid(t *testing.T) {
 	g.Expect(policy.Spec.PolicyTypes).To(ConsistOf(networkingv1.PolicyTypeEgress))
 	policy.Namespace = newNamespace(t)
 	g.Expect(k8sClient.Create(context.Background(), policy)).To(Succeed())
+}
+
+// expectHardenedPod creates a Pod from spec in ns, which enforces the restricted Pod Security
+// profile — nothing here runs Pods, but admission judges the template — and checks what a
+// hardened container carries besides: a read-only root, resources, and probes.
+func expectHardenedPod(g Gomega, ns, name string, spec corev1.PodSpec) *corev1.Pod {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: spec}
+	g.Expect(k8sClient.Create(context.Background(), pod)).To(Succeed())
+	c := pod.Spec.Containers[0]
+	g.Expect(c.SecurityContext.ReadOnlyRootFilesystem).To(Equal(ptr.To(true)))
+	g.Expect(c.Resources.Limits).NotTo(BeEmpty())
+	g.Expect(c.Resources.Requests).NotTo(BeEmpty())
+	g.Expect(c.LivenessProbe).NotTo(BeNil())
+	g.Expect(c.ReadinessProbe).NotTo(BeNil())
+	return pod
 }
