@@ -116,6 +116,45 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	})
 }
 
+// TestEveryToggleOnTheAPIServer installs the chart with every toggle on, so that the API server
+// validates what only it can (NetworkPolicy, PodDisruptionBudget and Pod specs), and the Pod of
+// that template is admitted under restricted Pod Security too. The Prometheus Operator's kinds
+// are left out: their CRDs are not the chart's to install.
+func TestEveryToggleOnTheAPIServer(t *testing.T) {
+	ctx := t.Context()
+	kubeconfig, c := startControlPlane(t)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace, Labels: map[string]string{
+		"pod-security.kubernetes.io/enforce": "restricted",
+	}}}
+	if err := c.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+
+	vals := readValues(t, "all-toggles.yaml")
+	metrics := vals["metrics"].(map[string]any)
+	metrics["serviceMonitor"].(map[string]any)["enabled"] = false
+	metrics["prometheusRule"].(map[string]any)["enabled"] = false
+	install := action.NewInstall(helmConfig(t, kubeconfig))
+	install.ReleaseName = releaseName
+	install.Namespace = namespace
+	install.WaitStrategy = kube.HookOnlyStrategy
+	install.Timeout = 2 * time.Minute
+	rel, err := install.RunWithContext(ctx, loadChart(t), vals)
+	if err != nil {
+		t.Fatalf("helm install with every toggle on: %v", err)
+	}
+	installed := decodeManifest(t, manifestOf(t, rel))
+	for _, kind := range []string{"NetworkPolicy", "PodDisruptionBudget", "Deployment", "CustomResourceDefinition"} {
+		if len(ofKind(installed, kind)) == 0 {
+			t.Errorf("no %s installed", kind)
+		}
+	}
+	pod := podFromDeployment(t, find(t, installed, "Deployment", "pam-operator-controller-manager"), "manager-admission")
+	if err := c.Create(ctx, pod); err != nil {
+		t.Errorf("the Pod of the template with every toggle on was refused: %v", err)
+	}
+}
+
 // startControlPlane starts kube-apiserver and etcd from ./bin (no CRDs: the chart installs
 // them) and returns an administrator's kubeconfig file and client.
 func startControlPlane(t *testing.T) (string, client.Client) {
