@@ -11,6 +11,7 @@ import (
 	"helm.sh/helm/v4/pkg/action"
 	"helm.sh/helm/v4/pkg/kube"
 	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -73,12 +74,42 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 		}
 	})
 
-	t.Run("upgrade changes the Deployment", func(t *testing.T) {
+	t.Run("the bindings give the manager's ServiceAccount its roles, and no more", func(t *testing.T) {
+		sa := "system:serviceaccount:" + namespace + ":pam-operator-controller-manager"
+		for _, tc := range []struct {
+			attrs authorizationv1.ResourceAttributes
+			want  bool
+		}{
+			{authorizationv1.ResourceAttributes{Group: "pam.mim.dev", Resource: "pamelevations", Verb: "patch"}, true},
+			{authorizationv1.ResourceAttributes{Group: "pam.mim.dev", Resource: "clusterpamservers", Subresource: "status", Verb: "patch"}, true},
+			{authorizationv1.ResourceAttributes{Namespace: namespace, Group: "coordination.k8s.io", Resource: "leases", Verb: "update"}, true},
+			{authorizationv1.ResourceAttributes{Namespace: namespace, Resource: "secrets", Verb: "create"}, true},
+			// The escrow writes Secrets in the operator's namespace only.
+			{authorizationv1.ResourceAttributes{Namespace: "default", Resource: "secrets", Verb: "create"}, false},
+			{authorizationv1.ResourceAttributes{Namespace: "default", Group: "coordination.k8s.io", Resource: "leases", Verb: "update"}, false},
+		} {
+			review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+				User: sa, Groups: []string{"system:serviceaccounts"}, ResourceAttributes: &tc.attrs,
+			}}
+			if err := c.Create(ctx, review); err != nil {
+				t.Fatal(err)
+			}
+			if review.Status.Allowed != tc.want {
+				t.Errorf("%s may %s %s/%s in %q: %t, want %t", sa, tc.attrs.Verb, tc.attrs.Resource, tc.attrs.Subresource, tc.attrs.Namespace, review.Status.Allowed, tc.want)
+			}
+		}
+	})
+
+	t.Run("upgrade changes the Deployment and the CRDs", func(t *testing.T) {
 		upgrade := action.NewUpgrade(cfg)
 		upgrade.Namespace = namespace
 		upgrade.WaitStrategy = kube.HookOnlyStrategy
 		upgrade.Timeout = 2 * time.Minute
-		vals := map[string]any{"replicaCount": 3, "config": map[string]any{"pamSyncInterval": "1m"}}
+		vals := map[string]any{
+			"replicaCount": 3,
+			"config":       map[string]any{"pamSyncInterval": "1m"},
+			"commonLabels": map[string]any{"example.com/upgraded": "true"},
+		}
 		if _, err := upgrade.RunWithContext(ctx, releaseName, loadChart(t), vals); err != nil {
 			t.Fatalf("helm upgrade: %v", err)
 		}
@@ -91,6 +122,17 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 		}
 		if args := deploy.Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--pam-sync-interval=1m") {
 			t.Errorf("args after upgrade %v lack --pam-sync-interval=1m", args)
+		}
+		// The CRDs are templates: an upgrade updates them with the manager that needs them.
+		for _, crd := range ofKind(installed, "CustomResourceDefinition") {
+			got := &unstructured.Unstructured{}
+			got.SetGroupVersionKind(crd.GroupVersionKind())
+			if err := c.Get(ctx, client.ObjectKey{Name: crd.GetName()}, got); err != nil {
+				t.Fatal(err)
+			}
+			if got.GetLabels()["example.com/upgraded"] != "true" {
+				t.Errorf("CRD %s was not updated by the upgrade: labels %v", crd.GetName(), got.GetLabels())
+			}
 		}
 	})
 
