@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,9 +27,6 @@ const (
 	repoRoot    = "../.."
 	releaseName = "pam-operator"
 	namespace   = "pam-system"
-	// kubeVersion is the Kubernetes of the local control plane (KUBE_VERSION in the Makefile);
-	// without it the SDK renders for its built-in default, older than the chart supports.
-	kubeVersion = "v1.37.2"
 )
 
 var chartDir = filepath.Join(repoRoot, "charts", "pam-operator")
@@ -66,11 +64,7 @@ func render(t *testing.T, vals map[string]any) ([]*unstructured.Unstructured, er
 	install.ReleaseName = releaseName
 	install.Namespace = namespace
 	install.Replace = true
-	kv, err := common.ParseKubeVersion(kubeVersion)
-	if err != nil {
-		t.Fatal(err)
-	}
-	install.KubeVersion = kv
+	install.KubeVersion = kubeVersion(t)
 	rel, err := install.Run(loadChart(t), vals)
 	if err != nil {
 		return nil, err
@@ -155,4 +149,25 @@ func manifestOf(t *testing.T, rel any) string {
 		t.Fatalf("Helm returned a %T, not a v1 release", rel)
 	}
 	return r.Manifest
+}
+
+// kubeVersion is the Kubernetes of the local control plane, KUBE_VERSION in the Makefile: without
+// it the SDK renders for its built-in default, older than the chart supports.
+func kubeVersion(t *testing.T) *common.KubeVersion {
+	t.Helper()
+	makefile, err := os.ReadFile(filepath.Join(repoRoot, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(makefile), "\n") {
+		if v, ok := strings.CutPrefix(line, "KUBE_VERSION := "); ok {
+			kv, err := common.ParseKubeVersion(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kv
+		}
+	}
+	t.Fatal("the Makefile sets no KUBE_VERSION")
+	return nil
 }
