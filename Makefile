@@ -48,6 +48,17 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code for the API types.
 manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from the markers in the code.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths=./api/... paths=./controllers/... paths=./internal/credentials/... paths=./ \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@$(MAKE) --no-print-directory chart-crds
+
+CHART_DIR := charts/pam-operator
+
+.PHONY: chart-crds
+chart-crds: ## Copy the generated CRDs, RBAC rules and alert rules into the Helm chart (run by 'make manifests').
+	@rm -rf $(CHART_DIR)/files/crds $(CHART_DIR)/files/rbac
+	@mkdir -p $(CHART_DIR)/files/crds $(CHART_DIR)/files/rbac
+	cp config/crd/bases/*.yaml $(CHART_DIR)/files/crds/
+	cp config/rbac/role.yaml $(CHART_DIR)/files/rbac/role.yaml
+	cp config/prometheus/rules.yaml $(CHART_DIR)/files/prometheus-rules.yaml
 
 .PHONY: api-docs
 api-docs: $(CRD_REF_DOCS) ## Generate docs/api.md, the API reference, from the Go types in api/.
@@ -71,11 +82,11 @@ verify-fmt: ## Fail when a Go file is not gofmt-formatted.
 
 .PHONY: verify-generated
 verify-generated: $(CONTROLLER_GEN) $(CRD_REF_DOCS) ## Fail when 'make generate manifests api-docs' changes anything.
-	@tmp=$$(mktemp -d); cp -R api config $$tmp/; cp docs/api.md $$tmp/api.md; \
+	@tmp=$$(mktemp -d); cp -R api config charts $$tmp/; cp docs/api.md $$tmp/api.md; \
 	$(MAKE) --no-print-directory generate manifests api-docs >/dev/null; \
-	if ! diff -r $$tmp/api api || ! diff -r $$tmp/config config || ! diff $$tmp/api.md docs/api.md; then \
+	if ! diff -r $$tmp/api api || ! diff -r $$tmp/config config || ! diff -r $$tmp/charts charts || ! diff $$tmp/api.md docs/api.md; then \
 		rm -rf $$tmp; echo "Generated files were stale: run 'make generate manifests api-docs' and commit the result."; exit 1; \
-	fi; rm -rf $$tmp; echo "Generated code, manifests and the API reference are current."
+	fi; rm -rf $$tmp; echo "Generated code, manifests, the chart's copies and the API reference are current."
 
 .PHONY: kdc
 kdc: ## Install MIT Kerberos from Debian (krb5-kdc, krb5-admin-server) when missing: the Kerberos tests run a real KDC.
@@ -94,7 +105,7 @@ apache: ## Install Apache httpd with mod_auth_gssapi and gss-ntlmssp from Debian
 	fi
 
 .PHONY: test
-test: kdc apache verify-generated verify-fmt vet test-alerts $(CONTROL_PLANE) $(KUSTOMIZE) ## Check generated files, vet, and run every test on the local control plane.
+test: kdc apache verify-generated verify-fmt vet test-alerts test-chart $(CONTROL_PLANE) $(KUSTOMIZE) ## Check generated files, vet, and run every test on the local control plane.
 	$(GO) test ./... -count=1 -timeout 30m
 
 .PHONY: test-alerts
@@ -103,6 +114,10 @@ test-alerts: $(PROMTOOL) ## Run the alert rules' unit tests (config/prometheus/r
 	$(GO) run ./hack/promrules config/prometheus/rules.yaml > "$$tmp/rules.yaml" && \
 	cp config/prometheus/rules_test.yaml "$$tmp/" && \
 	$(PROMTOOL) test rules "$$tmp/rules_test.yaml"
+
+.PHONY: test-chart
+test-chart: $(CONTROL_PLANE) ## Lint, render and install the Helm chart on the local control plane with Helm's Go SDK (hack/helmtest, a module of its own).
+	cd hack/helmtest && $(GO) vet ./... && $(GO) test ./... -count=1 -timeout 15m
 
 .PHONY: bench
 bench: manifests $(CONTROL_PLANE) $(KUSTOMIZE) ## Run the performance benchmarks, print the table and write it to bin/bench/ (ARGS="--bench-mass 1000 ...").
