@@ -178,7 +178,7 @@ DIST ?= $(CURDIR)/dist
 RELEASE_ARCHES ?= amd64 arm64
 
 .PHONY: release
-release: manifests $(KUSTOMIZE) ## Write release VERSION (v0.2.0) to DIST: install.yaml, crds.yaml, the manager per arch, SHA256SUMS.
+release: manifests $(KUSTOMIZE) ## Write release VERSION (v0.2.0) to DIST: install.yaml, crds.yaml, the chart, the manager per arch, SHA256SUMS.
 	@echo "$(VERSION)" | grep -Eq '^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$$' || \
 		{ echo "VERSION must be a semantic version such as v0.2.0, not '$(VERSION)'"; exit 1; }
 	@rm -rf "$(DIST)" && mkdir -p "$(DIST)" "$(LOCALBIN)/release-overlay"
@@ -190,7 +190,8 @@ release: manifests $(KUSTOMIZE) ## Write release VERSION (v0.2.0) to DIST: insta
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" \
 			-o "$(DIST)/manager-linux-$$arch" . || exit 1; \
 	done
-	cd "$(DIST)" && sha256sum install.yaml crds.yaml manager-linux-* > SHA256SUMS
+	cd hack/helmtest && $(GO) run ./chartpackage -chart "$(CURDIR)/charts/pam-operator" -version "$(VERSION)" -out "$(DIST)"
+	cd "$(DIST)" && sha256sum install.yaml crds.yaml pam-operator-*.tgz manager-linux-* > SHA256SUMS
 	@echo "Wrote release $(VERSION) to $(DIST)"
 
 .PHONY: deploy

@@ -13,8 +13,8 @@ import (
 )
 
 // TestRelease runs `make release` as a maintainer would and checks what it wrote: the install
-// manifest naming the release's image, the CRDs, a manager that tells its version, and sums
-// that match. A version that is not semantic is refused.
+// manifest naming the release's image, the CRDs, the chart stamped with the release, a manager
+// that tells its version, and sums that match. A version that is not semantic is refused.
 func TestRelease(t *testing.T) {
 	dist := t.TempDir()
 	release := func(version string) (string, error) {
@@ -38,6 +38,17 @@ func TestRelease(t *testing.T) {
 		if !strings.Contains(crds, "kind: "+kind+"\n") || !strings.Contains(install, "kind: "+kind+"\n") {
 			t.Errorf("the CRD of %s is missing from crds.yaml or install.yaml", kind)
 		}
+	}
+	chart, err := exec.Command("tar", "-xzOf", filepath.Join(dist, "pam-operator-0.2.0.tgz"), "pam-operator/Chart.yaml").Output()
+	if err != nil {
+		t.Fatalf("reading the chart package: %v", err)
+	}
+	if !strings.Contains(string(chart), "\nversion: 0.2.0\n") || !strings.Contains(string(chart), "\nappVersion: v0.2.0\n") {
+		t.Errorf("the chart package is not stamped with the release:\n%s", chart)
+	}
+	values, err := exec.Command("tar", "-xzOf", filepath.Join(dist, "pam-operator-0.2.0.tgz"), "pam-operator/values.yaml").Output()
+	if err != nil || !strings.Contains(string(values), "repository: ghcr.io/pam-operator/pam-operator\n") {
+		t.Errorf("the chart's image is not the release's repository (%v)", err)
 	}
 	out, err := exec.Command(filepath.Join(dist, "manager-linux-"+runtime.GOARCH), "--version").Output()
 	if err != nil || strings.TrimSpace(string(out)) != "pam-operator v0.2.0" {
