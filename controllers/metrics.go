@@ -27,9 +27,9 @@ var (
 
 	pamCallDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "pam_operator_pam_call_duration_seconds",
-		Help:    "Duration of calls to the MIM PAM REST API, by operation (close, list, create) and HTTP status.",
+		Help:    "Duration of calls to the MIM PAM REST API, by server (PamServer/<namespace>/<name> or ClusterPamServer/<name>), operation (close, list, create, roles) and HTTP status.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-	}, []string{"operation", "code"})
+	}, []string{"server", "operation", "code"})
 
 	createAttempts = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pam_operator_create_attempts_total",
@@ -94,8 +94,8 @@ func registerStateMetrics(index *elevationIndex) error {
 }
 
 // observePAMCall records one PAM call; it is the pam.Config Observe hook.
-func observePAMCall(op string, code int, d time.Duration) {
-	pamCallDuration.WithLabelValues(op, strconv.Itoa(code)).Observe(d.Seconds())
+func observePAMCall(server, op string, code int, d time.Duration) {
+	pamCallDuration.WithLabelValues(server, op, strconv.Itoa(code)).Observe(d.Seconds())
 }
 
 // observeCloseFailure records a close PAM did not accept.

@@ -86,6 +86,9 @@ func TestMetricsRecordCloses(t *testing.T) {
 	g.Expect(metricValue(t, "pam_operator_close_lag_seconds", map[string]string{"trigger": "deleted"})).To(Equal(lagDeleted + 1))
 	g.Expect(metricValue(t, "pam_operator_pam_call_duration_seconds", map[string]string{"operation": "close", "code": "200"})).To(Equal(closeCalls + 1))
 	g.Expect(metricValue(t, "pam_operator_pam_call_duration_seconds", map[string]string{"operation": "list"})).To(BeNumerically(">", 0))
+	// Per server: this namespace's PamServer made exactly that close.
+	g.Expect(metricValue(t, "pam_operator_pam_call_duration_seconds",
+		map[string]string{"server": "PamServer/" + ns + "/pam", "operation": "close", "code": "200"})).To(Equal(1.0))
 }
 
 // TestMetricsSeriesExistBeforeAnyClose: the alert on failing closes must work from a start in

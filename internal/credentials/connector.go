@@ -73,8 +73,9 @@ type Connector struct {
 	ClusterResourceNamespace string
 	// UserAgent is sent to PAM.
 	UserAgent string
-	// Observe is told about every PAM call (pam.Config.Observe); nil means nobody.
-	Observe func(op string, code int, took time.Duration)
+	// Observe is told about every PAM call (pam.Config.Observe) and the server it went to, as
+	// pamv1.KeyOf names it; nil means nobody.
+	Observe func(server, op string, code int, took time.Duration)
 	// Clock is the time source; nil means the real clock.
 	Clock clock.PassiveClock
 	// AuthFailureBackoff is how long an account whose login was refused is left alone
@@ -189,8 +190,12 @@ func (c *Connector) Check(ctx context.Context, server pamv1.ServerObject) (pam.C
 		return nil, nil, &Error{Reason: pamv1.ReasonInsecureTransport,
 			Message: fmt.Sprintf("basic auth would send the password in the clear to %s: use an https url", u.Redacted())}
 	}
-	cfg := pam.Config{URL: spec.URL, Version: spec.Version, CABundle: []byte(spec.CABundle), UserAgent: c.UserAgent, Observe: c.Observe,
+	cfg := pam.Config{URL: spec.URL, Version: spec.Version, CABundle: []byte(spec.CABundle), UserAgent: c.UserAgent,
 		DialPolicy: c.DialPolicy}
+	if observe := c.Observe; observe != nil {
+		key := pamv1.KeyOf(server)
+		cfg.Observe = func(op string, code int, took time.Duration) { observe(key, op, code, took) }
+	}
 	if spec.Timeout != nil {
 		cfg.Timeout = spec.Timeout.Duration
 	}
