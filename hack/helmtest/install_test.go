@@ -1,6 +1,7 @@
 package helmtest
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -39,16 +40,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	}
 
 	cfg := helmConfig(t, kubeconfig)
-	install := action.NewInstall(cfg)
-	install.ReleaseName = releaseName
-	install.Namespace = namespace
-	install.WaitStrategy = kube.HookOnlyStrategy
-	install.Timeout = 2 * time.Minute
-	rel, err := install.RunWithContext(ctx, loadChart(t), nil)
-	if err != nil {
-		t.Fatalf("helm install: %v", err)
-	}
-	installed := decodeManifest(t, manifestOf(t, rel))
+	installed := helmInstall(ctx, t, cfg, nil)
 	if len(installed) == 0 {
 		t.Fatal("the release has no objects")
 	}
@@ -176,16 +168,7 @@ func TestEveryToggleOnTheAPIServer(t *testing.T) {
 	metrics := vals["metrics"].(map[string]any)
 	metrics["serviceMonitor"].(map[string]any)["enabled"] = false
 	metrics["prometheusRule"].(map[string]any)["enabled"] = false
-	install := action.NewInstall(helmConfig(t, kubeconfig))
-	install.ReleaseName = releaseName
-	install.Namespace = namespace
-	install.WaitStrategy = kube.HookOnlyStrategy
-	install.Timeout = 2 * time.Minute
-	rel, err := install.RunWithContext(ctx, loadChart(t), vals)
-	if err != nil {
-		t.Fatalf("helm install with every toggle on: %v", err)
-	}
-	installed := decodeManifest(t, manifestOf(t, rel))
+	installed := helmInstall(ctx, t, helmConfig(t, kubeconfig), vals)
 	for _, kind := range []string{"NetworkPolicy", "PodDisruptionBudget", "Deployment", "CustomResourceDefinition"} {
 		if len(ofKind(installed, kind)) == 0 {
 			t.Errorf("no %s installed", kind)
@@ -263,4 +246,20 @@ func podFromDeployment(t *testing.T, obj *unstructured.Unstructured, name string
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: deploy.Namespace, Labels: tmpl.Labels, Annotations: tmpl.Annotations},
 		Spec:       *tmpl.Spec.DeepCopy(),
 	}
+}
+
+// helmInstall installs the chart from the tree with vals as the release, without waiting for
+// Pods (nothing runs them here), and returns the objects it installed.
+func helmInstall(ctx context.Context, t *testing.T, cfg *action.Configuration, vals map[string]any) []*unstructured.Unstructured {
+	t.Helper()
+	install := action.NewInstall(cfg)
+	install.ReleaseName = releaseName
+	install.Namespace = namespace
+	install.WaitStrategy = kube.HookOnlyStrategy
+	install.Timeout = 2 * time.Minute
+	rel, err := install.RunWithContext(ctx, loadChart(t), vals)
+	if err != nil {
+		t.Fatalf("helm install: %v", err)
+	}
+	return decodeManifest(t, manifestOf(t, rel))
 }
