@@ -88,6 +88,17 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	}
 
 	original := server.DeepCopyObject().(pamv1.ServerObject)
+	result := r.deriveStatus(ctx, server, pc, err)
+	status := server.ServerStatus()
+	if equality.Semantic.DeepEqual(original.ServerStatus(), status) {
+		return result, nil
+	}
+	return result, client.IgnoreNotFound(r.Status().Patch(ctx, server, client.MergeFrom(original)))
+}
+
+// deriveStatus sets the server's conditions, its login backoff and its roles from what the
+// check found (err, from Connector.Check), and returns when to check again.
+func (r *ServerReconciler) deriveStatus(ctx context.Context, server pamv1.ServerObject, pc pam.Client, err error) ctrl.Result {
 	status := server.ServerStatus()
 	gen := server.GetGeneration()
 	set := func(condType string, s metav1.ConditionStatus, reason, message string) {
@@ -128,11 +139,7 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 			result.RequeueAfter = resume
 		}
 	}
-
-	if equality.Semantic.DeepEqual(original.ServerStatus(), status) {
-		return result, nil
-	}
-	return result, client.IgnoreNotFound(r.Status().Patch(ctx, server, client.MergeFrom(original)))
+	return result
 }
 
 // servesCreateMode reports whether create-mode elevations may request through the server: a
