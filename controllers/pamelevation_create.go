@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
+	"github.com/pam-operator/pam-operator/internal/credentials"
 	"github.com/pam-operator/pam-operator/internal/pam"
 )
 
@@ -55,9 +56,8 @@ func (r *PamElevationReconciler) ensureCreated(ctx context.Context, el *pamv1.Pa
 			message: fmt.Sprintf("ClusterPamServer %s has no requestPolicy: it serves no create mode", server.GetName())}
 		return false
 	}
-	pc, err := r.Connector.Connect(ctx, server)
-	if err != nil {
-		p.failConnect(err)
+	pc, ok := r.connect(ctx, el, server, p, "Create")
+	if !ok {
 		return false
 	}
 	if el.Status.RequestCreateTime != nil {
@@ -105,7 +105,9 @@ func (r *PamElevationReconciler) ensureCreated(ctx context.Context, el *pamv1.Pa
 		opts.RequestedTime = t.Time
 	}
 	created, err := pc.Create(ctx, opts)
-	observeCreate(err)
+	if _, refused := credentials.AsError(err); !refused {
+		observeCreate(err) // sent to PAM, whatever came back
+	}
 	if err != nil {
 		audit(ctx, el, "create", role.DisplayName, "", "failed: "+err.Error())
 		if errors.Is(err, pam.ErrCreateOutcomeUnknown) {
@@ -127,9 +129,8 @@ func (r *PamElevationReconciler) ensureCreated(ctx context.Context, el *pamv1.Pa
 // noRequestMade reports whether the create el asked for made no request in PAM: a list does not
 // show it, and the create has settled. A request found is recorded in el's status.
 func (r *PamElevationReconciler) noRequestMade(ctx context.Context, el *pamv1.PamElevation, server pamv1.ServerObject, p *pass) bool {
-	pc, err := r.Connector.Connect(ctx, server)
-	if err != nil {
-		p.failConnect(err)
+	pc, ok := r.connect(ctx, el, server, p, "Release")
+	if !ok {
 		return false
 	}
 	found, err := r.findCreated(ctx, el, pc, p)
@@ -146,6 +147,18 @@ func (r *PamElevationReconciler) noRequestMade(ctx context.Context, el *pamv1.Pa
 			message: "The answer to the create was lost; looking for the request among the account's requests before releasing the object"}
 	}
 	return settled
+}
+
+// connect returns the client for el's calls to server, and tells el once when it is the copy
+// of the credentials kept in escrow (which reads and closes, and never creates).
+func (r *PamElevationReconciler) connect(ctx context.Context, el *pamv1.PamElevation, server pamv1.ServerObject, p *pass, action string) (pam.Client, bool) {
+	pc, err := r.Connector.Connect(ctx, server)
+	if err != nil {
+		p.failConnect(err)
+		return nil, false
+	}
+	r.noteEscrow(el, pc, action)
+	return pc, true
 }
 
 // adopt records req as the request el tracks, read now.

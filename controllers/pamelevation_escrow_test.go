@@ -55,6 +55,34 @@ func TestEscrowServesACloseAndSaysSoOnce(t *testing.T) {
 	waitGone(t, s.escrow) // nothing needs it any more
 }
 
+// TestEscrowNeverAsksForNewAccess: the kept copy is there so that access can still be taken
+// away once the Secret is gone. A create-mode elevation whose server's Secret is gone reads with
+// it, but asks PAM for nothing: Stalled with the original reason, and no create reaches PAM.
+func TestEscrowNeverAsksForNewAccess(t *testing.T) {
+	g := NewWithT(t)
+	s := basicEscrowed(t)
+	s.pam.AddRole(emulator.Role{DisplayName: "SQL Admins", TTL: time.Hour})
+	deleteObj(t, s.secret)
+
+	el := requesting(s.ns, "after-the-secret", "SQL Admins")
+	create(t, el)
+	waitFor(t, el, func(g Gomega, el *pamv1.PamElevation) {
+		expectCondition(g, el.Status.Conditions, pamv1.ConditionStalled, metav1.ConditionTrue, pamv1.ReasonSecretNotFound)
+		g.Expect(condition(el, pamv1.ConditionStalled).Message).To(ContainSubstring("never used to ask PAM for new access"))
+		g.Expect(el.Status.RequestCreateTime).To(BeNil(), "nothing was asked for")
+	})
+	g.Expect(createCalls(s.pam)).To(BeZero())
+	g.Expect(s.pam.Requests()).To(HaveLen(1), "only the request the adopting elevation tracks")
+
+	// What it is for still works: the adopting elevation's close goes out with the copy.
+	deleteObj(t, el)
+	waitGone(t, el)
+	deleteObj(t, s.el)
+	waitGone(t, s.el)
+	_, successes := s.pam.CloseCalls(s.el.Spec.RequestID)
+	g.Expect(successes).To(Equal(1))
+}
+
 // eventsAbout returns the Events about obj with the reason.
 func eventsAbout(t *testing.T, obj client.Object, reason string) []eventsv1.Event {
 	t.Helper()

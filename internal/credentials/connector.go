@@ -286,7 +286,7 @@ func (c *Connector) Check(ctx context.Context, server pamv1.ServerObject) (pam.C
 			}}
 	}
 	if creds != nil && creds.escrowed {
-		limited = &escrowClient{Client: limited, note: creds.note}
+		limited = &escrowClient{Client: limited, note: creds.note, missing: creds.missing}
 	}
 	state.client = &cachedClient{server: serverVersion, version: version, client: limited, close: closeAuth, readAt: readAt, breaker: breaker}
 	return limited, creds, nil
@@ -296,7 +296,15 @@ func (c *Connector) Check(ctx context.Context, server pamv1.ServerObject) (pam.C
 // elevations it serves can be told (FromEscrow).
 type escrowClient struct {
 	pam.Client
-	note string
+	note    string
+	missing *Error
+}
+
+// Create is refused: the copy is kept so that access can still be taken away once its Secret
+// is gone, never to ask for more. The problem is the one the copy stood in for.
+func (c *escrowClient) Create(context.Context, pam.CreateOptions) (*pam.Request, error) {
+	return nil, &Error{Reason: c.missing.Reason,
+		Message: c.missing.Message + "; the copy of the credentials kept in escrow is never used to ask PAM for new access"}
 }
 
 // FromEscrow reports whether pc was built from the copy of its server's credentials kept in

@@ -61,6 +61,8 @@ type Credentials struct {
 	// for the Event on the elevations it serves.
 	escrowed bool
 	note     string
+	// missing is the problem the copy stands in for, when escrowed.
+	missing *Error
 	// readAt is when the read began (set by connect): of two reads, the one that began later
 	// holds the newer data.
 	readAt time.Time
@@ -155,7 +157,7 @@ func (c *Connector) loadCredentials(ctx context.Context, server pamv1.ServerObje
 			where + " but belongs to another configuration of the server (its url, caBundle or auth changed, or it was re-created) and is not used"}
 	}
 	kept := &Credentials{data: map[string][]byte{}, version: "escrow/" + escrow.ResourceVersion,
-		source: "the copy kept in Secret " + where, escrowed: true,
+		source: "the copy kept in Secret " + where, escrowed: true, missing: problem,
 		note: problem.Message + "; PAM is called with the copy of the server's credentials kept in Secret " + where}
 	spec := server.ServerSpec()
 	for _, key := range escrowKeys(spec.Auth) {
