@@ -109,9 +109,7 @@ func (r *PamElevationReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	p := &pass{now: r.Clock.Now()}
 	next := r.reconcileNormal(ctx, el, p)
 	slots.End() // the server's slot is not held over the writes to the API server
-	if p.closing {
-		priority = closePriority
-	}
+	priority = p.priority()
 	if p.apiErr != nil {
 		return ctrl.Result{}, p.apiErr
 	}

@@ -32,9 +32,7 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 	case r.requestEnded(el):
 		return r.releaseEnded(ctx, req, el)
 	case awaitsCreate(el) && el.Status.RequestCreateTime == nil:
-		log.Info("Releasing PamElevation that never asked PAM for its request", "role", roleAsked(el))
-		r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonDeleted, "Release", "Released: no request was made in PAM")
-		return ctrl.Result{}, r.removeFinalizer(ctx, req, el, unchangedSince)
+		return r.releaseUncreated(ctx, req, el, "never asked PAM for its request")
 	}
 
 	// A duplicate never owned the request: deleting it must not revoke access the original tracks.
@@ -69,9 +67,7 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 		// A create was asked for and its answer lost: release only once a list shows no
 		// request was made; one found is recorded, and closed by the next pass.
 		if r.noRequestMade(ctx, el, server, p) {
-			log.Info("Releasing PamElevation whose create PAM never carried out", "role", roleAsked(el))
-			r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonDeleted, "Release", "Released: no request was made in PAM")
-			return ctrl.Result{}, r.removeFinalizer(ctx, req, el, unchangedSince)
+			return r.releaseUncreated(ctx, req, el, "asked PAM for its request, and PAM made none")
 		}
 		next = time.Millisecond
 	case r.closeVia(ctx, el, server, p, pamv1.ReasonDeleted):
@@ -91,4 +87,12 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 		return ctrl.Result{}, err
 	}
 	return r.schedule(req, p, next)
+}
+
+// releaseUncreated releases a create-mode object being deleted for which PAM holds no request:
+// there is nothing to close.
+func (r *PamElevationReconciler) releaseUncreated(ctx context.Context, req reconcile.Request, el *pamv1.PamElevation, why string) (ctrl.Result, error) {
+	ctrl.LoggerFrom(ctx).Info("Releasing PamElevation that "+why, "role", roleAsked(el))
+	r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonDeleted, "Release", "Released: no request was made in PAM")
+	return ctrl.Result{}, r.removeFinalizer(ctx, req, el, unchangedSince)
 }

@@ -32,10 +32,7 @@ const (
 // schedule turns the outcome of a pass into a requeue: the backoff after a problem, honouring
 // the server's Retry-After and the cap, else the next timer; a close comes before syncs.
 func (r *PamElevationReconciler) schedule(req reconcile.Request, p *pass, next time.Duration) (ctrl.Result, error) {
-	priority := syncPriority
-	if p.closing {
-		priority = closePriority
-	}
+	priority := p.priority()
 	if p.problem == nil {
 		r.retries.Forget(req)
 		if next > 0 {
@@ -56,9 +53,14 @@ func (r *PamElevationReconciler) schedule(req reconcile.Request, p *pass, next t
 // it is queued again when a slot frees (slotWaits). The retry cap only bounds a wake-up lost
 // all the same.
 func (r *PamElevationReconciler) waitForSlot(p *pass) ctrl.Result {
-	priority := syncPriority
-	if p.closing {
-		priority = closePriority
-	}
+	priority := p.priority()
 	return ctrl.Result{RequeueAfter: r.MaxRetryDelay, Priority: &priority}
+}
+
+// priority is where the pass's next one goes in the queue: a close before the syncs.
+func (p *pass) priority() int {
+	if p.closing {
+		return closePriority
+	}
+	return syncPriority
 }
