@@ -47,7 +47,7 @@ func (s *slotWaits) passEnded(req reconcile.Request, slots *pam.Pass, priority i
 	if busy == nil {
 		return
 	}
-	busy.NotifyWhenFree(func() {
+	busy.NotifyWhenFree(priority, func() {
 		if q := s.queue.Load(); q != nil {
 			addRequestAt(*q, req, priority)
 		}

@@ -141,6 +141,12 @@ func BatchSince(now time.Time) time.Time {
 	return now.Add(-batchLookback).Truncate(time.Hour)
 }
 
+// Contended reports whether passes wait for the server's call slots: a read that many need
+// had better come from one list than from a call each.
+func (b *Batcher) Contended() bool {
+	return b.slots != nil && b.slots.Waiting()
+}
+
 // Fresher reports whether the newest batch was taken after notBefore and covers since.
 func (b *Batcher) Fresher(notBefore, since time.Time) bool {
 	return b.usable(notBefore, since) != nil

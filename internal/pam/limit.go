@@ -32,7 +32,8 @@ type Limiter struct {
 
 	mu    sync.Mutex
 	slots chan struct{}
-	// waiting are the passes refused a slot, oldest first, one per key.
+	// waiting are the passes refused a slot, one per key: the highest priority first, and
+	// within one priority the oldest first.
 	waiting []waiter
 	// woken are the keys told of a free slot whose pass has not ended since: a slot one of
 	// them will take is not offered to another.
@@ -40,8 +41,9 @@ type Limiter struct {
 }
 
 type waiter struct {
-	key  any
-	wake func()
+	key      any
+	priority int
+	wake     func()
 }
 
 // ErrServerBusy is under the error of a call of a pass refused because every call slot of the
@@ -61,19 +63,32 @@ func (e *BusyError) Error() string { return ErrServerBusy.Error() }
 func (e *BusyError) Unwrap() error { return ErrServerBusy }
 
 // NotifyWhenFree calls wake once, when a slot is free for the pass's key: at once if one is now,
-// else when one frees and the keys refused before it have been told. A second call for the same
-// key replaces the first.
-func (e *BusyError) NotifyWhenFree(wake func()) {
+// else when one frees and the keys of a higher priority, and those of its own refused before
+// it, have been told. On a busy server the closes so go before the reads that may wait. A
+// second call for the same key replaces the first.
+func (e *BusyError) NotifyWhenFree(priority int, wake func()) {
 	l := e.limiter
 	l.mu.Lock()
 	l.dropWaiterLocked(e.key)
-	if e.told {
-		l.waiting = slices.Insert(l.waiting, 0, waiter{key: e.key, wake: wake})
-	} else {
-		l.waiting = append(l.waiting, waiter{key: e.key, wake: wake})
+	at := slices.IndexFunc(l.waiting, func(w waiter) bool {
+		if e.told {
+			return w.priority <= priority // told of a slot another took, it keeps its turn
+		}
+		return w.priority < priority
+	})
+	if at < 0 {
+		at = len(l.waiting)
 	}
+	l.waiting = slices.Insert(l.waiting, at, waiter{key: e.key, priority: priority, wake: wake})
 	l.mu.Unlock()
 	l.wakeWaiters()
+}
+
+// Waiting reports whether passes wait for a slot of the server.
+func (l *Limiter) Waiting() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.waiting) > 0
 }
 
 // PassEnded tells the limiter that a later pass of the key ended without being refused: it no
@@ -188,10 +203,19 @@ func (p *Pass) hold(l *Limiter, op string) error {
 	_, told := l.woken[p.key]
 	delete(l.woken, p.key) // told of a slot or not, it takes one now or is refused
 	l.dropWaiterLocked(p.key)
+	// The free slots promised to the passes told of them are not for one that was not: the
+	// order of the waiting passes holds.
+	promised := !told && cap(slots)-len(slots) <= len(l.woken)
 	l.mu.Unlock()
-	select {
-	case slots <- struct{}{}:
-	default:
+	refused := promised
+	if !promised {
+		select {
+		case slots <- struct{}{}:
+		default:
+			refused = true
+		}
+	}
+	if refused {
 		p.busy = &BusyError{limiter: l, key: p.key, told: told}
 		return &Error{Op: op, Class: ClassRetryable, Err: p.busy}
 	}

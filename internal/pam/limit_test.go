@@ -55,7 +55,7 @@ func TestPassIsRefusedNotHeldWhenEverySlotIsTaken(t *testing.T) {
 		t.Fatalf("a third pass got %v, want ErrServerBusy", err)
 	}
 	woken := make(chan struct{})
-	busy.NotifyWhenFree(func() { close(woken) })
+	busy.NotifyWhenFree(0, func() { close(woken) })
 
 	sweep := make(chan error, 1)
 	go func() { sweep <- c.List(context.Background(), "", func(pam.Request) {}) }()
@@ -116,7 +116,7 @@ func TestSlotOfferedToAPassThatNeedsNoneGoesToTheNext(t *testing.T) {
 	var refused []*pam.BusyError
 	for _, key := range []string{"first", "second", "third"} {
 		busy := refusedPass(t, c, key)
-		busy.NotifyWhenFree(func() { woken <- key })
+		busy.NotifyWhenFree(0, func() { woken <- key })
 		refused = append(refused, busy)
 	}
 	close(release)
@@ -150,6 +150,42 @@ func TestSlotOfferedToAPassThatNeedsNoneGoesToTheNext(t *testing.T) {
 	refused[1].PassEnded()
 	if got := <-woken; got != "third" {
 		t.Fatalf("told %s, want the third", got)
+	}
+}
+
+// TestHigherPriorityPassesAreToldFirst: on a busy server a close waiting for a slot goes before
+// the reads that waited longer, and passes of one priority are told oldest first.
+func TestHigherPriorityPassesAreToldFirst(t *testing.T) {
+	fake, started, release := blockingClient()
+	c := pam.WithLimiter(fake, pam.NewLimiter(pam.Limit{QPS: 1000, Burst: 1000, MaxConcurrentCalls: 1}))
+	holderDone := make(chan error, 1)
+	go func() {
+		ctx, pass := pam.WithPass(context.Background(), "holder")
+		defer pass.End()
+		holderDone <- c.Close(ctx, "holder")
+	}()
+	<-started
+
+	woken := make(chan string, 4)
+	refused := map[string]*pam.BusyError{}
+	for _, w := range []struct {
+		key      string
+		priority int
+	}{{"read", 0}, {"close", 100}, {"second read", 0}, {"second close", 100}} {
+		busy := refusedPass(t, c, w.key)
+		busy.NotifyWhenFree(w.priority, func() { woken <- w.key })
+		refused[w.key] = busy
+	}
+	close(release)
+	if err := <-holderDone; err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"close", "second close", "read", "second read"} {
+		got := <-woken
+		if got != want {
+			t.Fatalf("told %s, want %s", got, want)
+		}
+		refused[got].PassEnded() // it needed no call: the slot goes on
 	}
 }
 
