@@ -3,6 +3,8 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,4 +56,116 @@ func TestHungServerDoesNotDelayAnotherServersClose(t *testing.T) {
 		"the healthy server's close waited behind the hung server's")
 	t.Logf("the healthy server's close came %s after its deletion", time.Since(deleted).Round(time.Millisecond))
 	waitGone(t, el)
+}
+
+// TestConfirmationsFollowTheClosesAndShareAList: in a mass revocation what a security team
+// measures is when the last access is gone. The read that confirms each close waits for the
+// server's call slots behind the closes still due, and the confirmations that piled up there
+// are answered by a list of the server's requests, not by a read each.
+func TestConfirmationsFollowTheClosesAndShareAList(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns, own := withOwnEmulator(t, func(spec *pamv1.PamServerSpec) {
+		spec.RateLimit = &pamv1.RateLimit{QPS: 20, Burst: 1, MaxConcurrentCalls: 2}
+	})
+	const n = 30
+	var els []*pamv1.PamElevation
+	var ids []string
+	for i := range n {
+		id := own.AddRequest(emulator.Request{Owner: pamUser, RoleID: randomGUID(), RequestedTTL: time.Hour}).ID
+		el := elevation(ns, fmt.Sprintf("mass-%02d", i), id)
+		create(t, el)
+		els, ids = append(els, el), append(ids, strings.ToLower(id))
+	}
+	for _, el := range els {
+		waitActive(t, el)
+	}
+	// The first two closes take both slots for a second: every other deletion is seen and
+	// waits for a slot by then, as in a mass revocation the closes wait for the rate limit.
+	own.InjectFault(emulator.Fault{Endpoint: emulator.EndpointCloseRequest, Delay: time.Second, Times: 2})
+	own.ResetCalls()
+	g.Expect(k8sClient.DeleteAllOf(ctx, &pamv1.PamElevation{}, client.InNamespace(ns))).To(Succeed())
+	for _, el := range els {
+		waitGone(t, el)
+	}
+
+	calls := own.Calls()
+	closedAt := map[string]int{}
+	lastClose := -1
+	for i, c := range calls {
+		if c.Endpoint == emulator.EndpointCloseRequest {
+			g.Expect(closedAt).NotTo(HaveKey(c.RequestID), "a request was closed twice")
+			closedAt[c.RequestID] = i
+			lastClose = i
+		}
+	}
+	g.Expect(closedAt).To(HaveLen(n))
+	// A read naming a request after its close is a confirmation read on its own.
+	alone := 0
+	for i, c := range calls {
+		if c.Endpoint != emulator.EndpointListRequests {
+			continue
+		}
+		query, _ := url.QueryUnescape(c.Query)
+		for _, id := range ids {
+			if at, ok := closedAt[id]; ok && i > at && strings.Contains(strings.ToLower(query), id) {
+				g.Expect(i).To(BeNumerically(">", lastClose), "a confirmation read went out before the last close")
+				alone++
+			}
+		}
+	}
+	// The closes in flight when the last list was asked for, one per slot, may be read alone.
+	g.Expect(alone).To(BeNumerically("<=", 2), "confirmations read one by one instead of from a list")
+}
+
+// TestBurstOfDeletionsConfirmsAfterIt: in a burst of deletions the API server's marking of them
+// paces the closes, and every write the manager makes slows it: the reads that confirm the
+// closes, and the Events and releases that follow them, wait for the burst to end. The first
+// deletions, before they are a burst, are not held.
+func TestBurstOfDeletionsConfirmsAfterIt(t *testing.T) {
+	g := NewWithT(t)
+	ns, own := withOwnEmulator(t, nil)
+	const n = 60
+	var els []*pamv1.PamElevation
+	var ids []string
+	for i := range n {
+		id := own.AddRequest(emulator.Request{Owner: pamUser, RoleID: randomGUID(), RequestedTTL: time.Hour}).ID
+		el := elevation(ns, fmt.Sprintf("burst-%02d", i), id)
+		create(t, el)
+		els, ids = append(els, el), append(ids, strings.ToLower(id))
+	}
+	for _, el := range els {
+		waitActive(t, el)
+	}
+	own.ResetCalls()
+	// One after another, as a GitOps prune deletes them: the first are closed while the rest
+	// arrive.
+	for _, el := range els {
+		deleteObj(t, el)
+	}
+	burstEnd := time.Now()
+	for _, el := range els {
+		waitGone(t, el)
+	}
+
+	closedAt := map[string]time.Time{}
+	calls := own.Calls()
+	for _, c := range calls {
+		if c.Endpoint == emulator.EndpointCloseRequest {
+			closedAt[c.RequestID] = c.Time
+		}
+	}
+	g.Expect(closedAt).To(HaveLen(n))
+	confirmedEarly := 0
+	for _, c := range calls {
+		query, _ := url.QueryUnescape(c.Query)
+		for _, id := range ids {
+			if at := closedAt[id]; c.Endpoint == emulator.EndpointListRequests && c.Time.After(at) &&
+				c.Time.Before(burstEnd) && strings.Contains(strings.ToLower(query), id) {
+				confirmedEarly++
+			}
+		}
+	}
+	// Those closed before the deletions were a burst may have been confirmed at once.
+	g.Expect(confirmedEarly).To(BeNumerically("<", n/2), "closes were confirmed while the burst of deletions still arrived")
 }

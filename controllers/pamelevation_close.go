@@ -8,6 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 	"github.com/pam-operator/pam-operator/internal/pam"
@@ -20,6 +22,14 @@ import (
 // object waits for that read. A close that failed with credentials the read shows have changed
 // is sent again with the new ones.
 func (r *PamElevationReconciler) closeVia(ctx context.Context, el *pamv1.PamElevation, server pamv1.ServerObject, p *pass, reason string) bool {
+	if accepted, ok := r.reads.closeAcceptedAt(el.UID); ok {
+		p.confirming = true
+		if r.burst.hold(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(el)}) {
+			p.heldByBurst = true
+			return false
+		}
+		return r.confirmClose(ctx, el, server, p, reason, accepted)
+	}
 	ahead, current := r.Connector.ConnectAhead(ctx, server)
 	if ahead == nil {
 		pc, err := current()
@@ -34,7 +44,7 @@ func (r *PamElevationReconciler) closeVia(ctx context.Context, el *pamv1.PamElev
 	if r.closeRequest(ctx, el, ahead, p, reason) {
 		return true // a read alongside, if one was started, refreshes the client for the next call
 	}
-	if p.refusedSlot {
+	if p.refusedSlot || p.confirming {
 		return false
 	}
 	latest, err := current()
@@ -60,8 +70,8 @@ func (r *PamElevationReconciler) closeVia(ctx context.Context, el *pamv1.PamElev
 // a pass working from a stale copy of an object another pass released — it reads the request
 // first, and sends no close for a request PAM lists as ended. That read is the authority; the
 // object is not read again from the API server, since a close this or another pass made shows in
-// PAM first. After a 200 it reads the request again, so that a server that answers 200 without
-// closing is caught.
+// PAM first. After a 200 the pass ends with p.confirming set: a pass of its own reads the
+// request again (confirmClose), so that a server that answers 200 without closing is caught.
 func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.PamElevation, pc pam.Client, p *pass, reason string) bool {
 	// A batched read may be a sync interval old; unless this process knows the request open,
 	// the decision to send a close needs a live one.
@@ -97,7 +107,10 @@ func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.Pam
 	r.reads.closeSent(el.UID, r.Clock.Now())
 	if err == nil {
 		audit(ctx, el, "close", requestedRole(el), "", "accepted (HTTP 200)")
-		return r.confirmClose(ctx, el, pc, p, reason, r.Clock.Since(start))
+		log.V(1).Info("PAM accepted the close", "duration", r.Clock.Since(start).Round(time.Millisecond))
+		r.reads.acceptClose(el.UID, r.Clock.Now())
+		p.confirming = true
+		return false
 	}
 	audit(ctx, el, "close", requestedRole(el), "", "failed: "+err.Error())
 
@@ -121,20 +134,25 @@ func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.Pam
 	return false
 }
 
-// confirmClose reads the request after PAM answered 200: Closed, Expired or Rejected confirm
-// the close; Closing means PAM accepted it but has not removed the access yet — in MIM a
-// removal workflow can stall there with the membership in place — so the object waits for
-// Closed, with no second close; a request still open means the answer was not true.
-func (r *PamElevationReconciler) confirmClose(ctx context.Context, el *pamv1.PamElevation, pc pam.Client, p *pass, reason string, took time.Duration) bool {
-	log := ctrl.LoggerFrom(ctx).WithValues("requestID", requestIDOf(el), "reason", reason)
-	after, err := pc.Get(ctx, requestIDOf(el))
-	if err != nil {
-		// The close was accepted; the next pass reads the request before anything else.
-		observeCloseUnconfirmed()
-		log.Info("PAM accepted the close; reading the request back failed", "error", err.Error())
-		p.fail(err)
-		return false
+// confirmClose reads the request after PAM answered 200 to this process's close at accepted:
+// Closed, Expired or Rejected confirm the close; Closing means PAM accepted it but has not
+// removed the access yet — in MIM a removal workflow can stall there with the membership in
+// place — so the object waits for Closed, with no second close; a request still open means the
+// answer was not true, and a later pass closes it again.
+//
+// The read is kept off the path of the closes: it is a pass of its own, which waits for the
+// server's call slots behind the closes (confirmPriority). What a security team measures in a
+// mass revocation is when the last access is gone; the confirmations, the Events and the
+// releases come after.
+func (r *PamElevationReconciler) confirmClose(ctx context.Context, el *pamv1.PamElevation, server pamv1.ServerObject, p *pass, reason string, accepted time.Time) bool {
+	p.confirming = true
+	after, ok := r.readAfterClose(ctx, el, server, p, accepted)
+	if !ok {
+		return false // the next pass tries the read again; the close is not sent twice
 	}
+	p.confirming = false
+	r.reads.closeConfirmed(el.UID)
+	log := ctrl.LoggerFrom(ctx).WithValues("requestID", requestIDOf(el), "reason", reason)
 	el.Status.RequestStatus = string(after.Status)
 	if !after.Status.Ended() && after.Status != pamapi.StatusClosing {
 		msg := fmt.Sprintf("PAM answered 200 to Close but still lists the request %s", after.Status)
@@ -145,19 +163,74 @@ func (r *PamElevationReconciler) confirmClose(ctx context.Context, el *pamv1.Pam
 		p.problem = &problem{reason: pamv1.ReasonCloseFailed, message: msg}
 		return false
 	}
-	observeCloseSuccess(el, reason, r.Clock.Now())
+	observeCloseSuccess(el, reason, accepted)
 	if after.Status == pamapi.StatusClosing {
-		log.Info("PAM accepted the close and lists the request Closing", "duration", took.Round(time.Millisecond))
+		log.Info("PAM accepted the close and lists the request Closing")
 		r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ReasonClosing, "Close",
 			"PAM accepted the close of request %s (HTTP 200, %s) and lists it Closing; waiting for Closed", requestIDOf(el), closeCause(reason))
 		p.problem = &problem{reason: pamv1.ReasonClosing, message: "PAM accepted the close and is closing the request; waiting for it to report Closed"}
 		return false
 	}
-	log.Info("Closed PAM request", "requestStatus", after.Status, "duration", took.Round(time.Millisecond))
+	log.Info("Closed PAM request", "requestStatus", after.Status)
 	r.Recorder.Eventf(el, nil, corev1.EventTypeNormal, pamv1.ConditionClosed, "Close",
 		"Closed PAM request %s (HTTP 200, %s; PAM now lists it %s)", requestIDOf(el), closeCause(reason), after.Status)
 	p.markClosed(reason, closedMessage(reason, after.Status))
 	return true
+}
+
+// readAfterClose reads the request as PAM lists it after accepted. While other passes wait for
+// the server's call slots — a mass revocation, whose confirmations queue behind its closes — it
+// takes the request from the server's shared list: one list, asked for after the closes it
+// confirms, answers them all. Alone, it reads the request on its own, which costs PAM less
+// than a list of every request of the account.
+func (r *PamElevationReconciler) readAfterClose(ctx context.Context, el *pamv1.PamElevation, server pamv1.ServerObject, p *pass, accepted time.Time) (*pam.Request, bool) {
+	// The client the close used will do: a read needs no newer credentials, and reading the
+	// Secret for each of thousands of confirmations would load the API server for nothing.
+	var pc pam.Client
+	connect := func(context.Context) (pam.Client, error) {
+		if pc != nil {
+			return pc, nil
+		}
+		ahead, current := r.Connector.ConnectAhead(ctx, server)
+		if pc = ahead; pc == nil {
+			var err error
+			if pc, err = current(); err != nil {
+				return nil, err
+			}
+		}
+		r.noteEscrow(el, pc, "Close")
+		return pc, nil
+	}
+	if batcher := r.Connector.Batcher(server); batcher.Contended() || batcher.Fresher(accepted, pam.BatchSince(p.now)) {
+		req, at, found, err := batcher.Lookup(ctx, connect, requestIDOf(el), accepted, pam.BatchSince(p.now), r.Clock.Now)
+		if cf, ok := errors.AsType[*pam.ConnectError](err); ok {
+			p.failConnect(cf.Err)
+			return nil, false
+		}
+		switch {
+		case err == nil && found:
+			r.reads.store(el.UID, at, readOpen(req.Status))
+			return &req, true
+		case err != nil && !errors.Is(err, pam.ErrAnswerTooLarge):
+			p.fail(err)
+			return nil, false
+		}
+	}
+	if _, err := connect(ctx); err != nil {
+		p.failConnect(err)
+		return nil, false
+	}
+	at := r.Clock.Now()
+	req, err := pc.Get(ctx, requestIDOf(el))
+	if err != nil {
+		if !errors.Is(err, pam.ErrServerBusy) {
+			ctrl.LoggerFrom(ctx).Info("PAM accepted the close; reading the request back failed", "requestID", requestIDOf(el), "error", err.Error())
+		}
+		p.fail(err)
+		return nil, false
+	}
+	r.reads.store(el.UID, at, readOpen(req.Status))
+	return req, true
 }
 
 // knownOpen reports whether a close can go out without reading the request first: this process

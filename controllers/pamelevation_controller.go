@@ -68,6 +68,8 @@ type PamElevationReconciler struct {
 	releases atomic.Pointer[workqueue.TypedRateLimitingInterface[reconcile.Request]]
 	// slotWaits queues again the passes refused a call slot of their server.
 	slotWaits slotWaits
+	// burst holds the confirmations of closes while a burst of deletions arrives.
+	burst deletionBurst
 }
 
 // Least privilege, proven by the reliability test's audit of what the manager uses: objects are
@@ -83,16 +85,16 @@ type PamElevationReconciler struct {
 func (r *PamElevationReconciler) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Result, error) {
 	// The pass's calls to PAM share one call slot of their server, taken without waiting.
 	ctx, slots := pam.WithPass(ctx, req)
-	priority := syncPriority
-	defer func() { r.slotWaits.passEnded(req, slots, priority) }()
+	p := &pass{}
+	defer func() { r.slotWaits.passEnded(req, slots, p.priority()) }()
 	el := &pamv1.PamElevation{}
 	if err := r.Get(ctx, req.NamespacedName, el); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 
 	if !el.DeletionTimestamp.IsZero() {
-		priority = closePriority
-		return r.reconcileDelete(ctx, req, el, slots)
+		p.closing = true
+		return r.reconcileDelete(ctx, req, el, slots, p)
 	}
 
 	// The finalizer is stored before any call to PAM, so no close can be lost to a deletion
@@ -106,15 +108,17 @@ func (r *PamElevationReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	}
 
 	original := el.DeepCopy()
-	p := &pass{now: r.Clock.Now()}
+	p.now = r.Clock.Now()
 	next := r.reconcileNormal(ctx, el, p)
 	slots.End() // the server's slot is not held over the writes to the API server
-	priority = p.priority()
 	if p.apiErr != nil {
 		return ctrl.Result{}, p.apiErr
 	}
-	if p.refusedSlot {
+	if p.refusedSlot || p.heldByBurst {
 		return r.waitForSlot(p), nil
+	}
+	if p.confirming && p.problem == nil {
+		return r.awaitConfirmation(req), nil
 	}
 	if err := r.patchStatus(ctx, original, el, p); err != nil {
 		return ctrl.Result{}, err

@@ -17,7 +17,7 @@ import (
 )
 
 // reconcileDelete closes the request of an object being deleted and only then releases it.
-func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconcile.Request, el *pamv1.PamElevation, slots *pam.Pass) (ctrl.Result, error) {
+func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconcile.Request, el *pamv1.PamElevation, slots *pam.Pass, p *pass) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(el, pamv1.ElevationFinalizer) {
 		return ctrl.Result{}, nil
 	}
@@ -48,7 +48,7 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 	}
 
 	original := el.DeepCopy()
-	p := &pass{now: r.Clock.Now(), closing: true}
+	p.now = r.Clock.Now()
 	server, err := r.server(ctx, el, true)
 	if ce, ok := credentials.AsError(err); ok && refusedByPolicy(ce.Reason) && !tracksRequest(el) {
 		// Refused from the start, it never read the request, so there is nothing it could
@@ -77,8 +77,11 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 	if p.apiErr != nil {
 		return ctrl.Result{}, p.apiErr
 	}
-	if p.refusedSlot {
+	if p.refusedSlot || p.heldByBurst {
 		return r.waitForSlot(p), nil
+	}
+	if p.confirming && p.problem == nil {
+		return r.awaitConfirmation(req), nil
 	}
 	if r.endedByPAMExpiry(ctx, el, p) {
 		return r.queueRelease(req, el)

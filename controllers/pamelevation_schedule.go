@@ -22,11 +22,13 @@ func (r *PamElevationReconciler) retryCreateAt(el *pamv1.PamElevation, p *pass, 
 	return max(expiry.Sub(p.now), time.Millisecond)
 }
 
-// Queue priorities: a pass that closes goes before everything else waiting; the periodic syncs
-// go last.
+// Queue priorities, in the work queue and for a server's call slots: a pass that closes goes
+// before everything else waiting, then the reads that confirm closes; the periodic syncs go
+// last.
 const (
-	closePriority = 100
-	syncPriority  = handler.LowPriority
+	closePriority   = 100
+	confirmPriority = 0
+	syncPriority    = handler.LowPriority
 )
 
 // schedule turns the outcome of a pass into a requeue: the backoff after a problem, honouring
@@ -49,18 +51,31 @@ func (r *PamElevationReconciler) schedule(req reconcile.Request, p *pass, next t
 	return ctrl.Result{RequeueAfter: delay, Priority: &priority}, nil
 }
 
-// waitForSlot ends a pass refused a call slot: it learned nothing, so nothing is written, and
-// it is queued again when a slot frees (slotWaits). The retry cap only bounds a wake-up lost
-// all the same.
+// waitForSlot ends a pass refused a call slot, or whose confirmation waits for a burst of
+// deletions to end: it learned nothing, so nothing is written, and it is queued again when a
+// slot frees (slotWaits) or the burst ends (deletionBurst). The retry cap only bounds a wake-up
+// lost all the same.
 func (r *PamElevationReconciler) waitForSlot(p *pass) ctrl.Result {
 	priority := p.priority()
 	return ctrl.Result{RequeueAfter: r.MaxRetryDelay, Priority: &priority}
 }
 
-// priority is where the pass's next one goes in the queue: a close before the syncs.
+// priority is where the pass's next one goes in the queue: a close before a confirmation, and
+// both before the syncs.
 func (p *pass) priority() int {
-	if p.closing {
+	switch {
+	case p.confirming:
+		return confirmPriority
+	case p.closing:
 		return closePriority
 	}
 	return syncPriority
+}
+
+// awaitConfirmation ends a pass whose close PAM accepted: nothing is written yet, and the pass
+// that confirms it is queued at once, behind the closes waiting.
+func (r *PamElevationReconciler) awaitConfirmation(req reconcile.Request) ctrl.Result {
+	r.retries.Forget(req)
+	priority := confirmPriority
+	return ctrl.Result{RequeueAfter: time.Nanosecond, Priority: &priority}
 }

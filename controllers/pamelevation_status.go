@@ -28,11 +28,17 @@ type pass struct {
 	apiErr error
 	// closing is true when the next pass is due to close: at the expiry, or to retry a close.
 	closing bool
+	// confirming is true when PAM accepted the close and the read that confirms it is due:
+	// it goes after the closes still waiting (confirmClose).
+	confirming bool
 	// closed is set when the pass found the request no longer open in PAM.
 	closed *closure
 	// refusedSlot is set when every call slot of the server was taken: the pass stopped there,
 	// learned nothing, and is queued again when one frees.
 	refusedSlot bool
+	// heldByBurst is set when the pass's confirmation waits for a burst of deletions to end
+	// (deletionburst.go): it learned nothing, and is queued again then.
+	heldByBurst bool
 	// written is the object as a write within the pass left it (the create's time, recorded
 	// before the call): the status patch at the end counts its changes from there.
 	written *pamv1.PamElevation

@@ -76,19 +76,26 @@ const elevationControllerName = "pamelevation"
 //     but not the operator's own status patches, which would cut every backoff short (deletion
 //     bumps the generation, so it still comes through), nor a deletion starting, which queued
 //     twice could run twice in a row and cut a Retry-After short;
-//   - an object released by someone else leaves no read record behind.
+//   - an object released by someone else leaves no read record behind;
+//   - deletions starting and objects going tell whether a burst of deletions is under way.
 func (r *PamElevationReconciler) elevationEvents() handler.EventHandler {
 	changes := predicate.And(predicate.Or(predicate.GenerationChangedPredicate{},
 		predicate.AnnotationChangedPredicate{}, predicate.LabelChangedPredicate{}), predicate.Not(deletionStarting))
 	enqueue := &handler.EnqueueRequestForObject{}
 	return handler.Funcs{
 		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if deletionStarting.Create(e) {
+				r.burst.seen(e.Object.GetUID())
+			}
 			deletionsFirst.Create(ctx, e, q)
 			if changes.Create(e) {
 				enqueue.Create(ctx, e, q)
 			}
 		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if deletionStarting.Update(e) {
+				r.burst.seen(e.ObjectNew.GetUID())
+			}
 			deletionsFirst.Update(ctx, e, q)
 			if changes.Update(e) {
 				enqueue.Update(ctx, e, q)
@@ -96,6 +103,7 @@ func (r *PamElevationReconciler) elevationEvents() handler.EventHandler {
 		},
 		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			r.reads.delete(e.Object.GetUID())
+			r.burst.gone(e.Object.GetUID())
 			if changes.Delete(e) {
 				enqueue.Delete(ctx, e, q)
 			}
@@ -130,6 +138,11 @@ func (r *PamElevationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	r.index = index
+	r.burst.release = func(req reconcile.Request) {
+		if q := r.slotWaits.queue.Load(); q != nil {
+			addRequestAt(*q, req, confirmPriority)
+		}
+	}
 	if err := registerStateMetrics(index); err != nil {
 		return err
 	}

@@ -72,6 +72,9 @@ type readRecord struct {
 	// closeSent is when a close was last sent, in Unix nanoseconds: a read from before it no
 	// longer says whether the request is open.
 	closeSent int64
+	// closeAccepted is when PAM answered 200 to that close, in Unix nanoseconds, until a read
+	// newer than it has confirmed or refuted it; 0 when none waits.
+	closeAccepted int64
 }
 
 func (s *readRecords) load(uid types.UID) (time.Time, bool) {
@@ -133,6 +136,25 @@ func (s *readRecords) restoreCloseSent(uid types.UID, at int64) {
 // closed now, and only a newer read can tell.
 func (s *readRecords) closeSent(uid types.UID, t time.Time) {
 	s.update(uid, func(rec *readRecord) { rec.closeSent = t.UnixNano() })
+}
+
+// acceptClose records that PAM answered 200 at t to the close just sent: a read newer than t
+// is to confirm it.
+func (s *readRecords) acceptClose(uid types.UID, t time.Time) {
+	s.update(uid, func(rec *readRecord) { rec.closeAccepted = t.UnixNano() })
+}
+
+// closeAcceptedAt is when PAM accepted the close that waits for its confirming read.
+func (s *readRecords) closeAcceptedAt(uid types.UID) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at := s.m[uid].closeAccepted
+	return time.Unix(0, at), at != 0
+}
+
+// closeConfirmed records that a read after the accepted close has been judged.
+func (s *readRecords) closeConfirmed(uid types.UID) {
+	s.update(uid, func(rec *readRecord) { rec.closeAccepted = 0 })
 }
 
 // ended records that the request of uid has ended in PAM.

@@ -66,8 +66,18 @@ func (b *bench) isolation(ctx context.Context) error {
 
 	// From here on the hung server accepts every call and never answers.
 	hung.InjectFault(emulator.Fault{Delay: time.Hour})
+	before := b.reconcileStats()
 	if err := b.h.client.DeleteAllOf(ctx, &pamv1.PamElevation{}, client.InNamespace(ns)); err != nil {
 		return err
+	}
+	// What is timed is closes due on a hung server, not the deletion that made them due (the
+	// mass revocation's subject): the timing starts once the manager has taken every one of
+	// them in, and the hung server holds calls up to its limit.
+	if err := poll(ctx, time.Minute, 50*time.Millisecond, func() (bool, error) {
+		taken := b.reconcileStats().reconcileCount - before.reconcileCount
+		return taken >= hungCloses && len(hung.Calls()) >= pamv1.DefaultRateLimitMaxConcurrentCalls, nil
+	}); err != nil {
+		return fmt.Errorf("the manager did not take in the hung server's %d deletions: %w", hungCloses, err)
 	}
 	note := fmt.Sprintf("%d closes due on a server that never answers", hungCloses)
 	toClose, _, baseline, _, _, err := b.deleteOneByOne(ctx, b.ns, names, ids, rawRTT, nil)
