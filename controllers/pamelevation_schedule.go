@@ -73,9 +73,13 @@ func (p *pass) priority() int {
 }
 
 // awaitConfirmation ends a pass whose close PAM accepted: nothing is written yet, and the pass
-// that confirms it is queued at once, behind the closes waiting.
+// that confirms it is queued at once, behind the closes waiting, or, in a burst of deletions,
+// when the burst ends (deletionBurst).
 func (r *PamElevationReconciler) awaitConfirmation(req reconcile.Request) ctrl.Result {
 	r.retries.Forget(req)
 	priority := confirmPriority
+	if r.burst.hold(req) {
+		return ctrl.Result{RequeueAfter: r.MaxRetryDelay, Priority: &priority}
+	}
 	return ctrl.Result{RequeueAfter: time.Nanosecond, Priority: &priority}
 }
