@@ -39,6 +39,10 @@ func (s *slotWaits) passEnded(req reconcile.Request, slots *pam.Pass, priority i
 		s.waits[req] = busy
 	} else {
 		delete(s.waits, req)
+		if len(s.waits) == 0 {
+			// A map keeps its peak size: after thousands of passes waited, let it go.
+			s.waits = nil
+		}
 	}
 	s.mu.Unlock()
 	if previous != nil {

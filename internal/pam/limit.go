@@ -104,6 +104,15 @@ func (e *BusyError) PassEnded() {
 
 func (l *Limiter) dropWaiterLocked(key any) {
 	l.waiting = slices.DeleteFunc(l.waiting, func(w waiter) bool { return w.key == key })
+	l.releaseEmptyLocked()
+}
+
+// releaseEmptyLocked lets the waiting list's array go once nobody waits: after thousands waited
+// in a mass revocation, it would otherwise be kept for the life of the process.
+func (l *Limiter) releaseEmptyLocked() {
+	if len(l.waiting) == 0 {
+		l.waiting = nil
+	}
 }
 
 // wakeWaiters tells as many waiting passes as there are free slots not yet promised to a woken
@@ -117,6 +126,7 @@ func (l *Limiter) wakeWaiters() {
 		l.woken[w.key] = struct{}{}
 		wake = append(wake, w.wake)
 	}
+	l.releaseEmptyLocked()
 	l.mu.Unlock()
 	for _, f := range wake {
 		f()
