@@ -3,7 +3,9 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -69,17 +71,7 @@ func TestConfirmationsFollowTheClosesAndShareAList(t *testing.T) {
 		spec.RateLimit = &pamv1.RateLimit{QPS: 20, Burst: 1, MaxConcurrentCalls: 2}
 	})
 	const n = 30
-	var els []*pamv1.PamElevation
-	var ids []string
-	for i := range n {
-		id := own.AddRequest(emulator.Request{Owner: pamUser, RoleID: randomGUID(), RequestedTTL: time.Hour}).ID
-		el := elevation(ns, fmt.Sprintf("mass-%02d", i), id)
-		create(t, el)
-		els, ids = append(els, el), append(ids, strings.ToLower(id))
-	}
-	for _, el := range els {
-		waitActive(t, el)
-	}
+	els := activeElevations(t, ns, own, "mass", n)
 	// The first two closes take both slots for a second: every other deletion is seen and
 	// waits for a slot by then, as in a mass revocation the closes wait for the rate limit.
 	own.InjectFault(emulator.Fault{Endpoint: emulator.EndpointCloseRequest, Delay: time.Second, Times: 2})
@@ -89,33 +81,14 @@ func TestConfirmationsFollowTheClosesAndShareAList(t *testing.T) {
 		waitGone(t, el)
 	}
 
-	calls := own.Calls()
-	closedAt := map[string]int{}
-	lastClose := -1
-	for i, c := range calls {
-		if c.Endpoint == emulator.EndpointCloseRequest {
-			g.Expect(closedAt).NotTo(HaveKey(c.RequestID), "a request was closed twice")
-			closedAt[c.RequestID] = i
-			lastClose = i
-		}
-	}
+	closedAt, alone := closesAndLoneReads(g, own.Calls())
 	g.Expect(closedAt).To(HaveLen(n))
-	// A read naming a request after its close is a confirmation read on its own.
-	alone := 0
-	for i, c := range calls {
-		if c.Endpoint != emulator.EndpointListRequests {
-			continue
-		}
-		query, _ := url.QueryUnescape(c.Query)
-		for _, id := range ids {
-			if at, ok := closedAt[id]; ok && i > at && strings.Contains(strings.ToLower(query), id) {
-				g.Expect(i).To(BeNumerically(">", lastClose), "a confirmation read went out before the last close")
-				alone++
-			}
-		}
+	lastClose := slices.Max(slices.Collect(maps.Values(closedAt)))
+	for _, i := range alone {
+		g.Expect(i).To(BeNumerically(">", lastClose), "a confirmation read went out before the last close")
 	}
 	// The closes in flight when the last list was asked for, one per slot, may be read alone.
-	g.Expect(alone).To(BeNumerically("<=", 2), "confirmations read one by one instead of from a list")
+	g.Expect(len(alone)).To(BeNumerically("<=", 2), "confirmations read one by one instead of from a list")
 }
 
 // TestBurstOfDeletionsConfirmsAfterIt: in a burst of deletions the API server's marking of them
@@ -126,17 +99,7 @@ func TestBurstOfDeletionsConfirmsAfterIt(t *testing.T) {
 	g := NewWithT(t)
 	ns, own := withOwnEmulator(t, nil)
 	const n = 60
-	var els []*pamv1.PamElevation
-	var ids []string
-	for i := range n {
-		id := own.AddRequest(emulator.Request{Owner: pamUser, RoleID: randomGUID(), RequestedTTL: time.Hour}).ID
-		el := elevation(ns, fmt.Sprintf("burst-%02d", i), id)
-		create(t, el)
-		els, ids = append(els, el), append(ids, strings.ToLower(id))
-	}
-	for _, el := range els {
-		waitActive(t, el)
-	}
+	els := activeElevations(t, ns, own, "burst", n)
 	own.ResetCalls()
 	// One after another, as a GitOps prune deletes them: the first are closed while the rest
 	// arrive.
@@ -148,24 +111,57 @@ func TestBurstOfDeletionsConfirmsAfterIt(t *testing.T) {
 		waitGone(t, el)
 	}
 
-	closedAt := map[string]time.Time{}
 	calls := own.Calls()
-	for _, c := range calls {
-		if c.Endpoint == emulator.EndpointCloseRequest {
-			closedAt[c.RequestID] = c.Time
-		}
-	}
+	closedAt, alone := closesAndLoneReads(g, calls)
 	g.Expect(closedAt).To(HaveLen(n))
 	confirmedEarly := 0
-	for _, c := range calls {
-		query, _ := url.QueryUnescape(c.Query)
-		for _, id := range ids {
-			if at := closedAt[id]; c.Endpoint == emulator.EndpointListRequests && c.Time.After(at) &&
-				c.Time.Before(burstEnd) && strings.Contains(strings.ToLower(query), id) {
-				confirmedEarly++
-			}
+	for _, i := range alone {
+		if calls[i].Time.Before(burstEnd) {
+			confirmedEarly++
 		}
 	}
 	// Those closed before the deletions were a burst may have been confirmed at once.
 	g.Expect(confirmedEarly).To(BeNumerically("<", n/2), "closes were confirmed while the burst of deletions still arrived")
+}
+
+// activeElevations creates n elevations in ns, each tracking a request of its own in own, and
+// waits until each is Active.
+func activeElevations(t *testing.T, ns string, own *emulator.Server, prefix string, n int) []*pamv1.PamElevation {
+	t.Helper()
+	var els []*pamv1.PamElevation
+	for i := range n {
+		id := own.AddRequest(emulator.Request{Owner: pamUser, RoleID: randomGUID(), RequestedTTL: time.Hour}).ID
+		el := elevation(ns, fmt.Sprintf("%s-%02d", prefix, i), id)
+		create(t, el)
+		els = append(els, el)
+	}
+	for _, el := range els {
+		waitActive(t, el)
+	}
+	return els
+}
+
+// closesAndLoneReads reads a call log: where each request was closed (none twice), and where a
+// read named a request after its close — a confirmation read on its own, not from a list.
+func closesAndLoneReads(g Gomega, calls []emulator.Call) (closedAt map[string]int, alone []int) {
+	closedAt = map[string]int{}
+	for i, c := range calls {
+		if c.Endpoint == emulator.EndpointCloseRequest {
+			g.Expect(closedAt).NotTo(HaveKey(c.RequestID), "a request was closed twice")
+			closedAt[c.RequestID] = i
+		}
+	}
+	for i, c := range calls {
+		if c.Endpoint != emulator.EndpointListRequests {
+			continue
+		}
+		query, _ := url.QueryUnescape(c.Query)
+		query = strings.ToLower(query)
+		for id, at := range closedAt {
+			if i > at && strings.Contains(query, id) {
+				alone = append(alone, i)
+			}
+		}
+	}
+	return closedAt, alone
 }

@@ -98,19 +98,26 @@ func refusedPass(t *testing.T, c pam.Client, key string) *pam.BusyError {
 	return busy
 }
 
+// heldSlot returns a client of a server with one call slot, which a pass holds until release is
+// closed; holderDone tells how that pass's call ended.
+func heldSlot() (c pam.Client, release chan struct{}, holderDone <-chan error) {
+	fake, started, release := blockingClient()
+	c = pam.WithLimiter(fake, pam.NewLimiter(pam.Limit{QPS: 1000, Burst: 1000, MaxConcurrentCalls: 1}))
+	done := make(chan error, 1)
+	go func() {
+		ctx, pass := pam.WithPass(context.Background(), "holder")
+		defer pass.End()
+		done <- c.Close(ctx, "holder")
+	}()
+	<-started
+	return c, release, done
+}
+
 // TestSlotOfferedToAPassThatNeedsNoneGoesToTheNext: the passes waiting for a slot are told in
 // turn, one per free slot; one that ends without taking the slot it was offered (it found
 // nothing to call PAM for) hands it to the next, so no wake-up is lost and none is wasted.
 func TestSlotOfferedToAPassThatNeedsNoneGoesToTheNext(t *testing.T) {
-	fake, started, release := blockingClient()
-	c := pam.WithLimiter(fake, pam.NewLimiter(pam.Limit{QPS: 1000, Burst: 1000, MaxConcurrentCalls: 1}))
-	holderDone := make(chan error, 1)
-	go func() {
-		ctx, pass := pam.WithPass(context.Background(), "holder")
-		defer pass.End()
-		holderDone <- c.Close(ctx, "holder")
-	}()
-	<-started
+	c, release, holderDone := heldSlot()
 
 	woken := make(chan string, 3)
 	var refused []*pam.BusyError
@@ -156,15 +163,7 @@ func TestSlotOfferedToAPassThatNeedsNoneGoesToTheNext(t *testing.T) {
 // TestHigherPriorityPassesAreToldFirst: on a busy server a close waiting for a slot goes before
 // the reads that waited longer, and passes of one priority are told oldest first.
 func TestHigherPriorityPassesAreToldFirst(t *testing.T) {
-	fake, started, release := blockingClient()
-	c := pam.WithLimiter(fake, pam.NewLimiter(pam.Limit{QPS: 1000, Burst: 1000, MaxConcurrentCalls: 1}))
-	holderDone := make(chan error, 1)
-	go func() {
-		ctx, pass := pam.WithPass(context.Background(), "holder")
-		defer pass.End()
-		holderDone <- c.Close(ctx, "holder")
-	}()
-	<-started
+	c, release, holderDone := heldSlot()
 
 	woken := make(chan string, 4)
 	refused := map[string]*pam.BusyError{}
