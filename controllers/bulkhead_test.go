@@ -89,6 +89,10 @@ func TestConfirmationsFollowTheClosesAndShareAList(t *testing.T) {
 	}
 	// The closes in flight when the last list was asked for, one per slot, may be read alone.
 	g.Expect(len(alone)).To(BeNumerically("<=", 2), "confirmations read one by one instead of from a list")
+	// Every close was confirmed all the same: only the confirmation tells of a Closed request.
+	for _, el := range els {
+		waitEvent(t, el, pamv1.ConditionClosed, "Closed PAM request")
+	}
 }
 
 // TestBurstOfDeletionsConfirmsAfterIt: in a burst of deletions the API server's marking of them

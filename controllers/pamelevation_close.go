@@ -145,7 +145,6 @@ func (r *PamElevationReconciler) closeRequest(ctx context.Context, el *pamv1.Pam
 // mass revocation is when the last access is gone; the confirmations, the Events and the
 // releases come after.
 func (r *PamElevationReconciler) confirmClose(ctx context.Context, el *pamv1.PamElevation, server pamv1.ServerObject, p *pass, reason string, accepted time.Time) bool {
-	p.confirming = true
 	after, ok := r.readAfterClose(ctx, el, server, p, accepted)
 	if !ok {
 		return false // the next pass tries the read again; the close is not sent twice

@@ -114,11 +114,8 @@ func (r *PamElevationReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	if p.apiErr != nil {
 		return ctrl.Result{}, p.apiErr
 	}
-	if p.refusedSlot || p.heldByBurst {
-		return r.waitForSlot(p), nil
-	}
-	if p.confirming && p.problem == nil {
-		return r.awaitConfirmation(req), nil
+	if res, paused := r.paused(req, p); paused {
+		return res, nil
 	}
 	if err := r.patchStatus(ctx, original, el, p); err != nil {
 		return ctrl.Result{}, err

@@ -77,11 +77,8 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 	if p.apiErr != nil {
 		return ctrl.Result{}, p.apiErr
 	}
-	if p.refusedSlot || p.heldByBurst {
-		return r.waitForSlot(p), nil
-	}
-	if p.confirming && p.problem == nil {
-		return r.awaitConfirmation(req), nil
+	if res, paused := r.paused(req, p); paused {
+		return res, nil
 	}
 	if r.endedByPAMExpiry(ctx, el, p) {
 		return r.queueRelease(req, el)

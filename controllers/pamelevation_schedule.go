@@ -72,6 +72,18 @@ func (p *pass) priority() int {
 	return syncPriority
 }
 
+// paused ends a pass that learned nothing to write: it was refused a call slot, its
+// confirmation is held, or PAM has just accepted its close.
+func (r *PamElevationReconciler) paused(req reconcile.Request, p *pass) (ctrl.Result, bool) {
+	switch {
+	case p.refusedSlot || p.heldByBurst:
+		return r.waitForSlot(p), true
+	case p.confirming && p.problem == nil:
+		return r.awaitConfirmation(req), true
+	}
+	return ctrl.Result{}, false
+}
+
 // awaitConfirmation ends a pass whose close PAM accepted: nothing is written yet, and the pass
 // that confirms it is queued at once, behind the closes waiting, or, in a burst of deletions,
 // when the burst ends (deletionBurst).
