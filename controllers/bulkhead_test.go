@@ -4,13 +4,17 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
@@ -58,6 +62,38 @@ func TestHungServerDoesNotDelayAnotherServersClose(t *testing.T) {
 		"the healthy server's close waited behind the hung server's")
 	t.Logf("the healthy server's close came %s after its deletion", time.Since(deleted).Round(time.Millisecond))
 	waitGone(t, el)
+}
+
+// TestHungServerHoldsNoServerWorker: listing the roles of a server that accepts connections and
+// never answers holds no worker of the server controller, so a server created after it is
+// checked, and says Ready, within seconds rather than after the hung call's minute.
+func TestHungServerHoldsNoServerWorker(t *testing.T) {
+	hung := emulator.New(emulator.Options{Users: map[string]string{pamUser: pamPassword}})
+	hung.InjectFault(emulator.Fault{Delay: time.Hour})
+	var arrived atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived.Add(1)
+		hung.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(srv.CloseClientConnections) // first: ends the calls it holds
+	hungNS := newNamespace(t)
+	create(t, basicSecret(hungNS, "pam-credentials", pamUser, pamPassword))
+	spec := basicServerSpec("pam-credentials")
+	spec.URL, spec.CABundle, spec.Timeout = srv.URL, certificatePEM(srv), &metav1.Duration{Duration: time.Minute}
+	create(t, &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: hungNS, Name: "pam"}, Spec: spec})
+	g := NewWithT(t)
+	g.Eventually(arrived.Load).WithTimeout(10*time.Second).Should(BeNumerically(">", 0), "the hung server's roles were never asked for")
+
+	healthyNS, _ := withOwnEmulator(t, nil)
+	created := time.Now()
+	healthy := &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: healthyNS, Name: "pam"}}
+	g.Eventually(func(g Gomega) {
+		g.Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(healthy), healthy)).To(Succeed())
+		expectCondition(g, healthy.Status.Conditions, pamv1.ConditionReady, metav1.ConditionTrue, pamv1.ReasonConfigured)
+	}).WithTimeout(5*time.Second).WithPolling(50*time.Millisecond).Should(Succeed(),
+		"the healthy server waited behind the hung server's list of roles")
+	t.Logf("the healthy server was Ready %s after its creation", time.Since(created).Round(time.Millisecond))
 }
 
 // TestConfirmationsFollowTheClosesAndShareAList: in a mass revocation what a security team

@@ -3,10 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"math"
 	"slices"
-	"strings"
-	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -32,7 +29,8 @@ import (
 
 // ServerReconciler reports whether a PamServer or ClusterPamServer configuration can be used:
 // its URL parses, its CA bundle holds certificates, and its Secret exists with the keys its auth
-// method needs. It does not call PAM; elevations report what PAM answers. It also keeps the
+// method needs. It calls PAM only to list the roles its account may request, and never on its
+// worker (serverroles.go); elevations report what PAM answers. It also keeps the
 // server and its Secret from being deleted while an elevation may still need them (inuse.go).
 type ServerReconciler struct {
 	client.Client
@@ -51,10 +49,8 @@ type ServerReconciler struct {
 	// index tells whether elevations still need a server; set up by SetupWithManager.
 	index *elevationIndex
 
-	// rolesRead is when each server's roles were last listed: a reconcile for another cause
-	// (a finalizer added or removed) does not list them again within RecheckInterval.
-	rolesMu   sync.Mutex
-	rolesRead map[types.NamespacedName]time.Time
+	// roles lists the roles of the servers that serve create mode, once per RecheckInterval.
+	roles serverRoles
 }
 
 // +kubebuilder:rbac:groups=pam.mim.dev,resources=pamservers/status;clusterpamservers/status,verbs=patch
@@ -69,9 +65,7 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		server.SetName(req.Name)
 		server.SetNamespace(req.Namespace)
 		r.Connector.Forget(server)
-		r.rolesMu.Lock()
-		delete(r.rolesRead, req.NamespacedName)
-		r.rolesMu.Unlock()
+		r.roles.forget(req.NamespacedName)
 		// Normally dropped before the in-use finalizer goes; a server deleted mid-way (between
 		// the escrow's write and the finalizer's, or with the finalizer removed by hand) leaves
 		// it here. Nothing can use it: a server of the same name has another UID.
@@ -120,8 +114,8 @@ func (r *ServerReconciler) deriveStatus(ctx context.Context, server pamv1.Server
 		if server.ServerSpec().Auth.SecretName() != "" || servesCreateMode(server) {
 			result.RequeueAfter = r.RecheckInterval
 		}
-		if servesCreateMode(server) && r.rolesDue(server) {
-			refreshRoles(ctx, pc, status)
+		if servesCreateMode(server) {
+			r.roles.refresh(ctx, server, pc, status)
 		}
 	}
 	status.ObservedGeneration = gen
@@ -149,50 +143,6 @@ func servesCreateMode(server pamv1.ServerObject) bool {
 	return !cluster || server.ServerSpec().RequestPolicy != nil
 }
 
-// rolesDue reports whether the server's roles are due to be listed, and if so counts them as
-// listed now.
-func (r *ServerReconciler) rolesDue(server pamv1.ServerObject) bool {
-	r.rolesMu.Lock()
-	defer r.rolesMu.Unlock()
-	key, now := client.ObjectKeyFromObject(server), time.Now()
-	if last, ok := r.rolesRead[key]; ok && now.Sub(last) < r.RecheckInterval {
-		return false
-	}
-	if r.rolesRead == nil {
-		r.rolesRead = map[types.NamespacedName]time.Time{}
-	}
-	r.rolesRead[key] = now
-	return true
-}
-
-// maxStatusRoles bounds status.roles: an account that may request thousands of roles must not
-// grow the object without limit; roleCount still says how many there are.
-const maxStatusRoles = 100
-
-// refreshRoles lists the roles the server's account may request into its status. A failed list
-// leaves the last one: the elevations report what PAM answers.
-func refreshRoles(ctx context.Context, pc pam.Client, status *pamv1.PamServerStatus) {
-	roles, err := pc.Roles(ctx)
-	if err != nil {
-		ctrl.LoggerFrom(ctx).Info("Listing the roles the account may request failed", "error", err.Error())
-		return
-	}
-	status.RoleCount = int32(min(len(roles), math.MaxInt32))
-	status.Roles = nil
-	for _, role := range roles[:min(len(roles), maxStatusRoles)] {
-		// PAM's name comes unaltered, for exact matching; the status shows a bounded copy.
-		name := strings.ToValidUTF8(role.DisplayName[:min(len(role.DisplayName), 256)], "")
-		out := pamv1.ServerRole{Name: name, ID: role.ID, Approval: role.ApprovalEnabled, MFA: role.MFAEnabled}
-		if role.TTL > 0 {
-			out.TTL = &metav1.Duration{Duration: role.TTL}
-		}
-		if role.AvailabilityWindowEnabled {
-			out.AvailabilityWindow = role.AvailableFrom.Format("15:04") + "-" + role.AvailableTo.Format("15:04")
-		}
-		status.Roles = append(status.Roles, out)
-	}
-}
-
 // SetupWithManager registers the reconciler for the kind NewObject returns.
 func (r *ServerReconciler) SetupWithManager(mgr ctrl.Manager, name string) error {
 	index, err := newElevationIndex(context.Background(), mgr.GetCache())
@@ -200,6 +150,7 @@ func (r *ServerReconciler) SetupWithManager(mgr ctrl.Manager, name string) error
 		return err
 	}
 	r.index = index
+	r.roles = serverRoles{interval: r.RecheckInterval, newObject: r.NewObject, listed: make(chan event.GenericEvent)}
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named(name).
 		// A finalizer change comes back here: the in-use decision it carried may be stale by now.
@@ -215,6 +166,7 @@ func (r *ServerReconciler) SetupWithManager(mgr ctrl.Manager, name string) error
 				r.elevationChanged(ctx, e.Object, nil, q)
 			},
 		}).
+		WatchesRawSource(source.Channel(r.roles.listed, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{RateLimiter: errorBackoff(r.RetryInterval)})
 	if r.Refused != nil {
 		b = b.WatchesRawSource(source.Channel(r.Refused, &handler.EnqueueRequestForObject{}))
