@@ -93,6 +93,12 @@ func registerStateMetrics(index *elevationIndex) error {
 	return err
 }
 
+// forgetServerMetrics drops a deleted server's series, which would otherwise stay until the
+// manager restarts. The in-use finalizer keeps a server until no elevation may call it.
+func forgetServerMetrics(serverKey string) {
+	pamCallDuration.DeletePartialMatch(prometheus.Labels{"server": serverKey})
+}
+
 // observePAMCall records one PAM call; it is the pam.Config Observe hook.
 func observePAMCall(server, op string, code int, d time.Duration) {
 	pamCallDuration.WithLabelValues(server, op, strconv.Itoa(code)).Observe(d.Seconds())

@@ -6,7 +6,10 @@ import (
 
 	. "github.com/onsi/gomega"
 	dto "github.com/prometheus/client_model/go"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	pamv1 "github.com/pam-operator/pam-operator/api/v1alpha1"
 )
 
 // metricValue sums a metric family's samples whose labels include want (counters and gauges as
@@ -89,6 +92,15 @@ func TestMetricsRecordCloses(t *testing.T) {
 	// Per server: this namespace's PamServer made exactly that close.
 	g.Expect(metricValue(t, "pam_operator_pam_call_duration_seconds",
 		map[string]string{"server": "PamServer/" + ns + "/pam", "operation": "close", "code": "200"})).To(Equal(1.0))
+
+	// A deleted server's series go with it.
+	server := &pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}}
+	deleteObj(t, server)
+	waitGone(t, server)
+	g.Eventually(func() []*dto.Metric {
+		_, samples := matchingSamples(t, "pam_operator_pam_call_duration_seconds", map[string]string{"server": "PamServer/" + ns + "/pam"})
+		return samples
+	}).Should(BeEmpty())
 }
 
 // TestMetricsSeriesExistBeforeAnyClose: the alert on failing closes must work from a start in

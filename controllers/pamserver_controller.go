@@ -66,6 +66,7 @@ func (r *ServerReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		server.SetNamespace(req.Namespace)
 		r.Connector.Forget(server)
 		r.roles.forget(req.NamespacedName)
+		forgetServerMetrics(pamv1.KeyOf(server))
 		// Normally dropped before the in-use finalizer goes; a server deleted mid-way (between
 		// the escrow's write and the finalizer's, or with the finalizer removed by hand) leaves
 		// it here. Nothing can use it: a server of the same name has another UID.
