@@ -41,6 +41,7 @@ func (b *bench) mass(ctx context.Context) error {
 	}
 	b.h.pam.ResetCalls()
 	before := b.reconcileStats()
+	cpuBefore, _ := b.manager.sample("process_cpu_seconds_total")
 	auditBefore, err := b.auditLines()
 	if err != nil {
 		return err
@@ -107,6 +108,8 @@ func (b *bench) mass(ctx context.Context) error {
 			float64(len(lags)-1)/lastSeen.Sub(firstSeen).Seconds(), "deletions/s", "")
 	}
 	after := b.reconcileStats()
+	cpuAfter, _ := b.manager.sample("process_cpu_seconds_total")
+	b.report.add("mass revocation: the manager's CPU per elevation (close, confirmation, release)", 1000*(cpuAfter-cpuBefore)/float64(n), "ms", "")
 	b.report.add("mass revocation: mean reconcile time", after.meanReconcile(before), "ms", "")
 	b.report.add("mass revocation: mean queue wait", after.meanQueueWait(before), "ms", "")
 	b.report.add(fmt.Sprintf("mass revocation: %d elevations, delete-collection → all closed and gone", n), took.Seconds(), "s", "")

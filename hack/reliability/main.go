@@ -48,6 +48,7 @@ func main() {
 	flag.IntVar(&bc.kubeAPIQPS, "bench-kube-api-qps", 100, "The manager's --kube-api-qps.")
 	flag.IntVar(&bc.rateLimit, "bench-rate-limit", 300, "The PamServer's rateLimit.qps.")
 	flag.IntVar(&bc.workers, "bench-workers", 64, "The manager's --max-concurrent-reconciles (its default is 64).")
+	flag.BoolVar(&bc.controlPlaneFirst, "bench-control-plane-first", false, "Give kube-apiserver and etcd the CPU before the manager and the emulator, as on machines of their own (needs the right to raise priorities).")
 	flag.IntVar(&bc.managerGOGC, "bench-manager-gogc", 0, "GOGC of the manager alone; 0 leaves the manager's own default (25).")
 	flag.BoolVar(&bc.baselineApart, "bench-baseline-apart", false, "Also time the latency baseline in a process of its own, as the manager is (one more process on the cores).")
 	steps := flag.String("bench-steps", "", "Comma-separated benchmarks to run (latency, expiry, economy, memory, isolation, mass); empty runs all.")
