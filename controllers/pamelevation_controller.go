@@ -68,8 +68,9 @@ type PamElevationReconciler struct {
 	releases atomic.Pointer[workqueue.TypedRateLimitingInterface[reconcile.Request]]
 	// slotWaits queues again the passes refused a call slot of their server.
 	slotWaits slotWaits
-	// burst holds the confirmations of closes while a burst of deletions arrives.
-	burst deletionBurst
+	// burst holds the confirmations of closes while a burst of deletions arrives in their
+	// namespace.
+	burst deletionBursts
 }
 
 // Least privilege, proven by the reliability test's audit of what the manager uses: objects are

@@ -85,7 +85,7 @@ func (r *PamElevationReconciler) elevationEvents() handler.EventHandler {
 	return handler.Funcs{
 		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			if deletionStarting.Create(e) {
-				r.burst.seen(e.Object.GetUID())
+				r.burst.seen(e.Object.GetNamespace(), e.Object.GetUID())
 			}
 			deletionsFirst.Create(ctx, e, q)
 			if changes.Create(e) {
@@ -94,7 +94,7 @@ func (r *PamElevationReconciler) elevationEvents() handler.EventHandler {
 		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			if deletionStarting.Update(e) {
-				r.burst.seen(e.ObjectNew.GetUID())
+				r.burst.seen(e.ObjectNew.GetNamespace(), e.ObjectNew.GetUID())
 			}
 			deletionsFirst.Update(ctx, e, q)
 			if changes.Update(e) {
@@ -103,7 +103,7 @@ func (r *PamElevationReconciler) elevationEvents() handler.EventHandler {
 		},
 		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			r.reads.delete(e.Object.GetUID())
-			r.burst.gone(e.Object.GetUID())
+			r.burst.gone(e.Object.GetNamespace(), e.Object.GetUID())
 			if changes.Delete(e) {
 				enqueue.Delete(ctx, e, q)
 			}
