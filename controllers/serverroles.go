@@ -38,10 +38,17 @@ type serverRoles struct {
 	listed    chan event.GenericEvent
 	newObject func() pamv1.ServerObject
 
-	mu      sync.Mutex
-	asked   map[types.NamespacedName]time.Time // when each server's last list began
-	running map[types.NamespacedName]bool
-	results map[types.NamespacedName][]pam.Role // finished lists not yet written
+	mu       sync.Mutex
+	byServer map[types.NamespacedName]*rolesListing
+}
+
+// rolesListing is the listing of one server's roles.
+type rolesListing struct {
+	asked   time.Time // when the last list began
+	running bool
+	// listed is a finished list, and unwritten whether the status has yet to show it.
+	listed    []pam.Role
+	unwritten bool
 }
 
 // refresh writes the server's finished list into status, and starts the next list once
@@ -50,30 +57,35 @@ func (s *serverRoles) refresh(ctx context.Context, server pamv1.ServerObject, pc
 	key := client.ObjectKeyFromObject(server)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if roles, ok := s.results[key]; ok {
-		delete(s.results, key)
-		writeRoles(status, roles)
+	l := s.byServer[key]
+	if l == nil {
+		if s.byServer == nil {
+			s.byServer = map[types.NamespacedName]*rolesListing{}
+		}
+		l = &rolesListing{}
+		s.byServer[key] = l
 	}
-	if last, ok := s.asked[key]; s.running[key] || ok && time.Since(last) < s.interval {
+	if l.unwritten {
+		writeRoles(status, l.listed)
+		l.listed, l.unwritten = nil, false
+	}
+	if l.running || !l.asked.IsZero() && time.Since(l.asked) < s.interval {
 		return
 	}
-	if s.asked == nil {
-		s.asked, s.running, s.results = map[types.NamespacedName]time.Time{}, map[types.NamespacedName]bool{}, map[types.NamespacedName][]pam.Role{}
-	}
-	s.asked[key], s.running[key] = time.Now(), true
-	go s.list(context.WithoutCancel(ctx), key, pc)
+	l.asked, l.running = time.Now(), true
+	go s.list(context.WithoutCancel(ctx), key, l, pc)
 }
 
-// list lists key's roles and queues the server to write them.
-func (s *serverRoles) list(ctx context.Context, key types.NamespacedName, pc pam.Client) {
+// list lists the server's roles into l and queues the server to write them.
+func (s *serverRoles) list(ctx context.Context, key types.NamespacedName, l *rolesListing, pc pam.Client) {
 	ctx, cancel := context.WithTimeout(ctx, rolesListLimit)
 	defer cancel()
 	roles, err := pc.Roles(ctx)
 	s.mu.Lock()
-	wanted := s.running[key] // not when the server was deleted meanwhile
-	delete(s.running, key)
+	l.running = false
+	wanted := s.byServer[key] == l // not when the server was deleted meanwhile
 	if wanted && err == nil {
-		s.results[key] = roles
+		l.listed, l.unwritten = roles, true
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -96,9 +108,7 @@ func (s *serverRoles) list(ctx context.Context, key types.NamespacedName, pc pam
 func (s *serverRoles) forget(key types.NamespacedName) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.asked, key)
-	delete(s.running, key)
-	delete(s.results, key)
+	delete(s.byServer, key)
 }
 
 // writeRoles writes roles into status, the first maxStatusRoles of them.
