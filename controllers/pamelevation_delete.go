@@ -36,9 +36,14 @@ func (r *PamElevationReconciler) reconcileDelete(ctx context.Context, req reconc
 	}
 
 	// A duplicate never owned the request: deleting it must not revoke access the original tracks.
-	owner, err := r.trackedElsewhere(ctx, el)
-	if err != nil {
-		return ctrl.Result{}, err
+	// One whose close this process sent owned it then: the passes that confirm the close skip
+	// the lookup.
+	var owner string
+	if _, closeSent := r.reads.closeAcceptedAt(el.UID); !closeSent {
+		var err error
+		if owner, err = r.trackedElsewhere(ctx, el); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	if owner != "" {
 		log.Info("Releasing duplicate PamElevation without closing the request", "requestID", requestIDOf(el), "trackedBy", owner)
