@@ -56,8 +56,8 @@ func (b *bench) isolation(ctx context.Context) error {
 		return err
 	}
 
-	// As many as the latency step: a p99 of fewer is its largest sample or two, on both sides
-	// of the ratio (0.65× to 2.35× in four runs of 100 on one tree).
+	// As many as the latency step: a p99 of a few hundred is its largest sample or two, on both
+	// sides of the ratio (1.0× to 4.0× in runs of 200 on one tree).
 	n := max(b.cfg.latencyCount, 1)
 	names, ids, rawRTT, err := b.toDeleteOneByOne(ctx, n)
 	if err != nil {

@@ -40,7 +40,7 @@ func main() {
 	only := flag.String("scenarios", "", "Comma-separated scenario names to run; empty runs all.")
 	benchMode := flag.Bool("bench", false, "Run the performance benchmarks instead of the scenarios (make bench).")
 	var bc benchConfig
-	flag.IntVar(&bc.latencyCount, "bench-latency", 200, "Elevations deleted one by one for the delete → close latency.")
+	flag.IntVar(&bc.latencyCount, "bench-latency", 500, "Elevations deleted one by one for the delete → close latency.")
 	flag.IntVar(&bc.expiryCount, "bench-expiry", 1000, "Elevations for the expiry precision.")
 	flag.DurationVar(&bc.expirySpread, "bench-expiry-spread", 30*time.Second, "Window their expiresAt is spread over.")
 	flag.IntVar(&bc.massCount, "bench-mass", 5000, "Elevations deleted in one call for the mass revocation.")
