@@ -160,20 +160,8 @@ const benchSyncInterval = 20 * time.Second
 func (b *bench) setup(ctx context.Context) error {
 	b.ns = benchNamespace
 	h := b.h
-	objects := []client.Object{
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: b.ns}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: b.ns, Name: "pam"},
-			StringData: map[string]string{"username": pamUser, "password": pamPassword}},
-		&pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: b.ns, Name: "pam"}, Spec: pamv1.PamServerSpec{
-			URL: h.pamURL, CABundle: h.pam.CABundle, Timeout: &metav1.Duration{Duration: 5 * time.Second},
-			Auth:      &pamv1.PamServerAuth{Basic: &pamv1.BasicAuth{SecretRef: pamv1.SecretReference{Name: "pam"}}},
-			RateLimit: &pamv1.RateLimit{QPS: int32(b.cfg.rateLimit), Burst: int32(b.cfg.rateLimit), MaxConcurrentCalls: 16},
-		}},
-	}
-	for _, obj := range objects {
-		if err := h.client.Create(ctx, obj); err != nil {
-			return err
-		}
+	if err := b.createServer(ctx, b.ns, pamUser); err != nil {
+		return err
 	}
 	if err := b.startManager(ctx); err != nil {
 		return err
@@ -181,6 +169,27 @@ func (b *bench) setup(ctx context.Context) error {
 	baseline, err := startDeletionWatcher(ctx, h.env.Config, h.client.Scheme(), nil)
 	b.baseline = baseline
 	return err
+}
+
+// createServer creates namespace ns with the bench's PamServer "pam", which logs in to the
+// emulator as user.
+func (b *bench) createServer(ctx context.Context, ns, user string) error {
+	objects := []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"},
+			StringData: map[string]string{"username": user, "password": pamPassword}},
+		&pamv1.PamServer{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pam"}, Spec: pamv1.PamServerSpec{
+			URL: b.h.pamURL, CABundle: b.h.pam.CABundle, Timeout: &metav1.Duration{Duration: 5 * time.Second},
+			Auth:      &pamv1.PamServerAuth{Basic: &pamv1.BasicAuth{SecretRef: pamv1.SecretReference{Name: "pam"}}},
+			RateLimit: &pamv1.RateLimit{QPS: int32(b.cfg.rateLimit), Burst: int32(b.cfg.rateLimit), MaxConcurrentCalls: 16},
+		}},
+	}
+	for _, obj := range objects {
+		if err := b.h.client.Create(ctx, obj); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // startManager starts the manager built from the tree and waits until it is up.
@@ -211,14 +220,20 @@ func (b *bench) startManager(ctx context.Context) error {
 // createElevations creates n elevations of the bench server with open requests; mutate may set
 // an expiry. It returns their names and request ids.
 func (b *bench) createElevations(ctx context.Context, n int, mutate func(i int, el *pamv1.PamElevation)) ([]string, []string, error) {
+	return b.createElevationsIn(ctx, b.ns, pamUser, n, mutate)
+}
+
+// createElevationsIn creates n elevations in namespace ns (made by createServer for user), with
+// open requests of user.
+func (b *bench) createElevationsIn(ctx context.Context, ns, user string, n int, mutate func(i int, el *pamv1.PamElevation)) ([]string, []string, error) {
 	names, ids := make([]string, n), make([]string, n)
 	for i := range n {
 		b.seq++
 		names[i] = fmt.Sprintf("el-%06d", b.seq)
-		ids[i] = b.h.pam.AddRequest(emulator.Request{Owner: pamUser, RoleID: "2f5a1c3e-1111-4a2b-8c3d-4e5f6a7b8c9d", RequestedTTL: 8 * time.Hour}).ID
+		ids[i] = b.h.pam.AddRequest(emulator.Request{Owner: user, RoleID: "2f5a1c3e-1111-4a2b-8c3d-4e5f6a7b8c9d", RequestedTTL: 8 * time.Hour}).ID
 	}
 	err := parallel(ctx, n, 16, func(i int) error {
-		el := &pamv1.PamElevation{ObjectMeta: metav1.ObjectMeta{Namespace: b.ns, Name: names[i]},
+		el := &pamv1.PamElevation{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: names[i]},
 			Spec: pamv1.PamElevationSpec{RequestID: ids[i], ServerRef: pamv1.ServerReference{Name: "pam"}}}
 		if mutate != nil {
 			mutate(i, el)
