@@ -245,8 +245,13 @@ func (b *bench) createElevationsIn(ctx context.Context, ns, user string, n int, 
 
 // waitSynced waits until n elevations of the namespace have been read from PAM once.
 func (b *bench) waitSynced(ctx context.Context, n int) error {
+	return b.waitSyncedIn(ctx, b.ns, n)
+}
+
+// waitSyncedIn waits until n elevations of namespace ns have been read from PAM once.
+func (b *bench) waitSyncedIn(ctx context.Context, ns string, n int) error {
 	return poll(ctx, 10*time.Minute, 200*time.Millisecond, func() (bool, error) {
-		_, synced, err := b.baseline.count(ctx, b.ns)
+		_, synced, err := b.baseline.count(ctx, ns)
 		return synced == n, err
 	})
 }

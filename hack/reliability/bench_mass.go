@@ -199,10 +199,7 @@ func (b *bench) deletionMarkCeiling(ctx context.Context, n int) (float64, error)
 	if err != nil {
 		return 0, err
 	}
-	if err := poll(ctx, 10*time.Minute, 200*time.Millisecond, func() (bool, error) {
-		_, synced, err := b.baseline.count(ctx, ns)
-		return synced == n, err
-	}); err != nil {
+	if err := b.waitSyncedIn(ctx, ns, n); err != nil {
 		return 0, err
 	}
 	b.manager.stop()
