@@ -72,7 +72,7 @@ func (r *PamElevationReconciler) syncBatched(ctx context.Context, el *pamv1.PamE
 		p.failConnect(cf.Err)
 		return false
 	}
-	// A list too large even in its narrowest windows leaves each request to be read alone.
+	// A list too large even in windows of a second leaves each request to be read alone.
 	if err != nil && !errors.Is(err, pam.ErrAnswerTooLarge) {
 		p.fail(err)
 		return false

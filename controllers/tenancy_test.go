@@ -306,7 +306,7 @@ func TestListTooLargeForOneAnswerIsSplitIntoWindows(t *testing.T) {
 
 // TestListSplitNarrowsWhenRequestsAgeOut: a list split into CreationTime windows because the
 // account's requests filled more than one answer goes back to a single call once they have left
-// the lookback, and splits again when an answer overflows once more.
+// the lookback, and is halved again when an answer overflows once more.
 func TestListSplitNarrowsWhenRequestsAgeOut(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
@@ -336,20 +336,22 @@ func TestListSplitNarrowsWhenRequestsAgeOut(t *testing.T) {
 	}
 
 	busy, quiet := busyFrom.Add(-time.Hour), busyFrom.Add(busyFor+time.Hour)
-	g.Expect(listCalls(busy)).To(BeNumerically(">", 2), "one answer too large, then the split")
+	halving := listCalls(busy)
+	g.Expect(halving).To(BeNumerically(">", 2), "one answer too large, then its halves")
 	split := listCalls(busy)
-	g.Expect(split).To(BeNumerically(">=", 2), "the split is kept")
-	g.Expect(listCalls(quiet)).To(Equal(split), "the fetch that finds the windows nearly empty still uses them")
+	g.Expect(split).To(BeNumerically(">=", 2), "the windows that fitted are kept")
+	g.Expect(split).To(BeNumerically("<", halving), "the windows that fitted are asked for once each, the empty ones merged")
+	g.Expect(listCalls(busy)).To(Equal(split), "the split is kept")
 	g.Expect(listCalls(quiet)).To(Equal(1), "once the busy days are out of the lookback, one call lists them")
 
-	// Busy again, with requests twice as long: half as many fill an answer. The split learns that,
-	// rather than narrowing by the count that fitted before and overflowing at every fetch.
+	// Busy again, with requests twice as long: half as many fill an answer. Their window is
+	// halved, and the halves are kept apart, though together they hold fewer than fitted before.
 	longFrom := quiet.Add(24 * time.Hour)
 	for i := range history / 2 {
 		own.AddRequest(emulator.Request{Owner: pamUser, RoleID: randomGUID(), CreationTime: longFrom.Add(time.Duration(i) * (24 * time.Hour / history * 2)),
 			RequestedTTL: time.Hour, Status: pamapi.StatusExpired, Justification: strings.Repeat("j", 500)})
 	}
-	g.Expect(listCalls(quiet)).To(BeNumerically(">", 2), "one answer too large, then the split")
+	g.Expect(listCalls(quiet)).To(BeNumerically(">", 2), "one answer too large, then its halves")
 	g.Expect(listCalls(quiet)).To(Equal(2), "the split is kept")
 }
 

@@ -49,10 +49,12 @@ func keyOf(id string) (key requestKey, ok bool) {
 type Batcher struct {
 	// slots is the server's limiter: a pass that waits for a list another asked for holds a
 	// call slot as if it made the call.
-	slots  *Limiter
-	mu     sync.Mutex
-	batch  *Batch
-	split  listSplit
+	slots *Limiter
+	mu    sync.Mutex
+	batch *Batch
+	// cuts are the CreationTime instants, ascending, the server's list is cut into windows at,
+	// because one answer would hold more than the client reads.
+	cuts   []time.Time
 	flight singleflight.Group
 }
 
@@ -70,34 +72,35 @@ type Batch struct {
 	byID  map[requestKey]batchEntry
 }
 
-// listSplit is how a server's list is asked for: in how many CreationTime windows, because one
-// answer would hold more than the client reads, and the most requests one answer has held.
-type listSplit struct {
-	windows int
-	fitted  int
+// window is one CreationTime window of a list: from its start until the next one's, the last
+// open-ended; count is how many requests it held.
+type window struct {
+	from  time.Time
+	count int
 }
 
-// narrowest returns the fewest windows the list needs, judged from what each of windows held:
-// halved while the merged neighbours would hold no more requests than one answer already has.
-// The account's requests age out of the lookback, so a split made for a busy week does not
-// cost a call per window forever. Judged by count, not bytes, a halving may overflow after
-// all: the next fetch then splits again and learns anew what fits.
-func (split listSplit) narrowest(counts []int) int {
-	for len(counts) > 1 && len(counts)%2 == 0 {
-		merged := make([]int, len(counts)/2)
-		for i := range merged {
-			merged[i] = counts[2*i] + counts[2*i+1]
+// learn returns the cuts the next list starts from: the windows this one was answered in, an
+// empty one merged into its neighbour. A window that did not fit once never fits again while
+// its requests stay in the lookback — PAM keeps them, and new ones land in the last window — so
+// cuts are dropped only as the lookback moves past them. Neighbours that did fit are not merged
+// on their counts either: requests differ in length, and a merge judged by count may overflow at
+// every fetch.
+func learn(windows []window) []time.Time {
+	var cuts []time.Time
+	held := 0
+	for i, w := range windows {
+		if i > 0 && held > 0 && w.count > 0 {
+			cuts = append(cuts, w.from)
+			held = 0
 		}
-		if slices.Max(merged) > split.fitted {
-			break
-		}
-		counts = merged
+		held += w.count
 	}
-	return len(counts)
+	return cuts
 }
 
-// maxListWindows bounds the split of a list: at 7 days of lookback, windows of 40 minutes.
-const maxListWindows = 256
+// minListWindow is the shortest window a list is halved to: one that still overflows holds
+// requests no list can name, and they are read alone.
+const minListWindow = time.Second
 
 // Lookup returns the request as a batch shows it, taken after notBefore and covering requests
 // created since since; it lists the server's requests again when the newest batch is too old or
@@ -183,30 +186,17 @@ func (b *Batcher) Fetch(ctx context.Context, connect func(context.Context) (Clie
 		}
 		batch := &Batch{At: now(), since: since, byID: map[requestKey]batchEntry{}}
 		b.mu.Lock()
-		split := b.split
+		cuts := b.cuts
 		b.mu.Unlock()
-		split.windows = max(split.windows, 1)
-		for {
-			counts, err := listInWindows(ctx, pc, since, batch.At, split.windows, batch.add)
-			if err == nil {
-				split.fitted = max(split.fitted, slices.Max(counts))
-				split.windows = split.narrowest(counts)
-				break
-			}
-			if !errors.Is(err, ErrAnswerTooLarge) || split.windows >= maxListWindows {
-				// The narrowest split is kept, so that the next fetch does not search for it again.
-				b.mu.Lock()
-				b.split = split
-				b.mu.Unlock()
-				return nil, err
-			}
-			// What fitted before did not this time (longer requests): learn it again.
-			split.windows, split.fitted = split.windows*2, 0
-			clear(batch.byID)
-		}
+		got, err := listInWindows(ctx, pc, since, batch.At, cuts, batch.add)
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		b.batch, b.split = batch, split
+		if err != nil {
+			// The halves found so far are kept: the next list does not overflow where this one did.
+			b.cuts = slices.Compact(slices.SortedFunc(slices.Values(slices.Concat(cuts, got.halves)), time.Time.Compare))
+			return nil, err
+		}
+		b.batch, b.cuts = batch, learn(got.windows)
 		return batch, nil
 	})
 	if err != nil {
@@ -215,30 +205,61 @@ func (b *Batcher) Fetch(ctx context.Context, connect func(context.Context) (Clie
 	return v.(*Batch), nil
 }
 
-// listInWindows lists the requests created since since, in windows of equal length up to until
-// and one open-ended after it, hands each request to add and returns how many each window held.
-func listInWindows(ctx context.Context, pc Client, since, until time.Time, windows int, add func(Request)) ([]int, error) {
-	step := until.Sub(since) / time.Duration(windows)
+// listing is what a list in windows found: the windows it was answered in, and the instants
+// it halved windows at.
+type listing struct {
+	windows []window
+	halves  []time.Time
+}
+
+// listInWindows lists the requests created since since, in windows cut at the cuts after since
+// and before until, the last open-ended, and hands each request to add. A window whose answer is
+// too large is listed again in halves, and only it: the windows that fitted are not asked for
+// again. On an error, what it found so far is returned with it.
+func listInWindows(ctx context.Context, pc Client, since, until time.Time, cuts []time.Time, add func(Request)) (listing, error) {
+	var found listing
 	from := since
-	counts := make([]int, windows)
-	for i := range windows {
-		filter := FilterCreatedSince(from)
-		var to time.Time
-		if i < windows-1 {
-			// The bounds are written in milliseconds: a window ends exactly where the next begins.
-			to = since.Add(step * time.Duration(i+1)).Truncate(time.Millisecond)
-			filter = FilterCreatedBetween(from, to)
+	for i := 0; ; i++ {
+		for i < len(cuts) && (!cuts[i].After(from) || !cuts[i].Before(until)) {
+			i++
 		}
-		err := pc.List(ctx, filter, func(r Request) {
-			add(r)
-			counts[i]++
-		})
-		if err != nil {
-			return nil, err
+		if i == len(cuts) {
+			err := listWindow(ctx, pc, from, until, true, add, &found)
+			return found, err
 		}
-		from = to
+		if err := listWindow(ctx, pc, from, cuts[i], false, add, &found); err != nil {
+			return found, err
+		}
+		from = cuts[i]
 	}
-	return counts, nil
+}
+
+// listWindow lists the requests created from from until to, or since from when openEnded; an
+// answer too large is asked for again in two halves.
+func listWindow(ctx context.Context, pc Client, from, to time.Time, openEnded bool, add func(Request), found *listing) error {
+	filter := FilterCreatedBetween(from, to)
+	if openEnded {
+		filter = FilterCreatedSince(from)
+	}
+	n := 0
+	err := pc.List(ctx, filter, func(r Request) {
+		add(r) // what an answer cut short held is listed again below: the same entries
+		n++
+	})
+	if err == nil {
+		found.windows = append(found.windows, window{from: from, count: n})
+		return nil
+	}
+	if !errors.Is(err, ErrAnswerTooLarge) || to.Sub(from) < 2*minListWindow {
+		return err // a window of a second that overflows: its requests are read alone
+	}
+	// The bounds are written in milliseconds: a window ends exactly where the next begins.
+	mid := from.Add(to.Sub(from) / 2).Truncate(time.Millisecond)
+	found.halves = append(found.halves, mid)
+	if err := listWindow(ctx, pc, from, mid, false, add, found); err != nil {
+		return err
+	}
+	return listWindow(ctx, pc, mid, to, openEnded, add, found)
 }
 
 // add keeps what a sync needs of a request.
