@@ -193,7 +193,7 @@ func (b *Batcher) Fetch(ctx context.Context, connect func(context.Context) (Clie
 		defer b.mu.Unlock()
 		if err != nil {
 			// The halves found so far are kept: the next list does not overflow where this one did.
-			b.cuts = slices.Compact(slices.SortedFunc(slices.Values(slices.Concat(cuts, got.halves)), time.Time.Compare))
+			b.cuts = slices.CompactFunc(slices.SortedFunc(slices.Values(slices.Concat(cuts, got.halves)), time.Time.Compare), time.Time.Equal)
 			return nil, err
 		}
 		b.batch, b.cuts = batch, learn(got.windows)
@@ -219,19 +219,17 @@ type listing struct {
 func listInWindows(ctx context.Context, pc Client, since, until time.Time, cuts []time.Time, add func(Request)) (listing, error) {
 	var found listing
 	from := since
-	for i := 0; ; i++ {
-		for i < len(cuts) && (!cuts[i].After(from) || !cuts[i].Before(until)) {
-			i++
+	for _, cut := range cuts {
+		if !cut.After(from) || !cut.Before(until) {
+			continue // outside the lookback: it ages out of the split
 		}
-		if i == len(cuts) {
-			err := listWindow(ctx, pc, from, until, true, add, &found)
+		if err := listWindow(ctx, pc, from, cut, false, add, &found); err != nil {
 			return found, err
 		}
-		if err := listWindow(ctx, pc, from, cuts[i], false, add, &found); err != nil {
-			return found, err
-		}
-		from = cuts[i]
+		from = cut
 	}
+	err := listWindow(ctx, pc, from, until, true, add, &found)
+	return found, err
 }
 
 // listWindow lists the requests created from from until to, or since from when openEnded; an
@@ -251,7 +249,7 @@ func listWindow(ctx context.Context, pc Client, from, to time.Time, openEnded bo
 		return nil
 	}
 	if !errors.Is(err, ErrAnswerTooLarge) || to.Sub(from) < 2*minListWindow {
-		return err // a window of a second that overflows: its requests are read alone
+		return err // or a window of a second that overflows: its requests are read alone
 	}
 	// The bounds are written in milliseconds: a window ends exactly where the next begins.
 	mid := from.Add(to.Sub(from) / 2).Truncate(time.Millisecond)

@@ -112,3 +112,25 @@ func TestBatchKeepsTheHalvesOfLongRequests(t *testing.T) {
 	g.Expect(again.overflows).To(BeZero())
 	g.Expect(again.lists).To(Equal(next.lists), "the split is kept")
 }
+
+// TestBatchThatCannotFitKeepsItsHalves: requests all created within one second, more than one
+// answer holds, cannot be listed: the list fails once its window is a second long, and the next
+// fetch starts from the halves the failed one found, overflowing only in that second.
+func TestBatchThatCannotFitKeepsItsHalves(t *testing.T) {
+	g := NewWithT(t)
+	emu, url := newEmulator(t)
+	c := newClient(t, pam.Config{URL: url, Version: "1"})
+	addRequests(emu, 26000, time.Now().Add(-3*24*time.Hour), 0, "") // about 10 MB, all at one instant
+
+	b := pam.NewBatcher(nil)
+	failedFetch := func() *listCounter {
+		counter := &listCounter{Client: c}
+		_, err := b.Fetch(context.Background(), func(context.Context) (pam.Client, error) { return counter, nil },
+			pam.BatchSince(time.Now()), time.Now)
+		g.Expect(err).To(MatchError(pam.ErrAnswerTooLarge))
+		return counter
+	}
+	// From 7 days to under two seconds is some nineteen halvings.
+	g.Expect(failedFetch().overflows).To(BeNumerically(">", 15))
+	g.Expect(failedFetch().overflows).To(Equal(1), "the halves of the failed list were lost")
+}
