@@ -82,23 +82,30 @@ func (b *bench) lifecycle(ctx context.Context, mutate func(int, *pamv1.PamElevat
 	if err := b.deleteAll(ctx); err != nil {
 		return cost, err
 	}
-	byEndpoint := map[emulator.Endpoint]int{}
-	for _, c := range b.h.pam.Calls() {
-		cost.calls++
-		byEndpoint[c.Endpoint]++
+	calls := b.h.pam.Calls()
+	for _, c := range calls {
 		if c.Endpoint == emulator.EndpointCloseRequest && c.RequestID == el.Status.RequestID {
 			cost.closes++
 		}
 	}
-	var breakdown []string
-	for _, e := range emulator.Endpoints() {
-		if n := byEndpoint[e]; n > 0 {
-			breakdown = append(breakdown, fmt.Sprintf("%s %d", e, n))
-		}
-	}
-	cost.breakdown = strings.Join(breakdown, ", ")
+	cost.calls, cost.breakdown = len(calls), byEndpoint(calls)
 	cost.writes, err = b.managerWrites(auditBefore, names[0])
 	return cost, err
+}
+
+// byEndpoint says how many of calls went to each endpoint, e.g. "list-requests 2, close-request 1".
+func byEndpoint(calls []emulator.Call) string {
+	counts := map[emulator.Endpoint]int{}
+	for _, c := range calls {
+		counts[c.Endpoint]++
+	}
+	var kinds []string
+	for _, e := range emulator.Endpoints() {
+		if n := counts[e]; n > 0 {
+			kinds = append(kinds, fmt.Sprintf("%s %d", e, n))
+		}
+	}
+	return strings.Join(kinds, ", ")
 }
 
 type writeCounts struct{ objects, events int }

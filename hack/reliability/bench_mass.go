@@ -111,20 +111,8 @@ func (b *bench) mass(ctx context.Context) error {
 	after := b.reconcileStats()
 	cpuAfter, _ := b.manager.sample("process_cpu_seconds_total")
 	b.report.add("mass revocation: the manager's CPU per elevation (close, confirmation, release)", 1000*(cpuAfter-cpuBefore)/float64(n), "ms", "")
-	callsUpTo, during := 0, map[emulator.Endpoint]int{}
-	for _, c := range b.h.pam.Calls() {
-		if !c.Time.After(lastClose) {
-			callsUpTo++
-			during[c.Endpoint]++
-		}
-	}
-	var kinds []string
-	for _, e := range emulator.Endpoints() {
-		if during[e] > 0 {
-			kinds = append(kinds, fmt.Sprintf("%s %d", e, during[e]))
-		}
-	}
-	b.report.add("mass revocation: PAM calls up to the last Close", float64(callsUpTo), "calls", strings.Join(kinds, ", "))
+	upToLastClose := slices.DeleteFunc(b.h.pam.Calls(), func(c emulator.Call) bool { return c.Time.After(lastClose) })
+	b.report.add("mass revocation: PAM calls up to the last Close", float64(len(upToLastClose)), "calls", byEndpoint(upToLastClose))
 	b.report.add("mass revocation: the manager's passes per elevation", (after.reconcileCount-before.reconcileCount)/float64(n), "passes", "")
 	b.report.add("mass revocation: mean reconcile time", after.meanReconcile(before), "ms", "")
 	b.report.add("mass revocation: mean queue wait", after.meanQueueWait(before), "ms", "")
